@@ -1,0 +1,39 @@
+//! Read models of WAzion Bridge and the runtime that keeps them up to date.
+//!
+//! - [`log`]: the event log as readers see it, in an order that never skips a late commit.
+//! - [`runtime`]: asynchronous projections with a checkpoint, an advisory lock and NOTIFY wake-ups.
+//! - [`notify`]: the one LISTEN connection per process that wakes runners and caches.
+//! - Inline projections ([`accounts`], [`api_keys`]) run inside the append transaction.
+
+pub mod accounts;
+pub mod api_keys;
+pub mod log;
+pub mod notify;
+pub mod runtime;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use log::{LogPosition, StoredEvent};
+
+/// What a projection can fail with while folding an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Decode(#[from] domain::EventDecodeError),
+}
+
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>>;
+
+/// Folds events of the log into its own tables. Applying must be deterministic and use only the
+/// event and the projection's own tables, so that a rebuild from the log gives the same rows.
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name: the checkpoint's key and the advisory lock's seed.
+    fn name(&self) -> &'static str;
+
+    /// Fold one event. Runs inside the caller's transaction; events the projection does not care
+    /// about are ignored.
+    fn apply<'a>(&'a self, conn: &'a mut sqlx::PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a>;
+}

@@ -1,0 +1,97 @@
+//! Reading the event log.
+//!
+//! Positions are `(transaction_id, global_position)`. Identity values are taken when a row is
+//! inserted but become visible when its transaction commits, so a transaction holding position 7
+//! can commit after the one holding position 8. A reader that kept only `global_position > last`
+//! would then skip 7 forever. Reading in `(transaction_id, global_position)` order and stopping
+//! below `pg_snapshot_xmin(pg_current_snapshot())` (the oldest transaction still running) means
+//! every event before the reader's position is final: nothing can commit behind it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { transaction_id: 0, global_position: 0 };
+}
+
+/// One event as stored in the log.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    pub transaction_id: i64,
+    pub tenant_id: String,
+    pub stream_type: String,
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    pub fn position(&self) -> LogPosition {
+        LogPosition { transaction_id: self.transaction_id, global_position: self.global_position }
+    }
+
+    /// Decode into a domain event type, upcasting older schema versions.
+    pub fn decode<E: domain::DomainEvent>(&self) -> Result<E, domain::EventDecodeError> {
+        E::from_stored(&self.event_type, self.schema_version, self.payload.clone())
+    }
+}
+
+/// The columns of [`StoredEvent`], with `xid8` read as a bigint.
+pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, tenant_id, \
+     stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// Up to `limit` events after `after`, in log order, that no running transaction can precede.
+pub async fn read_after<'c>(
+    conn: impl PgExecutor<'c>,
+    after: LogPosition,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, global_position LIMIT $3"
+    );
+    sqlx::query_as(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// Every event of one stream, in stream order.
+pub async fn read_stream<'c>(
+    conn: impl PgExecutor<'c>,
+    stream_type: &str,
+    stream_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_type = $1 AND stream_id = $2 ORDER BY stream_version"
+    );
+    sqlx::query_as(&sql).bind(stream_type).bind(stream_id).fetch_all(conn).await
+}
+
+/// The newest position of the log (committed or not), for lag reporting.
+pub async fn head<'c>(conn: impl PgExecutor<'c>) -> Result<Option<LogPosition>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events \
+         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
+}

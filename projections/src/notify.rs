@@ -1,0 +1,102 @@
+//! One LISTEN connection per process. Appenders `NOTIFY bridge_events` inside their transaction,
+//! which PostgreSQL delivers only after commit; this watcher turns those into wake-ups.
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+pub const CHANNEL: &str = "bridge_events";
+
+/// What an append announces: whose streams changed. Small on purpose (NOTIFY payloads are capped).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Announcement {
+    pub tenant: String,
+    pub stream_types: Vec<String>,
+}
+
+/// Something that may have changed. `Reset` means notifications may have been missed (the
+/// connection dropped): anything cached from the log must be dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Appended(Announcement),
+    Reset,
+}
+
+#[derive(Clone)]
+pub struct LogWatcher {
+    /// Bumped on every notification: runners wait on it to know the log may have grown.
+    generation: watch::Sender<u64>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for LogWatcher {
+    fn default() -> Self {
+        Self { generation: watch::channel(0).0, changes: broadcast::channel(1024).0 }
+    }
+}
+
+impl LogWatcher {
+    /// A receiver that is marked changed whenever the log may have grown.
+    pub fn wakeups(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Wake every runner (used after local appends so they do not wait for the round trip).
+    pub fn poke(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn publish(&self, change: Change) {
+        self.poke();
+        let _ = self.changes.send(change);
+    }
+
+    /// Listen until `shutdown`. Reconnects on its own; every reconnection publishes `Reset`.
+    pub async fn run(self, pool: PgPool, shutdown: CancellationToken) {
+        let mut backoff = std::time::Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event listener could not connect; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                continue;
+            }
+            backoff = std::time::Duration::from_millis(100);
+            // Whatever happened while we were not listening is unknown.
+            self.publish(Change::Reset);
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = listener.try_recv() => n,
+                };
+                match next {
+                    Ok(Some(n)) => match serde_json::from_str::<Announcement>(n.payload()) {
+                        Ok(a) => self.publish(Change::Appended(a)),
+                        Err(_) => self.publish(Change::Reset),
+                    },
+                    // The connection was lost; sqlx reconnects on the next call.
+                    Ok(None) => self.publish(Change::Reset),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

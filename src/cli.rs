@@ -1,0 +1,385 @@
+//! The `bridge` command: `serve`, `migrate`, and the operator commands. With `--json` a command
+//! prints exactly one JSON object on stdout (scripts rely on the field names); logs go to stderr.
+
+use crate::commands::{accounts, keys, CommandError};
+use crate::config::{Config, LogFormat};
+use crate::db;
+use crate::store::{Actor, EventStore, Metadata};
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use domain::account::{AccountCommand, AccountError, OpenAccount};
+use domain::api_key::ApiKeyError;
+use domain::ids::{AccountId, KeyId};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "bridge", version, about = "WAzion Bridge: an event-sourced WhatsApp API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate(JsonFlag),
+    /// Run the server (listens on BRIDGE_LISTEN, default 127.0.0.1:8080).
+    Serve {
+        /// Create a demo account and API key and print a ready-to-paste curl line.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect the asynchronous projections.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Args, Clone, Copy)]
+struct JsonFlag {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Open an account.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        plan: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Suspend an account: its keys get 402 everywhere but /v1/me and /v1/usage.
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Reactivate a suspended account.
+    Activate {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Move an account to another plan.
+    SetPlan {
+        id: String,
+        plan: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List accounts.
+    List(JsonFlag),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; the secret is printed once and never again.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Replace a key's secret; the old one stops at once, or after --grace (e.g. 30m, 24h, 7d).
+    Rotate {
+        key_id: String,
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<chrono::Duration>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke a key: it stops working at once.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an account's keys (never their secrets).
+    List {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each projection's checkpoint, lag and whether a runner is active.
+    Status(JsonFlag),
+}
+
+/// `30s`, `15m`, `24h`, `7d`, or a bare number of seconds.
+fn parse_duration(value: &str) -> Result<chrono::Duration, String> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: i64 = number.parse().map_err(|_| format!("`{value}` is not a duration like 30s, 15m, 24h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`{value}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    Ok(chrono::Duration::seconds(seconds))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config, matches!(cli.command, Command::Serve { .. }));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    // Operator commands are quiet unless asked; the server logs requests.
+    let default = if serving { "info,sqlx=warn" } else { "warn" };
+    let filter = EnvFilter::try_from_env("BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn operator() -> Metadata {
+    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "operator".into());
+    Metadata::new(Actor::Operator { name: format!("cli:{name}") })
+}
+
+fn print(json_out: bool, value: Value, text: impl FnOnce() -> String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+    let database = db::open(&config).await?;
+    let pool = database.pool.clone();
+    let is_serve = matches!(cli.command, Command::Serve { .. });
+    if matches!(cli.command, Command::Migrate(_)) || (is_serve && config.migrate_on_start) {
+        db::migrate(&pool).await?;
+    } else if !is_serve {
+        // Operator commands need the schema too; migrating is idempotent and cheap when current.
+        db::migrate(&pool).await?;
+    }
+    let plans = config.plan_catalog()?;
+    let store = EventStore::new(pool.clone(), EventStore::inline_projections());
+
+    match cli.command {
+        Command::Migrate(out) => {
+            let applied = db::MIGRATOR.iter().count();
+            print(out.json, json!({"ok": true, "migrations": applied}), || format!("database is up to date ({applied} migrations)"));
+        }
+        Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await?,
+        Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await?,
+        Command::Keys(command) => keys_command(command, &store, &pool).await?,
+        Command::Projections(ProjectionsCommand::Status(out)) => {
+            let names: Vec<&str> = crate::server::async_projections().iter().map(|p| p.name()).collect();
+            let status = projections::runtime::status(&pool, &names).await?;
+            print(out.json, json!({"projections": status}), || {
+                if status.is_empty() {
+                    return "no asynchronous projections".into();
+                }
+                status
+                    .iter()
+                    .map(|s| format!("{:<20} position {:>10}  lag {:>8}  {}", s.name, s.checkpoint.global_position, s.lag, if s.active { "active" } else { "idle" }))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    drop(database);
+    Ok(())
+}
+
+async fn serve(config: Config, pool: sqlx::PgPool, store: &EventStore, plans: &domain::plan::PlanCatalog, demo: bool) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set BRIDGE_LISTEN)", config.listen))?;
+    if demo {
+        let (account, _) = accounts::open(store, plans, &operator(), "Demo account", "pro").await?;
+        let (key, secret) = keys::create(store, &operator(), &account.id, Some("demo".into())).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        println!("Demo account {} (plan pro), API key {}:\n\n  {}\n", account.id, key.key_id, secret.expose());
+        println!("Try it:\n\n  curl -s {base}/api/bridge/v1/me -H \"Authorization: Bearer {}\"\n", secret.expose());
+    }
+    let server = crate::server::start(config, pool, listener).await?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn account_json(a: &OpenAccount) -> Value {
+    json!({"account_id": a.id, "name": a.name.as_str(), "plan": a.plan.as_str(), "status": a.status.as_str(), "cycle_anchor": a.cycle_anchor})
+}
+
+fn account_error(id: &str, e: CommandError<AccountError>) -> anyhow::Error {
+    match e {
+        CommandError::Rejected(AccountError::NotFound) => anyhow!("no account {id}"),
+        CommandError::Rejected(e) => anyhow!("{e}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+fn parse_account(id: &str) -> anyhow::Result<AccountId> {
+    AccountId::parse(id).map_err(|e| anyhow!("{e}"))
+}
+
+async fn accounts_command(command: AccountsCommand, store: &EventStore, plans: &domain::plan::PlanCatalog, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let (id, command, out, verb) = match command {
+        AccountsCommand::Create { name, plan, out } => {
+            let (account, _) = accounts::open(store, plans, &operator(), &name, &plan).await.map_err(|e| account_error("", e))?;
+            print(out.json, account_json(&account), || format!("created account {} ({}, plan {})", account.id, account.name.as_str(), account.plan));
+            return Ok(());
+        }
+        AccountsCommand::List(out) => {
+            let rows: Vec<(String, String, String, String, chrono::DateTime<chrono::Utc>)> =
+                sqlx::query_as("SELECT account_id, name, plan, status, created_at FROM accounts ORDER BY account_id").fetch_all(pool).await?;
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|(id, name, plan, status, created)| json!({"account_id": id, "name": name, "plan": plan, "status": status, "created_at": created}))
+                .collect();
+            print(out.json, json!({"accounts": list}), || {
+                rows.iter().map(|(id, name, plan, status, _)| format!("{id}  {status:<9}  {plan:<9}  {name}")).collect::<Vec<_>>().join("\n")
+            });
+            return Ok(());
+        }
+        AccountsCommand::Suspend { id, reason, out } => (id, AccountCommand::Suspend { reason }, out, "suspended"),
+        AccountsCommand::Activate { id, out } => (id, AccountCommand::Activate, out, "active"),
+        AccountsCommand::SetPlan { id, plan, out } => (id, AccountCommand::ChangePlan { plan }, out, "updated"),
+    };
+    let account_id = parse_account(&id)?;
+    let (account, changed) = accounts::handle(store, plans, &operator(), &account_id, command).await.map_err(|e| account_error(&id, e))?;
+    let mut value = account_json(&account);
+    value["changed"] = changed.into();
+    print(out.json, value, || {
+        let state = if changed { verb.to_owned() } else { format!("already {verb}") };
+        format!("account {} {state} (status {}, plan {})", account.id, account.status.as_str(), account.plan)
+    });
+    Ok(())
+}
+
+fn key_error(id: &str, e: CommandError<ApiKeyError>) -> anyhow::Error {
+    match e {
+        CommandError::Rejected(ApiKeyError::NotFound) => anyhow!("no API key {id}"),
+        CommandError::Rejected(e) => anyhow!("{id}: {e}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { account, name, out } => {
+            let account_id = parse_account(&account)?;
+            let (key, secret) = keys::create(store, &operator(), &account_id, name).await.map_err(|e| match e {
+                keys::KeyCommandError::AccountNotFound => anyhow!("no account {account}"),
+                keys::KeyCommandError::Key(e) => key_error("", e),
+            })?;
+            print(out.json, json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose()}), || {
+                format!("created key {} for {}\n\n  {}\n\nThis secret is shown once; store it now.", key.key_id, key.account_id, secret.expose())
+            });
+        }
+        KeysCommand::Rotate { key_id, grace, out } => {
+            let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
+            let (key, secret) = keys::rotate(store, &operator(), &id, grace).await.map_err(|e| key_error(&key_id, e))?;
+            let until = grace.map(|g| chrono::Utc::now() + g);
+            print(out.json, json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose(), "previous_valid_until": until}), || {
+                let old = until.map_or("stopped working now".to_owned(), |u| format!("works until {u}"));
+                format!("rotated key {}; the old secret {old}\n\n  {}\n\nThis secret is shown once; store it now.", key.key_id, secret.expose())
+            });
+        }
+        KeysCommand::Revoke { key_id, out } => {
+            let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
+            let changed = keys::revoke(store, &operator(), &id).await.map_err(|e| key_error(&key_id, e))?;
+            print(out.json, json!({"key_id": key_id, "status": "revoked", "changed": changed}), || {
+                if changed { format!("revoked key {key_id}") } else { format!("key {key_id} was already revoked") }
+            });
+        }
+        KeysCommand::List { account, out } => {
+            let account_id = parse_account(&account)?;
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)").bind(account_id.as_str()).fetch_one(pool).await?;
+            if !exists {
+                bail!("no account {account}");
+            }
+            type Row = (String, Option<String>, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT key_id, name, status, created_at, rotated_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY key_id",
+            )
+            .bind(account_id.as_str())
+            .fetch_all(pool)
+            .await?;
+            let list: Vec<Value> = rows
+                .iter()
+                .map(|(id, name, status, created, rotated, revoked)| {
+                    json!({"key_id": id, "name": name, "status": status, "created_at": created, "rotated_at": rotated, "revoked_at": revoked})
+                })
+                .collect();
+            print(out.json, json!({"account_id": account, "keys": list}), || {
+                rows.iter().map(|(id, name, status, ..)| format!("{id}  {status:<8}  {}", name.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap().num_seconds(), 90);
+        assert_eq!(parse_duration("15m").unwrap().num_seconds(), 900);
+        assert_eq!(parse_duration("24h").unwrap().num_seconds(), 86400);
+        assert_eq!(parse_duration("7d").unwrap().num_days(), 7);
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

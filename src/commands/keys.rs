@@ -1,0 +1,63 @@
+//! API-key commands: create, rotate, revoke. Secrets are generated here, returned to the caller
+//! once, and only their hashes go any further.
+
+use super::{execute, load, CommandError};
+use crate::store::{EventStore, Metadata};
+use domain::account::Account;
+use domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyContext, ApiKeyError, ApiKeySecret, KeyState};
+use domain::ids::{AccountId, KeyId};
+use domain::Aggregate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCommandError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error(transparent)]
+    Key(#[from] CommandError<ApiKeyError>),
+}
+
+impl From<CommandError<domain::account::AccountError>> for KeyCommandError {
+    fn from(e: CommandError<domain::account::AccountError>) -> Self {
+        match e {
+            CommandError::Rejected(_) => KeyCommandError::AccountNotFound,
+            CommandError::Store(s) => KeyCommandError::Key(CommandError::Store(s)),
+            CommandError::Projection(p) => KeyCommandError::Key(CommandError::Projection(p)),
+            CommandError::Db(d) => KeyCommandError::Key(CommandError::Db(d)),
+        }
+    }
+}
+
+fn tenant_of(key: &ApiKey) -> Option<String> {
+    key.key.as_ref().map(|k| k.account_id.to_string())
+}
+
+fn decide(command: ApiKeyCommand) -> impl Fn(&ApiKey) -> Result<Vec<domain::api_key::ApiKeyEvent>, ApiKeyError> {
+    move |state| state.decide(command.clone(), &ApiKeyContext { now: super::now() })
+}
+
+/// A new key for the account. The secret is in the result and nowhere else.
+pub async fn create(store: &EventStore, metadata: &Metadata, account_id: &AccountId, name: Option<String>) -> Result<(KeyState, ApiKeySecret), KeyCommandError> {
+    let (account, _) = load::<Account>(store, account_id.as_str()).await?;
+    if account.opened.is_none() {
+        return Err(KeyCommandError::AccountNotFound);
+    }
+    let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
+    let key_id = KeyId::new();
+    let command = ApiKeyCommand::Create { key_id: key_id.clone(), account_id: account_id.clone(), name, hash: secret.hash() };
+    let (state, _) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
+    Ok((state.key.expect("created"), secret))
+}
+
+/// A new secret for the key; the old one ends now or after `grace`.
+pub async fn rotate(store: &EventStore, metadata: &Metadata, key_id: &KeyId, grace: Option<chrono::Duration>) -> Result<(KeyState, ApiKeySecret), CommandError<ApiKeyError>> {
+    let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
+    let command = ApiKeyCommand::Rotate { hash: secret.hash(), grace };
+    let (state, _) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
+    Ok((state.key.expect("exists"), secret))
+}
+
+/// Revoke the key: it stops authenticating at once. Returns whether it was active before.
+pub async fn revoke(store: &EventStore, metadata: &Metadata, key_id: &KeyId) -> Result<bool, CommandError<ApiKeyError>> {
+    let (_, stored) = execute(store, key_id.as_str(), tenant_of, metadata, decide(ApiKeyCommand::Revoke)).await?;
+    Ok(!stored.is_empty())
+}

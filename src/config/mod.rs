@@ -1,0 +1,103 @@
+//! Layered configuration: embedded defaults, then `bridge.toml`, then `BRIDGE_*` environment
+//! variables (and `DATABASE_URL`). Validated once at start, with messages that say what to fix.
+
+mod secret;
+
+pub use secret::Secret;
+
+use anyhow::{bail, Context};
+use domain::plan::{PlanCatalog, PlanLimits, PlanName};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub migrate_on_start: bool,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub allow_private_urls: bool,
+    pub line_send_interval_ms: u64,
+    pub line_send_jitter_ms: u64,
+    pub public_hosts: Vec<String>,
+    #[serde(default)]
+    pub database_url: Option<Secret>,
+    pub database: DatabaseConfig,
+    pub plans: BTreeMap<String, PlanLimits>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Load from the layers and validate.
+    pub fn load() -> anyhow::Result<Self> {
+        let file = std::env::var_os("BRIDGE_CONFIG").map(PathBuf::from);
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        match &file {
+            Some(path) if !path.exists() => bail!("BRIDGE_CONFIG names {}, which does not exist", path.display()),
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None => figment = figment.merge(Toml::file("bridge.toml")),
+        }
+        // DATABASE_URL is the convention most tools share; BRIDGE_DATABASE_URL wins over it.
+        figment = figment
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
+            .merge(Env::prefixed("BRIDGE_").ignore(&["CONFIG"]).split("__"));
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024 (got {})", self.max_body_bytes);
+        }
+        if self.database.max_connections < 2 {
+            bail!("database.max_connections must be at least 2");
+        }
+        for required in ["free", "starter", "pro", "business"] {
+            if !self.plans.contains_key(required) {
+                bail!("plans.{required} is missing: the plans free, starter, pro and business must be configured");
+            }
+        }
+        self.plan_catalog().map(|_| ())
+    }
+
+    pub fn plan_catalog(&self) -> anyhow::Result<PlanCatalog> {
+        let mut plans = BTreeMap::new();
+        for (name, limits) in &self.plans {
+            let name = PlanName::parse(name).with_context(|| format!("in [plans.{name}]"))?;
+            plans.insert(name, *limits);
+        }
+        Ok(PlanCatalog::new(plans))
+    }
+}
+
+/// Figment's errors name the key and the layer; keep that and add what was expected.
+fn describe(error: figment::Error) -> String {
+    let mut out = String::from("invalid configuration:");
+    for e in error {
+        let key = if e.path.is_empty() { "(top level)".to_owned() } else { e.path.join(".") };
+        let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_else(|| "unknown source".into());
+        out.push_str(&format!("\n  - {key}: {} (from {source})", e.kind));
+    }
+    out
+}

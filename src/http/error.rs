@@ -1,0 +1,95 @@
+//! The HTTP error type, rendered in the two envelopes of the published API:
+//!
+//! - authentication, account and server errors: `{"ok": false, "error": {"code", "message", "retryable"}}`;
+//! - validation and business errors, flat: `{"error": code, "message", …details}`.
+//!
+//! Internal errors are answered as an opaque `server_error`; their cause chain travels to the
+//! access-log middleware in a response extension and is logged there with the request id.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401 `unauthorized`.
+    Unauthorized(&'static str),
+    /// 402 `subscription_required`.
+    SubscriptionRequired,
+    /// 500 `server_error`; the cause is logged, never sent.
+    Server(anyhow::Error),
+    /// A flat error: status, code, message and details merged into the body.
+    Flat { status: StatusCode, code: &'static str, message: String, details: Map<String, Value> },
+}
+
+/// Attached to 5xx responses so the access log can record why.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
+
+impl ApiError {
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::flat(StatusCode::BAD_REQUEST, "validation_error", message)
+    }
+
+    /// A validation error about one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(message).with("field", field)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::flat(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn flat(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Flat { status, code, message: message.into(), details: Map::new() }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if let Self::Flat { details, .. } = &mut self {
+            details.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+
+    pub fn server(error: impl Into<anyhow::Error>) -> Self {
+        Self::Server(error.into())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::server(e)
+    }
+}
+
+fn standard(status: StatusCode, code: &str, message: &str, retryable: bool) -> Response {
+    (status, Json(json!({"ok": false, "error": {"code": code, "message": message, "retryable": retryable}}))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Unauthorized(message) => standard(StatusCode::UNAUTHORIZED, "unauthorized", message, false),
+            ApiError::SubscriptionRequired => standard(
+                StatusCode::PAYMENT_REQUIRED,
+                "subscription_required",
+                "The Bridge subscription of this account is not active.",
+                false,
+            ),
+            ApiError::Server(cause) => {
+                let mut response =
+                    standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal error; you can try again.", true);
+                response.extensions_mut().insert(ErrorCause(format!("{cause:#}")));
+                response
+            }
+            ApiError::Flat { status, code, message, details } => {
+                let mut body = Map::with_capacity(details.len() + 2);
+                body.insert("error".into(), code.into());
+                body.insert("message".into(), message.into());
+                body.extend(details);
+                (status, Json(Value::Object(body))).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Extractors: the authenticated tenant (the only way a handler learns who is calling) and a JSON
+//! body whose every rejection is a `validation_error` in the published envelope.
+
+use super::error::ApiError;
+use super::request_id::RequestId;
+use super::AppState;
+use crate::auth::{AuthFailure, Identity};
+use crate::store::{Actor, Metadata};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use domain::account::SubscriptionStatus;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// A caller with a valid key whose account may be suspended: only for `me` and `usage`.
+pub struct AnyTenant {
+    pub identity: Arc<Identity>,
+    pub request_id: Option<String>,
+}
+
+/// A caller with a valid key and an active subscription.
+pub struct Tenant {
+    pub identity: Arc<Identity>,
+    pub request_id: Option<String>,
+}
+
+impl Tenant {
+    /// Event metadata naming this key and request as the cause.
+    pub fn metadata(&self) -> Metadata {
+        Metadata::new(Actor::ApiKey { key_id: self.identity.key_id.to_string() }).with_request_id(self.request_id.clone())
+    }
+}
+
+fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| ApiError::Unauthorized("Malformed Authorization header."))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::Unauthorized("Authorization header must be `Bearer wzb_live_…`."));
+        }
+        return Ok(token.trim());
+    }
+    if let Some(value) = parts.headers.get("x-bridge-key") {
+        return value.to_str().map(str::trim).map_err(|_| ApiError::Unauthorized("Malformed X-Bridge-Key header."));
+    }
+    Err(ApiError::Unauthorized("Missing API key: send `Authorization: Bearer wzb_live_…` or `X-Bridge-Key`."))
+}
+
+impl FromRequestParts<AppState> for AnyTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = presented_key(parts)?;
+        let identity = match state.auth.authenticate(key).await? {
+            Ok(identity) => identity,
+            Err(AuthFailure::Malformed) => return Err(ApiError::Unauthorized("Malformed API key: keys start with `wzb_live_`.")),
+            Err(AuthFailure::Missing) | Err(AuthFailure::Invalid) => {
+                return Err(ApiError::Unauthorized("Invalid or revoked API key."))
+            }
+        };
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        Ok(Self { identity, request_id })
+    }
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AnyTenant { identity, request_id } = AnyTenant::from_request_parts(parts, state).await?;
+        if identity.status != SubscriptionStatus::Active {
+            return Err(ApiError::SubscriptionRequired);
+        }
+        Ok(Self { identity, request_id })
+    }
+}
+
+/// `axum::Json` with rejections in our envelope.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::validation("Send the body as JSON with `Content-Type: application/json`."),
+        JsonRejection::JsonSyntaxError(e) => ApiError::validation(format!("The body is not valid JSON: {}", e.body_text().trim_start_matches("Failed to parse the request body as JSON: "))),
+        JsonRejection::JsonDataError(e) => ApiError::validation(format!("The body does not match the expected fields: {}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::flat(StatusCode::PAYLOAD_TOO_LARGE, "validation_error", "The request body is too large.")
+        }
+        other => ApiError::validation(other.body_text()),
+    }
+}

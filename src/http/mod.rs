@@ -1,0 +1,68 @@
+//! The HTTP surface: REST v1 under `/api/bridge/v1` and `/v1`, with request ids, CORS, a body
+//! size limit, JSON 404/405s and the OpenAPI document.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod request_id;
+pub mod v1;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::store::EventStore;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method, Uri};
+use axum::Router;
+use domain::plan::PlanCatalog;
+use error::ApiError;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{Any, CorsLayer};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub plans: Arc<PlanCatalog>,
+    pub pool: PgPool,
+    pub store: EventStore,
+    pub auth: Arc<Authenticator>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let api = v1::router();
+    Router::new()
+        .nest("/api/bridge/v1", api.clone())
+        .nest("/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(cors())
+        .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-bridge-key"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(request_id::HEADER),
+        ])
+        .expose_headers([HeaderName::from_static(request_id::HEADER)])
+        .max_age(Duration::from_secs(86400))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("not_found", format!("No route for {method} {}.", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::flat(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}.", uri.path()))
+}

@@ -1,0 +1,33 @@
+//! The OpenAPI document, generated from the handlers and response types, served at
+//! `/api/bridge/v1/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "WAzion Bridge API", description = "REST to send and read WhatsApp, signed webhooks to receive."),
+    servers((url = "/api/bridge", description = "This server")),
+    paths(super::v1::me::me, super::v1::usage::usage),
+    modifiers(&Security),
+    tags((name = "account", description = "Account, plan, limits and usage")),
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("wzb_live_…").build()),
+        );
+        components.add_security_scheme("bridge_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Bridge-Key"))));
+    }
+}
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,11 @@
+//! WAzion Bridge: an event-sourced WhatsApp API gateway. The binary is `bridge` (see `cli`).
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod usage;

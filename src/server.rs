@@ -1,0 +1,77 @@
+//! Wiring: the HTTP server and the background tasks that go with it, under one shutdown token.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::store::EventStore;
+use projections::notify::LogWatcher;
+use projections::runtime::{Runner, RunnerConfig};
+use projections::Projection;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The asynchronous projections this server keeps up to date.
+pub fn async_projections() -> Vec<Arc<dyn Projection>> {
+    vec![]
+}
+
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub watcher: LogWatcher,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Stop accepting requests, let in-flight ones finish, stop background work.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until the shutdown token is cancelled elsewhere (a signal) and everything has stopped.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Start serving on `listener` with background tasks; returns once the server accepts requests.
+pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    let shutdown = CancellationToken::new();
+    let plans = Arc::new(config.plan_catalog()?);
+    let store = EventStore::new(pool.clone(), EventStore::inline_projections());
+    let auth = Arc::new(Authenticator::new(pool.clone()));
+    let watcher = LogWatcher::default();
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
+    tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));
+    for projection in async_projections() {
+        let runner = Runner::new(pool.clone(), projection, watcher.wakeups(), RunnerConfig::default());
+        tasks.spawn(runner.run(shutdown.clone()));
+    }
+
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth };
+    let app = router(state.clone());
+    let addr = listener.local_addr()?;
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+        // Whatever stopped the server stops everything else too.
+        token.cancel();
+    });
+    tracing::info!(%addr, "WAzion Bridge is listening");
+    Ok(RunningServer { addr, state, watcher, shutdown, tasks })
+}

@@ -1,0 +1,201 @@
+//! The event store: atomic appends across several streams with optimistic concurrency per stream,
+//! inline projections in the same transaction, and a NOTIFY that readers receive after commit.
+//!
+//! Command handlers produce an [`Append`] (a decision); the store writes it. Keeping the two apart
+//! is what lets concurrent appends later share one transaction (group commit) without touching the
+//! handlers.
+
+use domain::ids::EventId;
+use domain::DomainEvent;
+use projections::log::{read_stream, EVENT_COLUMNS};
+use projections::notify::{Announcement, CHANNEL};
+use projections::{Projection, ProjectionError, StoredEvent};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
+
+/// Who caused an append: written into every event's metadata for auditors.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Actor {
+    ApiKey { key_id: String },
+    Operator { name: String },
+    Engine { line_id: String },
+    System,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metadata {
+    pub actor: Actor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+impl Metadata {
+    pub fn new(actor: Actor) -> Self {
+        Self { actor, request_id: None, correlation_id: None, causation_id: None }
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+}
+
+/// Events for one stream, to be written after `expected_version` (0 for a new stream).
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream_type: &'static str,
+    pub stream_id: String,
+    pub expected_version: i64,
+    pub events: Vec<(String, i32, Value)>,
+}
+
+impl StreamAppend {
+    pub fn new<E: DomainEvent>(stream_type: &'static str, stream_id: impl Into<String>, expected_version: i64, events: &[E]) -> Self {
+        let events = events
+            .iter()
+            .map(|e| {
+                let (event_type, payload) = e.to_stored();
+                (event_type, e.schema_version(), payload)
+            })
+            .collect();
+        Self { stream_type, stream_id: stream_id.into(), expected_version, events }
+    }
+}
+
+/// One decision: events for one or more streams of one tenant, written all or nothing.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub tenant_id: String,
+    pub metadata: Metadata,
+    pub streams: Vec<StreamAppend>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to the stream since it was read: reload, decide again.
+    #[error("concurrent write to stream {stream_type}/{stream_id}")]
+    Conflict { stream_type: String, stream_id: String },
+    #[error("database error")]
+    Db(#[source] sqlx::Error),
+    #[error("inline projection failed")]
+    Projection(#[from] ProjectionError),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some("events_stream_version_key") => {
+                AppendError::Conflict { stream_type: String::new(), stream_id: String::new() }
+            }
+            _ => AppendError::Db(e),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    inline: Arc<Vec<Arc<dyn Projection>>>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool, inline: Vec<Arc<dyn Projection>>) -> Self {
+        Self { pool, inline: Arc::new(inline) }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The inline projections every append runs, in order.
+    pub fn inline_projections() -> Vec<Arc<dyn Projection>> {
+        vec![Arc::new(projections::accounts::Accounts), Arc::new(projections::api_keys::ApiKeys)]
+    }
+
+    /// Every event of a stream, in order.
+    pub async fn read_stream(&self, stream_type: &str, stream_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        read_stream(&self.pool, stream_type, stream_id).await
+    }
+
+    /// Write `append` in its own transaction. Nothing is written if any stream moved on since it was
+    /// read ([`AppendError::Conflict`]) or any inline projection fails.
+    pub async fn append(&self, append: &Append) -> Result<Vec<StoredEvent>, AppendError> {
+        let mut tx = self.pool.begin().await?;
+        let stored = self.append_in(&mut tx, append).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Write `append` inside the caller's transaction (for commands that check more in it).
+    pub async fn append_in(&self, conn: &mut PgConnection, append: &Append) -> Result<Vec<StoredEvent>, AppendError> {
+        let n: usize = append.streams.iter().map(|s| s.events.len()).sum();
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let metadata = serde_json::to_value(&append.metadata).expect("metadata serializes");
+        let (mut stream_types, mut stream_ids, mut versions, mut event_ids) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut types, mut schema_versions, mut payloads) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for stream in &append.streams {
+            for (i, (event_type, schema_version, payload)) in stream.events.iter().enumerate() {
+                stream_types.push(stream.stream_type);
+                stream_ids.push(stream.stream_id.as_str());
+                versions.push(stream.expected_version + 1 + i as i64);
+                event_ids.push(EventId::new().to_string());
+                types.push(event_type.as_str());
+                schema_versions.push(*schema_version);
+                payloads.push(payload);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
+             SELECT $1, * , $9 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int[], $8::jsonb[]) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let mut stored: Vec<StoredEvent> = sqlx::query_as(&sql)
+            .bind(&append.tenant_id)
+            .bind(&stream_types)
+            .bind(&stream_ids)
+            .bind(&versions)
+            .bind(&event_ids)
+            .bind(&types)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| match AppendError::from(e) {
+                AppendError::Conflict { .. } => conflict_of(append),
+                other => other,
+            })?;
+        stored.sort_by_key(|e| e.global_position);
+        for event in &stored {
+            for projection in self.inline.iter() {
+                projection.apply(&mut *conn, event).await?;
+            }
+        }
+        let mut kinds: Vec<String> = append.streams.iter().map(|s| s.stream_type.to_owned()).collect();
+        kinds.dedup();
+        let announcement = Announcement { tenant: append.tenant_id.clone(), stream_types: kinds };
+        // Delivered by PostgreSQL when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(serde_json::to_string(&announcement).expect("serializes"))
+            .execute(&mut *conn)
+            .await?;
+        Ok(stored)
+    }
+}
+
+fn conflict_of(append: &Append) -> AppendError {
+    // The constraint does not say which stream; with one stream (the common case) it is that one.
+    let first = &append.streams[0];
+    AppendError::Conflict { stream_type: first.stream_type.to_owned(), stream_id: first.stream_id.clone() }
+}
