@@ -201,7 +201,9 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(out) => {
             let applied = db::MIGRATOR.iter().count();
-            print(out.json, json!({"ok": true, "migrations": applied}), || format!("database is up to date ({applied} migrations)"));
+            print(out.json, json!({"ok": true, "migrations": applied}), || {
+                format!("database is up to date ({applied} migrations)")
+            });
         }
         Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await?,
         Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await?,
@@ -215,7 +217,15 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
                 }
                 status
                     .iter()
-                    .map(|s| format!("{:<20} position {:>10}  lag {:>8}  {}", s.name, s.checkpoint.global_position, s.lag, if s.active { "active" } else { "idle" }))
+                    .map(|s| {
+                        format!(
+                            "{:<20} position {:>10}  lag {:>8}  {}",
+                            s.name,
+                            s.checkpoint.global_position,
+                            s.lag,
+                            if s.active { "active" } else { "idle" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
@@ -225,7 +235,13 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, pool: sqlx::PgPool, store: &EventStore, plans: &domain::plan::PlanCatalog, demo: bool) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    pool: sqlx::PgPool,
+    store: &EventStore,
+    plans: &domain::plan::PlanCatalog,
+    demo: bool,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (set BRIDGE_LISTEN)", config.listen))?;
@@ -272,22 +288,34 @@ fn parse_account(id: &str) -> anyhow::Result<AccountId> {
     AccountId::parse(id).map_err(|e| anyhow!("{e}"))
 }
 
-async fn accounts_command(command: AccountsCommand, store: &EventStore, plans: &domain::plan::PlanCatalog, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+async fn accounts_command(
+    command: AccountsCommand,
+    store: &EventStore,
+    plans: &domain::plan::PlanCatalog,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<()> {
     let (id, command, out, verb) = match command {
         AccountsCommand::Create { name, plan, out } => {
             let (account, _) = accounts::open(store, plans, &operator(), &name, &plan).await.map_err(|e| account_error("", e))?;
-            print(out.json, account_json(&account), || format!("created account {} ({}, plan {})", account.id, account.name.as_str(), account.plan));
+            print(out.json, account_json(&account), || {
+                format!("created account {} ({}, plan {})", account.id, account.name.as_str(), account.plan)
+            });
             return Ok(());
         }
         AccountsCommand::List(out) => {
             let rows: Vec<(String, String, String, String, chrono::DateTime<chrono::Utc>)> =
-                sqlx::query_as("SELECT account_id, name, plan, status, created_at FROM accounts ORDER BY account_id").fetch_all(pool).await?;
+                sqlx::query_as("SELECT account_id, name, plan, status, created_at FROM accounts ORDER BY account_id")
+                    .fetch_all(pool)
+                    .await?;
             let list: Vec<Value> = rows
                 .iter()
                 .map(|(id, name, plan, status, created)| json!({"account_id": id, "name": name, "plan": plan, "status": status, "created_at": created}))
                 .collect();
             print(out.json, json!({"accounts": list}), || {
-                rows.iter().map(|(id, name, plan, status, _)| format!("{id}  {status:<9}  {plan:<9}  {name}")).collect::<Vec<_>>().join("\n")
+                rows.iter()
+                    .map(|(id, name, plan, status, _)| format!("{id}  {status:<9}  {plan:<9}  {name}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
             return Ok(());
         }
@@ -296,7 +324,8 @@ async fn accounts_command(command: AccountsCommand, store: &EventStore, plans: &
         AccountsCommand::SetPlan { id, plan, out } => (id, AccountCommand::ChangePlan { plan }, out, "updated"),
     };
     let account_id = parse_account(&id)?;
-    let (account, changed) = accounts::handle(store, plans, &operator(), &account_id, command).await.map_err(|e| account_error(&id, e))?;
+    let (account, changed) =
+        accounts::handle(store, plans, &operator(), &account_id, command).await.map_err(|e| account_error(&id, e))?;
     let mut value = account_json(&account);
     value["changed"] = changed.into();
     print(out.json, value, || {
@@ -323,32 +352,59 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
                 keys::KeyCommandError::Key(e) => key_error("", e),
             })?;
             print(out.json, json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose()}), || {
-                format!("created key {} for {}\n\n  {}\n\nThis secret is shown once; store it now.", key.key_id, key.account_id, secret.expose())
+                format!(
+                    "created key {} for {}\n\n  {}\n\nThis secret is shown once; store it now.",
+                    key.key_id,
+                    key.account_id,
+                    secret.expose()
+                )
             });
         }
         KeysCommand::Rotate { key_id, grace, out } => {
             let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
             let (key, secret) = keys::rotate(store, &operator(), &id, grace).await.map_err(|e| key_error(&key_id, e))?;
             let until = grace.map(|g| chrono::Utc::now() + g);
-            print(out.json, json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose(), "previous_valid_until": until}), || {
-                let old = until.map_or("stopped working now".to_owned(), |u| format!("works until {u}"));
-                format!("rotated key {}; the old secret {old}\n\n  {}\n\nThis secret is shown once; store it now.", key.key_id, secret.expose())
-            });
+            print(
+                out.json,
+                json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose(), "previous_valid_until": until}),
+                || {
+                    let old = until.map_or("stopped working now".to_owned(), |u| format!("works until {u}"));
+                    format!(
+                        "rotated key {}; the old secret {old}\n\n  {}\n\nThis secret is shown once; store it now.",
+                        key.key_id,
+                        secret.expose()
+                    )
+                },
+            );
         }
         KeysCommand::Revoke { key_id, out } => {
             let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
             let changed = keys::revoke(store, &operator(), &id).await.map_err(|e| key_error(&key_id, e))?;
             print(out.json, json!({"key_id": key_id, "status": "revoked", "changed": changed}), || {
-                if changed { format!("revoked key {key_id}") } else { format!("key {key_id} was already revoked") }
+                if changed {
+                    format!("revoked key {key_id}")
+                } else {
+                    format!("key {key_id} was already revoked")
+                }
             });
         }
         KeysCommand::List { account, out } => {
             let account_id = parse_account(&account)?;
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)").bind(account_id.as_str()).fetch_one(pool).await?;
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE account_id = $1)")
+                .bind(account_id.as_str())
+                .fetch_one(pool)
+                .await?;
             if !exists {
                 bail!("no account {account}");
             }
-            type Row = (String, Option<String>, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>);
+            type Row = (
+                String,
+                Option<String>,
+                String,
+                chrono::DateTime<chrono::Utc>,
+                Option<chrono::DateTime<chrono::Utc>>,
+                Option<chrono::DateTime<chrono::Utc>>,
+            );
             let rows: Vec<Row> = sqlx::query_as(
                 "SELECT key_id, name, status, created_at, rotated_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY key_id",
             )
@@ -362,7 +418,10 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
                 })
                 .collect();
             print(out.json, json!({"account_id": account, "keys": list}), || {
-                rows.iter().map(|(id, name, status, ..)| format!("{id}  {status:<8}  {}", name.as_deref().unwrap_or("-"))).collect::<Vec<_>>().join("\n")
+                rows.iter()
+                    .map(|(id, name, status, ..)| format!("{id}  {status:<8}  {}", name.as_deref().unwrap_or("-")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
     }

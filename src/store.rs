@@ -57,7 +57,12 @@ pub struct StreamAppend {
 }
 
 impl StreamAppend {
-    pub fn new<E: DomainEvent>(stream_type: &'static str, stream_id: impl Into<String>, expected_version: i64, events: &[E]) -> Self {
+    pub fn new<E: DomainEvent>(
+        stream_type: &'static str,
+        stream_id: impl Into<String>,
+        expected_version: i64,
+        events: &[E],
+    ) -> Self {
         let events = events
             .iter()
             .map(|e| {
@@ -142,7 +147,8 @@ impl EventStore {
         let metadata = serde_json::to_value(&append.metadata).expect("metadata serializes");
         let (mut stream_types, mut stream_ids, mut versions, mut event_ids) =
             (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut types, mut schema_versions, mut payloads) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut types, mut schema_versions, mut payloads) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         for stream in &append.streams {
             for (i, (event_type, schema_version, payload)) in stream.events.iter().enumerate() {
                 stream_types.push(stream.stream_type);

@@ -168,10 +168,7 @@ mod tests {
 
     fn catalog() -> PlanCatalog {
         let limits = PlanLimits { sent_messages: 10, webhook_events: 10, lines: 1 };
-        PlanCatalog::new(BTreeMap::from([
-            (PlanName::parse("free").unwrap(), limits),
-            (PlanName::parse("pro").unwrap(), limits),
-        ]))
+        PlanCatalog::new(BTreeMap::from([(PlanName::parse("free").unwrap(), limits), (PlanName::parse("pro").unwrap(), limits)]))
     }
 
     fn now() -> DateTime<Utc> {
@@ -196,14 +193,20 @@ mod tests {
     #[test]
     fn opening_records_plan_and_anchors_the_cycle_now() {
         let id = AccountId::parse("acc_0000000000000000000000000a").unwrap();
-        let events = given_when(&[], AccountCommand::Open { account_id: id, name: AccountName::parse(" Acme ").unwrap(), plan: "free".into() });
+        let events = given_when(
+            &[],
+            AccountCommand::Open { account_id: id, name: AccountName::parse(" Acme ").unwrap(), plan: "free".into() },
+        );
         assert_eq!(events, Ok(vec![opened()]));
     }
 
     #[test]
     fn opening_with_an_unknown_plan_lists_the_known_ones() {
-        let err = given_when(&[], AccountCommand::Open { account_id: AccountId::new(), name: AccountName::parse("A").unwrap(), plan: "gold".into() })
-            .unwrap_err();
+        let err = given_when(
+            &[],
+            AccountCommand::Open { account_id: AccountId::new(), name: AccountName::parse("A").unwrap(), plan: "gold".into() },
+        )
+        .unwrap_err();
         assert_eq!(err.to_string(), "unknown plan `gold`; known plans: free, pro");
     }
 

@@ -64,9 +64,17 @@ pub enum KeyStatus {
 
 #[derive(Debug, Clone)]
 pub enum ApiKeyCommand {
-    Create { key_id: KeyId, account_id: AccountId, name: Option<String>, hash: KeyHash },
+    Create {
+        key_id: KeyId,
+        account_id: AccountId,
+        name: Option<String>,
+        hash: KeyHash,
+    },
     /// Replace the secret; the old one keeps working for `grace` (none: it stops at once).
-    Rotate { hash: KeyHash, grace: Option<Duration> },
+    Rotate {
+        hash: KeyHash,
+        grace: Option<Duration>,
+    },
     Revoke,
 }
 
@@ -204,7 +212,13 @@ mod tests {
 
     #[test]
     fn malformed_presented_keys_are_rejected() {
-        for bad in ["", "wzb_live_", "wzb_live_short", "Bearer wzb_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "wzb_test_0123456789abcdef0123456789abcdef"] {
+        for bad in [
+            "",
+            "wzb_live_",
+            "wzb_live_short",
+            "Bearer wzb_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "wzb_test_0123456789abcdef0123456789abcdef",
+        ] {
             assert!(ApiKeySecret::parse(bad).is_none(), "{bad}");
         }
         assert!(ApiKeySecret::parse("wzb_live_0123456789abcdef0123456789abcdef!").is_none());
@@ -215,13 +229,19 @@ mod tests {
         let events = given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: None }).unwrap();
         assert_eq!(
             events,
-            vec![ApiKeyEvent::Rotated { key_hash: KeyHash("new".into()), previous_hash: KeyHash("old".into()), previous_valid_until: None }]
+            vec![ApiKeyEvent::Rotated {
+                key_hash: KeyHash("new".into()),
+                previous_hash: KeyHash("old".into()),
+                previous_valid_until: None
+            }]
         );
     }
 
     #[test]
     fn rotation_with_grace_keeps_the_old_secret_until_then() {
-        let events = given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: Some(Duration::hours(1)) }).unwrap();
+        let events =
+            given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: Some(Duration::hours(1)) })
+                .unwrap();
         let ApiKeyEvent::Rotated { previous_valid_until, .. } = &events[0] else { panic!() };
         assert_eq!(*previous_valid_until, Some(now() + Duration::hours(1)));
         assert_eq!(
@@ -233,7 +253,10 @@ mod tests {
     #[test]
     fn a_revoked_key_cannot_be_rotated_and_revoking_twice_is_a_no_op() {
         let revoked = [created(), ApiKeyEvent::Revoked {}];
-        assert_eq!(given_when(&revoked, ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: None }), Err(ApiKeyError::Revoked));
+        assert_eq!(
+            given_when(&revoked, ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: None }),
+            Err(ApiKeyError::Revoked)
+        );
         assert_eq!(given_when(&revoked, ApiKeyCommand::Revoke), Ok(vec![]));
         assert_eq!(given_when(&[created()], ApiKeyCommand::Revoke), Ok(vec![ApiKeyEvent::Revoked {}]));
         assert_eq!(given_when(&[], ApiKeyCommand::Revoke), Err(ApiKeyError::NotFound));

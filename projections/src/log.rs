@@ -54,23 +54,14 @@ pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint A
      stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
 
 /// Up to `limit` events after `after`, in log order, that no running transaction can precede.
-pub async fn read_after<'c>(
-    conn: impl PgExecutor<'c>,
-    after: LogPosition,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub async fn read_after<'c>(conn: impl PgExecutor<'c>, after: LogPosition, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events \
          WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY transaction_id, global_position LIMIT $3"
     );
-    sqlx::query_as(&sql)
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(conn)
-        .await
+    sqlx::query_as(&sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit).fetch_all(conn).await
 }
 
 /// Every event of one stream, in stream order.
@@ -79,9 +70,7 @@ pub async fn read_stream<'c>(
     stream_type: &str,
     stream_id: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_type = $1 AND stream_id = $2 ORDER BY stream_version"
-    );
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_type = $1 AND stream_id = $2 ORDER BY stream_version");
     sqlx::query_as(&sql).bind(stream_type).bind(stream_id).fetch_all(conn).await
 }
 

@@ -60,11 +60,25 @@ pub struct Runner {
     config: RunnerConfig,
     wakeups: watch::Receiver<u64>,
     state: watch::Sender<RunnerState>,
+    progress: watch::Sender<LogPosition>,
 }
 
 impl Runner {
     pub fn new(pool: PgPool, projection: Arc<dyn Projection>, wakeups: watch::Receiver<u64>, config: RunnerConfig) -> Self {
-        Self { pool, projection, config, wakeups, state: watch::channel(RunnerState::Standby).0 }
+        Self {
+            pool,
+            projection,
+            config,
+            wakeups,
+            state: watch::channel(RunnerState::Standby).0,
+            progress: watch::channel(LogPosition::START).0,
+        }
+    }
+
+    /// Follow the position up to which this runner has applied the log (it changes only when
+    /// this runner commits a batch).
+    pub fn progress(&self) -> watch::Receiver<LogPosition> {
+        self.progress.subscribe()
     }
 
     /// Follow the runner's state (standby, active, stopped).
@@ -104,7 +118,10 @@ impl Runner {
         tracing::info!(projection = self.projection.name(), "projection runner active");
         loop {
             let applied = apply_batch(&mut conn, self.projection.as_ref(), self.config.batch_size).await?;
-            if applied as i64 >= self.config.batch_size {
+            if let Some(position) = applied.last {
+                self.progress.send_replace(position);
+            }
+            if applied.count as i64 >= self.config.batch_size {
                 continue;
             }
             tokio::select! {
@@ -120,32 +137,39 @@ impl Runner {
 }
 
 async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(lock_key(name))
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)").bind(LOCK_CLASS).bind(lock_key(name)).fetch_one(conn).await
 }
 
 /// The projection's checkpoint (the start of the log if it has none).
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.map_or(LogPosition::START, |(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
 }
 
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub count: usize,
+    /// The new checkpoint, if anything was applied.
+    pub last: Option<LogPosition>,
+}
+
 /// Apply one batch after the checkpoint and move the checkpoint, in one transaction. The caller
-/// must hold the projection's lock. Returns how many events were applied.
-pub async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection, batch_size: i64) -> Result<usize, ProjectionError> {
+/// must hold the projection's lock.
+pub async fn apply_batch(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    batch_size: i64,
+) -> Result<Applied, ProjectionError> {
     let mut tx = conn.begin().await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events = read_after(&mut *tx, from, batch_size).await?;
     let Some(last) = events.last().map(|e| e.position()) else {
-        return Ok(0);
+        return Ok(Applied { count: 0, last: None });
     };
     for event in &events {
         projection.apply(&mut tx, event).await?;
@@ -162,13 +186,17 @@ pub async fn apply_batch(conn: &mut PgConnection, projection: &dyn Projection, b
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(events.len())
+    Ok(Applied { count: events.len(), last: Some(last) })
 }
 
 /// Take the lock if it is free, apply everything the log holds now, and let go. `None` means
 /// another runner holds the lock (and is the one keeping the projection up to date). Used by
 /// one-shot commands and by tests, which drive projections to completion instead of waiting.
-pub async fn catch_up_once(pool: &PgPool, projection: &dyn Projection, batch_size: i64) -> Result<Option<usize>, ProjectionError> {
+pub async fn catch_up_once(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+) -> Result<Option<usize>, ProjectionError> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
     if !try_lock(&mut conn, projection.name()).await? {
         conn.close().await?;
@@ -176,7 +204,7 @@ pub async fn catch_up_once(pool: &PgPool, projection: &dyn Projection, batch_siz
     }
     let mut total = 0;
     loop {
-        let n = apply_batch(&mut conn, projection, batch_size).await?;
+        let n = apply_batch(&mut conn, projection, batch_size).await?.count;
         total += n;
         if (n as i64) < batch_size {
             break;
@@ -201,7 +229,8 @@ pub struct ProjectionStatus {
 pub async fn status(pool: &PgPool, names: &[&str]) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let keys: Vec<i64> = names.iter().map(|n| i64::from(lock_key(n) as u32)).collect();
-    let rows: Vec<(String, i64, i64, Option<chrono::DateTime<chrono::Utc>>, i64, bool)> = sqlx::query_as(
+    type Row = (String, i64, i64, Option<chrono::DateTime<chrono::Utc>>, i64, bool);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT n.name, \
                 COALESCE(c.transaction_id, '0')::text::bigint, \
                 COALESCE(c.global_position, 0), \

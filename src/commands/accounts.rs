@@ -10,7 +10,13 @@ use domain::Aggregate;
 pub type AccountResult = Result<(OpenAccount, bool), CommandError<AccountError>>;
 
 /// Run an account command. Returns the account after it and whether anything changed.
-pub async fn handle(store: &EventStore, plans: &PlanCatalog, metadata: &Metadata, account_id: &AccountId, command: AccountCommand) -> AccountResult {
+pub async fn handle(
+    store: &EventStore,
+    plans: &PlanCatalog,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    command: AccountCommand,
+) -> AccountResult {
     let (state, stored) = execute::<Account, _>(
         store,
         account_id.as_str(),

@@ -36,7 +36,12 @@ fn decide(command: ApiKeyCommand) -> impl Fn(&ApiKey) -> Result<Vec<domain::api_
 }
 
 /// A new key for the account. The secret is in the result and nowhere else.
-pub async fn create(store: &EventStore, metadata: &Metadata, account_id: &AccountId, name: Option<String>) -> Result<(KeyState, ApiKeySecret), KeyCommandError> {
+pub async fn create(
+    store: &EventStore,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    name: Option<String>,
+) -> Result<(KeyState, ApiKeySecret), KeyCommandError> {
     let (account, _) = load::<Account>(store, account_id.as_str()).await?;
     if account.opened.is_none() {
         return Err(KeyCommandError::AccountNotFound);
@@ -49,7 +54,12 @@ pub async fn create(store: &EventStore, metadata: &Metadata, account_id: &Accoun
 }
 
 /// A new secret for the key; the old one ends now or after `grace`.
-pub async fn rotate(store: &EventStore, metadata: &Metadata, key_id: &KeyId, grace: Option<chrono::Duration>) -> Result<(KeyState, ApiKeySecret), CommandError<ApiKeyError>> {
+pub async fn rotate(
+    store: &EventStore,
+    metadata: &Metadata,
+    key_id: &KeyId,
+    grace: Option<chrono::Duration>,
+) -> Result<(KeyState, ApiKeySecret), CommandError<ApiKeyError>> {
     let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
     let command = ApiKeyCommand::Rotate { hash: secret.hash(), grace };
     let (state, _) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;

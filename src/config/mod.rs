@@ -60,10 +60,15 @@ impl Config {
         // DATABASE_URL is the convention most tools share; BRIDGE_DATABASE_URL wins over it.
         figment = figment
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
-            .merge(Env::prefixed("BRIDGE_").ignore(&["CONFIG"]).split("__"));
+            .merge(Env::prefixed("BRIDGE_").ignore(&["CONFIG", "LOG"]).split("__"));
         let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe(e)))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The embedded defaults alone, ignoring files and the environment (tests start from these).
+    pub fn defaults() -> Self {
+        Figment::from(Toml::string(DEFAULTS)).extract().expect("embedded defaults are valid")
     }
 
     fn validate(&self) -> anyhow::Result<()> {

@@ -39,19 +39,34 @@ impl EmbeddedPostgres {
                 std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
             }
             tracing::info!(dir = %dir.display(), "initialising the embedded PostgreSQL cluster");
-            run(Command::new(bin.join("initdb"))
-                .args(["-D"]).arg(&dir)
-                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-instructions"]), run_as)
+            run(
+                Command::new(bin.join("initdb")).args(["-D"]).arg(&dir).args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ]),
+                run_as,
+            )
             .context("initdb failed")?;
         }
         let status = Command::new(bin.join("pg_ctl")).arg("status").arg("-D").arg(&dir).output_as(run_as)?;
         if !status.status.success() {
             tracing::info!(dir = %dir.display(), "starting the embedded PostgreSQL cluster");
             let options = format!("-c listen_addresses='' -k {} -p {PORT}", dir.display());
-            run(Command::new(bin.join("pg_ctl"))
-                .arg("start").arg("-w").arg("-D").arg(&dir)
-                .arg("-l").arg(dir.join("server.log"))
-                .arg("-o").arg(options), run_as)
+            run(
+                Command::new(bin.join("pg_ctl"))
+                    .arg("start")
+                    .arg("-w")
+                    .arg("-D")
+                    .arg(&dir)
+                    .arg("-l")
+                    .arg(dir.join("server.log"))
+                    .arg("-o")
+                    .arg(options),
+                run_as,
+            )
             .with_context(|| format!("starting PostgreSQL failed; see {}", dir.join("server.log").display()))?;
         }
         users.lock_shared()?;
@@ -74,7 +89,10 @@ impl Drop for EmbeddedPostgres {
         // Last one out stops the cluster.
         if self.users.try_lock().is_ok() {
             tracing::info!(dir = %self.dir.display(), "stopping the embedded PostgreSQL cluster");
-            let _ = run(Command::new(self.bin.join("pg_ctl")).arg("stop").arg("-m").arg("fast").arg("-D").arg(&self.dir), self.run_as);
+            let _ = run(
+                Command::new(self.bin.join("pg_ctl")).arg("stop").arg("-m").arg("fast").arg("-D").arg(&self.dir),
+                self.run_as,
+            );
             let _ = self.users.unlock();
         }
         let _ = guard.unlock();
@@ -92,10 +110,8 @@ fn find_binaries() -> anyhow::Result<PathBuf> {
         candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<(u32, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-            .collect();
+        let mut versions: Vec<(u32, PathBuf)> =
+            entries.flatten().filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin")))).collect();
         versions.sort();
         candidates.extend(versions.into_iter().rev().map(|(_, p)| p));
     }

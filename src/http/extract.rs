@@ -93,9 +93,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::validation("Send the body as JSON with `Content-Type: application/json`."),
-        JsonRejection::JsonSyntaxError(e) => ApiError::validation(format!("The body is not valid JSON: {}", e.body_text().trim_start_matches("Failed to parse the request body as JSON: "))),
-        JsonRejection::JsonDataError(e) => ApiError::validation(format!("The body does not match the expected fields: {}", e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: "))),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::validation("Send the body as JSON with `Content-Type: application/json`.")
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::validation(format!(
+            "The body is not valid JSON: {}",
+            e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
+        )),
+        JsonRejection::JsonDataError(e) => ApiError::validation(format!(
+            "The body does not match the expected fields: {}",
+            e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        )),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::flat(StatusCode::PAYLOAD_TOO_LARGE, "validation_error", "The request body is too large.")
         }

@@ -1,0 +1,261 @@
+//! Authentication, the two error envelopes, request ids, CORS and routing, over real HTTP.
+
+mod common;
+
+use common::{redactions, TestApp};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+
+async fn body(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+#[tokio::test]
+async fn both_auth_headers_authenticate() {
+    let app = TestApp::spawn().await;
+    let (account_id, key_id, key) = app.account("pro").await;
+
+    let bearer =
+        app.http.get(app.url("/api/bridge/v1/me")).header("Authorization", format!("Bearer {key}")).send().await.unwrap();
+    assert_eq!(bearer.status(), StatusCode::OK);
+    let me = body(bearer).await;
+    assert_eq!(me["account"]["id"], account_id.as_str());
+    assert_eq!(me["key_id"], key_id.as_str());
+
+    let header = app.http.get(app.url("/v1/me")).header("X-Bridge-Key", &key).send().await.unwrap();
+    assert_eq!(header.status(), StatusCode::OK);
+    assert_eq!(body(header).await["account"]["id"], account_id.as_str());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_malformed_and_unknown_keys_get_401_in_the_standard_envelope() {
+    let app = TestApp::spawn().await;
+    let unknown = format!("wzb_live_{}", "A".repeat(40));
+    let cases: [(&str, Option<(&str, String)>); 5] = [
+        ("missing", None),
+        ("not_bearer", Some(("Authorization", "Basic dXNlcjpwYXNz".to_owned()))),
+        ("malformed", Some(("Authorization", "Bearer not-a-key".to_owned()))),
+        ("unknown", Some(("Authorization", format!("Bearer {unknown}")))),
+        ("unknown_x_bridge_key", Some(("X-Bridge-Key", unknown.clone()))),
+    ];
+    for (name, header) in cases {
+        let mut request = app.http.get(app.url("/v1/me"));
+        if let Some((h, v)) = header {
+            request = request.header(h, v);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert!(response.headers().contains_key("x-request-id"), "{name}");
+        let body = body(response).await;
+        assert_eq!(body["ok"], false);
+        assert_eq!(body["error"]["code"], "unauthorized");
+        redactions().bind(|| insta::assert_json_snapshot!(format!("unauthorized_{name}"), body));
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_and_other_keys_do_not() {
+    let app = TestApp::spawn().await;
+    let (account_id, key_id, key) = app.account("pro").await;
+    let other = app.cli(&["keys", "create", "--account", &account_id, "--json"]).await.json();
+    let other_key = other["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/me", &key).await.status(), StatusCode::OK); // now cached
+
+    let revoked = app.cli(&["keys", "revoke", &key_id, "--json"]).await.json();
+    assert_eq!(revoked["changed"], true);
+    // The CLI is another process: its append reaches this server's key cache over NOTIFY.
+    app.eventually("the revoked key is refused", Duration::from_secs(5), || async {
+        app.get("/v1/me", &key).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let refused = body(app.get("/v1/me", &key).await).await;
+    assert_eq!(refused["error"]["message"], "Invalid or revoked API key.");
+    assert_eq!(app.get("/v1/me", &other_key).await.status(), StatusCode::OK);
+
+    let again = app.cli(&["keys", "revoke", &key_id, "--json"]).await.json();
+    assert_eq!(again["changed"], false, "revoking twice changes nothing");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotation_without_grace_ends_the_old_secret_at_once() {
+    let app = TestApp::spawn().await;
+    let (_, key_id, old) = app.account("pro").await;
+    assert_eq!(app.get("/v1/me", &old).await.status(), StatusCode::OK);
+
+    let rotated = app.cli(&["keys", "rotate", &key_id, "--json"]).await.json();
+    let new = rotated["api_key"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated["key_id"], key_id.as_str(), "rotation keeps the key's id");
+    assert_eq!(rotated["previous_valid_until"], Value::Null);
+
+    assert_eq!(app.get("/v1/me", &new).await.status(), StatusCode::OK);
+    app.eventually("the rotated-out secret is refused", Duration::from_secs(5), || async {
+        app.get("/v1/me", &old).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotation_with_grace_keeps_the_old_secret_until_the_grace_ends() {
+    let app = TestApp::spawn().await;
+    let (_, key_id, old) = app.account("pro").await;
+
+    let rotated = app.cli(&["keys", "rotate", &key_id, "--grace", "24h", "--json"]).await.json();
+    let new = rotated["api_key"].as_str().unwrap().to_owned();
+    assert!(rotated["previous_valid_until"].is_string());
+    assert_eq!(app.get("/v1/me", &new).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/me", &old).await.status(), StatusCode::OK, "old secret works during the grace period");
+
+    // A short grace: the old secret works, then stops by itself.
+    let again = app.cli(&["keys", "rotate", &key_id, "--grace", "2s", "--json"]).await.json();
+    let newest = again["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/me", &new).await.status(), StatusCode::OK);
+    app.eventually("the graced secret expires", Duration::from_secs(10), || async {
+        app.get("/v1/me", &new).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(app.get("/v1/me", &newest).await.status(), StatusCode::OK);
+    // The first secret keeps its own 24h grace: rotating again does not cut it short.
+    assert_eq!(app.get("/v1/me", &old).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn suspension_answers_402_except_on_me_and_usage() {
+    let app = TestApp::spawn().await;
+    let (account_id, _, key) = app.account("starter").await;
+    app.cli(&["accounts", "suspend", &account_id, "--json"]).await.json();
+    app.eventually("the suspension reaches the server", Duration::from_secs(5), || async {
+        body(app.get("/v1/me", &key).await).await["subscription"]["status"] == "suspended"
+    })
+    .await;
+
+    assert_eq!(app.get("/v1/usage", &key).await.status(), StatusCode::OK);
+    let me = app.get("/v1/me", &key).await;
+    assert_eq!(me.status(), StatusCode::OK);
+
+    for path in ["/v1/lines", "/api/bridge/v1/lines"] {
+        let response = app.get(path, &key).await;
+        assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED, "{path}");
+        let body = body(response).await;
+        assert_eq!(body["error"]["code"], "subscription_required");
+        insta::assert_json_snapshot!("subscription_required", body);
+    }
+
+    app.cli(&["accounts", "activate", &account_id]).await;
+    app.eventually("reactivation reaches the server", Duration::from_secs(5), || async {
+        app.get("/v1/lines", &key).await.status() == StatusCode::OK
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn me_and_usage_describe_the_account_plan_and_cycle() {
+    let app = TestApp::spawn().await;
+    let (account_id, _, key) = app.account("pro").await;
+
+    let me = body(app.get("/v1/me", &key).await).await;
+    assert_eq!(me["account"]["id"], account_id.as_str());
+    assert_eq!(me["plan"]["limits"]["sent_messages"], 10000);
+    redactions().bind(|| insta::assert_json_snapshot!("me", me));
+
+    let usage = body(app.get("/api/bridge/v1/usage", &key).await).await;
+    assert_eq!(usage["period"], me["billing_cycle"], "usage covers the current billing cycle");
+    redactions().bind(|| insta::assert_json_snapshot!("usage", usage));
+
+    // A plan change shows at once in the limits.
+    app.cli(&["accounts", "set-plan", &account_id, "business"]).await;
+    app.eventually("the new plan's limits", Duration::from_secs(5), || async {
+        body(app.get("/v1/usage", &key).await).await["usage"]["sent_messages"]["limit"] == 100000
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_when_well_formed_and_generated_otherwise() {
+    let app = TestApp::spawn().await;
+    let (_, _, key) = app.account("free").await;
+
+    let echoed = app.http.get(app.url("/v1/me")).bearer_auth(&key).header("X-Request-Id", "client-abc-123").send().await.unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-abc-123");
+
+    let on_error = app.http.get(app.url("/v1/me")).header("X-Request-Id", "trace:42").send().await.unwrap();
+    assert_eq!(on_error.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(on_error.headers()["x-request-id"], "trace:42");
+
+    let bad = app
+        .http
+        .get(app.url("/v1/me"))
+        .bearer_auth(&key)
+        .header("X-Request-Id", "has spaces and \"quotes\"")
+        .send()
+        .await
+        .unwrap();
+    let generated = bad.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(generated.starts_with("req_"), "{generated}");
+
+    let a = app.get("/v1/me", &key).await.headers()["x-request-id"].clone();
+    let b = app.get("/v1/me", &key).await.headers()["x-request-id"].clone();
+    assert_ne!(a, b, "each request gets its own id");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let app = TestApp::spawn().await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/bridge/v1/messages/send"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization, content-type, idempotency-key")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    for header in ["authorization", "content-type", "idempotency-key", "x-bridge-key"] {
+        assert!(allowed.contains(header), "{header} in {allowed}");
+    }
+    assert!(h.contains_key("x-request-id"));
+
+    let simple = app.http.get(app.url("/v1/me")).header("Origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(simple.headers()["access-control-allow-origin"], "*");
+    assert!(simple.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = TestApp::spawn().await;
+    let missing = app.http.get(app.url("/api/bridge/v1/nothing-here")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().contains_key("x-request-id"));
+    insta::assert_json_snapshot!("not_found", body(missing).await);
+
+    let wrong_method = app.http.delete(app.url("/v1/me")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    insta::assert_json_snapshot!("method_not_allowed", body(wrong_method).await);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let app = TestApp::spawn().await;
+    let doc = body(app.http.get(app.url("/api/bridge/v1/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/me"]["get"].is_object());
+    assert!(doc["paths"]["/v1/usage"]["get"].is_object());
+    insta::assert_json_snapshot!("openapi", doc, { ".info.version" => "[version]" });
+    app.shutdown().await;
+}

@@ -1,0 +1,247 @@
+//! The integration-test harness: a fresh database per test, cloned from a migrated template, and
+//! the real server on port 0 over real HTTP. Background work is driven explicitly, never slept for.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::process::Output;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use wazion_bridge::config::Config;
+use wazion_bridge::db;
+use wazion_bridge::server::RunningServer;
+
+struct PgServer {
+    admin: PgConnectOptions,
+    /// How a URL reaches a database of this server (the CLI takes URLs).
+    url_base: String,
+    url_query: String,
+    _embedded: Option<db::embedded::EmbeddedPostgres>,
+}
+
+static SERVER: OnceCell<PgServer> = OnceCell::const_new();
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+async fn pg_server() -> &'static PgServer {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                let admin = PgConnectOptions::from_str(&url).expect("DATABASE_URL is a PostgreSQL URL").database("postgres");
+                let (base, query) =
+                    url.split_once('?').map_or((url.clone(), String::new()), |(b, q)| (b.to_owned(), format!("?{q}")));
+                let base = base.rsplit_once('/').map_or(base.clone(), |(b, _)| b.to_owned());
+                return PgServer { admin, url_base: base, url_query: query, _embedded: None };
+            }
+            let mut config = Config::defaults();
+            config.data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bridge-test");
+            let server = db::locate_server(&config).await.expect("a PostgreSQL server for the tests");
+            let (url_base, url_query) = match &server.embedded {
+                None => ("postgres://postgres@127.0.0.1:5432".to_owned(), String::new()),
+                Some(_) => {
+                    ("postgres://postgres@localhost".to_owned(), format!("?host={}", config.data_dir.join("postgres").display()))
+                }
+            };
+            PgServer { admin: server.admin, url_base, url_query, _embedded: server.embedded }
+        })
+        .await
+}
+
+/// A database with every migration applied, built once per migration set and cloned per test.
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let server = pg_server().await;
+            let mut hash = 0u64;
+            for m in db::MIGRATOR.iter() {
+                for b in m.checksum.iter() {
+                    hash = hash.wrapping_mul(31).wrapping_add(u64::from(*b));
+                }
+            }
+            let name = format!("bridge_tpl_{hash:016x}");
+            let mut admin = PgConnection::connect_with(&server.admin).await.expect("admin connection");
+            // One test process builds it; the others wait here.
+            sqlx::query("SELECT pg_advisory_lock(1463943170)").execute(&mut admin).await.unwrap();
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            if !exists {
+                let building = format!("{name}_building");
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\"")).execute(&mut admin).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE \"{building}\"")).execute(&mut admin).await.unwrap();
+                let pool = PgPool::connect_with(server.admin.clone().database(&building)).await.unwrap();
+                db::migrate(&pool).await.expect("migrations apply");
+                pool.close().await;
+                sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).execute(&mut admin).await.unwrap();
+            }
+            sqlx::query("SELECT pg_advisory_unlock(1463943170)").execute(&mut admin).await.unwrap();
+            admin.close().await.ok();
+            name
+        })
+        .await
+}
+
+/// A fresh, migrated database of its own; dropped when the value is.
+pub struct TestDb {
+    pub name: String,
+    pub pool: PgPool,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let server = pg_server().await;
+        let name = format!("bridge_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect_with(&server.admin).await.expect("admin connection");
+        let mut attempt = 0;
+        loop {
+            match sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")).execute(&mut admin).await {
+                Ok(_) => break,
+                // "source database is being accessed by other users": another test is cloning it.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => panic!("creating the test database: {e}"),
+            }
+        }
+        admin.close().await.ok();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect_with(server.admin.clone().database(&name))
+            .await
+            .expect("test database");
+        let url = format!("{}/{name}{}", server.url_base, server.url_query);
+        Self { name, pool, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let Some(server) = SERVER.get() else { return };
+        let admin = server.admin.clone();
+        // Drop runs outside any runtime we could block on; use a small one of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// What a run of the `bridge` binary printed.
+pub struct CliRun {
+    pub output: Output,
+}
+
+impl CliRun {
+    pub fn ok(&self) -> bool {
+        self.output.status.success()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// The one JSON object a `--json` command prints.
+    pub fn json(&self) -> Value {
+        assert!(self.ok(), "command failed: {}", self.stderr());
+        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
+    }
+}
+
+/// The real server, on its own database, listening on an ephemeral port.
+pub struct TestApp {
+    pub db: TestDb,
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = Config::defaults();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = wazion_bridge::server::start(config, db.pool.clone(), listener).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        Self { db, server: Some(server), base, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Run `bridge` against this test's database.
+    pub async fn cli(&self, args: &[&str]) -> CliRun {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env_remove("BRIDGE_CONFIG")
+            .env("BRIDGE_LOG", "warn")
+            .output()
+            .await
+            .expect("bridge runs");
+        CliRun { output }
+    }
+
+    /// A new account on `plan` with one key: `(account_id, key_id, api_key)`.
+    pub async fn account(&self, plan: &str) -> (String, String, String) {
+        let account = self.cli(&["accounts", "create", "--name", "Acme Ltd", "--plan", plan, "--json"]).await.json();
+        let account_id = account["account_id"].as_str().unwrap().to_owned();
+        let key = self.cli(&["keys", "create", "--account", &account_id, "--name", "test", "--json"]).await.json();
+        (account_id, key["key_id"].as_str().unwrap().to_owned(), key["api_key"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap()
+    }
+
+    /// Await `check` becoming true, re-evaluating it until `timeout` (for effects that cross
+    /// processes, like a revocation made by the CLI reaching the server's key cache).
+    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// insta settings that redact what changes from run to run: ids, times, request ids.
+pub fn redactions() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"acc_[0-9a-z]{26}", "acc_[id]");
+    settings.add_filter(r"key_[0-9a-z]{26}", "key_[id]");
+    settings.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", "[time]");
+    settings
+}
