@@ -121,7 +121,11 @@ impl EventStore {
 
     /// The inline projections every append runs, in order.
     pub fn inline_projections() -> Vec<Arc<dyn Projection>> {
-        vec![Arc::new(projections::accounts::Accounts), Arc::new(projections::api_keys::ApiKeys)]
+        vec![
+            Arc::new(projections::accounts::Accounts),
+            Arc::new(projections::api_keys::ApiKeys),
+            Arc::new(projections::lines::Lines),
+        ]
     }
 
     /// Every event of a stream, in order.

@@ -10,6 +10,8 @@ pub mod api_key;
 pub mod billing;
 pub mod event;
 pub mod ids;
+pub mod line;
+pub mod phone;
 pub mod plan;
 
 pub use aggregate::Aggregate;

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod keys;
+pub mod lines;
 
 use crate::store::{Append, AppendError, EventStore, Metadata, StreamAppend};
 use domain::Aggregate;

@@ -80,18 +80,18 @@ impl FromRequestParts<AppState> for Tenant {
 /// `axum::Json` with rejections in our envelope.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(json_rejection(rejection, state.config.max_body_bytes)),
         }
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::validation("Send the body as JSON with `Content-Type: application/json`.")
@@ -104,9 +104,12 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "The body does not match the expected fields: {}",
             e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
         )),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::flat(StatusCode::PAYLOAD_TOO_LARGE, "validation_error", "The request body is too large.")
-        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::flat(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "validation_error",
+            format!("The request body is larger than {limit} bytes."),
+        )
+        .with("limit_bytes", limit),
         other => ApiError::validation(other.body_text()),
     }
 }

@@ -9,9 +9,20 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "WAzion Bridge API", description = "REST to send and read WhatsApp, signed webhooks to receive."),
     servers((url = "/api/bridge", description = "This server")),
-    paths(super::v1::me::me, super::v1::usage::usage),
+    paths(
+        super::v1::me::me,
+        super::v1::usage::usage,
+        super::v1::lines::create,
+        super::v1::lines::list,
+        super::v1::lines::get,
+        super::v1::lines::logout,
+        super::v1::lines::qr,
+    ),
     modifiers(&Security),
-    tags((name = "account", description = "Account, plan, limits and usage")),
+    tags(
+        (name = "account", description = "Account, plan, limits and usage"),
+        (name = "lines", description = "WhatsApp lines linked by QR code"),
+    ),
 )]
 pub struct ApiDoc;
 

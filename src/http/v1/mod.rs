@@ -1,15 +1,22 @@
 //! REST v1, mounted at both `/api/bridge/v1` and `/v1`.
 
+pub mod lines;
 pub mod me;
+pub mod sandbox;
 pub mod usage;
 
 use super::AppState;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/me", get(me::me))
         .route("/usage", get(usage::usage))
+        .route("/lines", get(lines::list).post(lines::create))
+        .route("/lines/{line_id}", get(lines::get).delete(lines::logout))
+        .route("/lines/{line_id}/qr", get(lines::qr))
+        .route("/sandbox/lines/{line_id}/scan", post(sandbox::scan))
+        .route("/sandbox/lines/{line_id}/disconnect", post(sandbox::disconnect))
         .route("/openapi.json", get(super::openapi::document))
 }

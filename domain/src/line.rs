@@ -1,0 +1,226 @@
+//! The line aggregate: a WhatsApp number linked by QR, and its connection state.
+
+use crate::aggregate::Aggregate;
+use crate::event::DomainEvent;
+use crate::ids::{AccountId, LineId};
+use crate::phone::PhoneNumber;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineStatus {
+    /// Created; waiting for its QR code to be scanned.
+    PendingQr,
+    Connected,
+    /// Linked, but the session dropped; it reconnects without a new scan.
+    Disconnected,
+    /// Unlinked for good; a new line is needed.
+    LoggedOut,
+}
+
+impl LineStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineStatus::PendingQr => "pending_qr",
+            LineStatus::Connected => "connected",
+            LineStatus::Disconnected => "disconnected",
+            LineStatus::LoggedOut => "logged_out",
+        }
+    }
+}
+
+/// Which session engine drives a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// The simulated WhatsApp network built into the server.
+    Sim,
+}
+
+impl EngineKind {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "sim" => Some(EngineKind::Sim),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sim => "sim",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum LineCommand {
+    Create {
+        line_id: LineId,
+        account_id: AccountId,
+        engine: EngineKind,
+    },
+    /// The QR code was scanned by `phone` (or the session came back).
+    Connect {
+        phone: PhoneNumber,
+    },
+    Disconnect {
+        reason: String,
+    },
+    Logout,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LineEvent {
+    #[serde(rename = "line.created")]
+    Created { line_id: LineId, account_id: AccountId, engine: EngineKind },
+    #[serde(rename = "line.connected")]
+    Connected { phone: PhoneNumber },
+    #[serde(rename = "line.disconnected")]
+    Disconnected { reason: String },
+    #[serde(rename = "line.logged_out")]
+    LoggedOut {},
+}
+
+impl DomainEvent for LineEvent {}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineError {
+    #[error("line already exists")]
+    AlreadyExists,
+    #[error("line not found")]
+    NotFound,
+    #[error("the line is logged out; create a new line")]
+    LoggedOut,
+    #[error("the line is already linked to {0}")]
+    LinkedToAnother(PhoneNumber),
+    #[error("the line is not connected")]
+    NotConnected,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Line {
+    pub line: Option<LineState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineState {
+    pub line_id: LineId,
+    pub account_id: AccountId,
+    pub engine: EngineKind,
+    pub status: LineStatus,
+    pub phone: Option<PhoneNumber>,
+}
+
+impl Aggregate for Line {
+    const STREAM_TYPE: &'static str = "line";
+    type Command = LineCommand;
+    type Event = LineEvent;
+    type Error = LineError;
+    type Context<'a> = ();
+
+    fn decide(&self, command: LineCommand, _: &()) -> Result<Vec<LineEvent>, LineError> {
+        let line = match (command, &self.line) {
+            (LineCommand::Create { line_id, account_id, engine }, None) => {
+                return Ok(vec![LineEvent::Created { line_id, account_id, engine }])
+            }
+            (LineCommand::Create { .. }, Some(_)) => return Err(LineError::AlreadyExists),
+            (_, None) => return Err(LineError::NotFound),
+            (command, Some(line)) => (command, line),
+        };
+        use LineStatus::*;
+        match line {
+            (LineCommand::Logout, l) if l.status == LoggedOut => Ok(vec![]),
+            (_, l) if l.status == LoggedOut => Err(LineError::LoggedOut),
+            (LineCommand::Logout, _) => Ok(vec![LineEvent::LoggedOut {}]),
+            (LineCommand::Connect { phone }, l) => match (&l.status, &l.phone) {
+                (Connected, Some(p)) if *p == phone => Ok(vec![]),
+                // A linked line belongs to its number: another phone cannot take it over.
+                (_, Some(p)) if *p != phone => Err(LineError::LinkedToAnother(p.clone())),
+                _ => Ok(vec![LineEvent::Connected { phone }]),
+            },
+            (LineCommand::Disconnect { reason }, l) => match l.status {
+                Connected => Ok(vec![LineEvent::Disconnected { reason }]),
+                _ => Err(LineError::NotConnected),
+            },
+            (LineCommand::Create { .. }, _) => unreachable!("handled above"),
+        }
+    }
+
+    fn apply(&mut self, event: &LineEvent) {
+        match (event, &mut self.line) {
+            (LineEvent::Created { line_id, account_id, engine }, _) => {
+                self.line = Some(LineState {
+                    line_id: line_id.clone(),
+                    account_id: account_id.clone(),
+                    engine: *engine,
+                    status: LineStatus::PendingQr,
+                    phone: None,
+                })
+            }
+            (LineEvent::Connected { phone }, Some(l)) => {
+                l.status = LineStatus::Connected;
+                l.phone = Some(phone.clone());
+            }
+            (LineEvent::Disconnected { .. }, Some(l)) => l.status = LineStatus::Disconnected,
+            (LineEvent::LoggedOut {}, Some(l)) => l.status = LineStatus::LoggedOut,
+            (_, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> LineEvent {
+        LineEvent::Created {
+            line_id: LineId::parse("line_0000000000000000000000000a").unwrap(),
+            account_id: AccountId::parse("acc_0000000000000000000000000a").unwrap(),
+            engine: EngineKind::Sim,
+        }
+    }
+
+    fn phone(p: &str) -> PhoneNumber {
+        PhoneNumber::parse(p).unwrap()
+    }
+
+    fn given_when(events: &[LineEvent], command: LineCommand) -> Result<Vec<LineEvent>, LineError> {
+        Line::from_events(events).decide(command, &())
+    }
+
+    #[test]
+    fn a_scan_connects_a_pending_line_to_the_scanning_phone() {
+        let connected = given_when(&[created()], LineCommand::Connect { phone: phone("+34600000001") });
+        assert_eq!(connected, Ok(vec![LineEvent::Connected { phone: phone("+34600000001") }]));
+        let line = Line::from_events(&[created(), LineEvent::Connected { phone: phone("+34600000001") }]);
+        assert_eq!(line.line.unwrap().status, LineStatus::Connected);
+    }
+
+    #[test]
+    fn a_disconnected_line_reconnects_only_to_its_own_number() {
+        let history = [
+            created(),
+            LineEvent::Connected { phone: phone("+34600000001") },
+            LineEvent::Disconnected { reason: "network".into() },
+        ];
+        assert!(given_when(&history, LineCommand::Connect { phone: phone("+34600000001") }).is_ok());
+        assert_eq!(
+            given_when(&history, LineCommand::Connect { phone: phone("+34600000002") }),
+            Err(LineError::LinkedToAnother(phone("+34600000001")))
+        );
+    }
+
+    #[test]
+    fn only_a_connected_line_can_drop() {
+        assert_eq!(given_when(&[created()], LineCommand::Disconnect { reason: "x".into() }), Err(LineError::NotConnected));
+    }
+
+    #[test]
+    fn logout_is_final_and_idempotent() {
+        let out = [created(), LineEvent::LoggedOut {}];
+        assert_eq!(given_when(&out, LineCommand::Logout), Ok(vec![]));
+        assert_eq!(given_when(&out, LineCommand::Connect { phone: phone("+34600000001") }), Err(LineError::LoggedOut));
+        assert_eq!(given_when(&[created()], LineCommand::Logout), Ok(vec![LineEvent::LoggedOut {}]));
+    }
+}

@@ -1,0 +1,75 @@
+//! Sandbox endpoints: drive the simulated network of a tenant's own `sim` lines.
+
+use super::lines::{fetch_line, line_error, parse_line_id, LineResponse};
+use crate::commands::lines as line_commands;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, Tenant};
+use crate::http::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use domain::ids::LineId;
+use domain::line::{EngineKind, LineCommand};
+use domain::phone::PhoneNumber;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    phone: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<LineId, ApiError> {
+    let line_id = parse_line_id(raw)?;
+    let line = fetch_line(&state.pool, &tenant.identity.account_id, &line_id).await?;
+    if line.engine != EngineKind::Sim.as_str() {
+        return Err(ApiError::flat(StatusCode::CONFLICT, "not_a_sandbox_line", "Sandbox endpoints work on sim lines only."));
+    }
+    Ok(line_id)
+}
+
+/// A simulated phone scans the line's QR code: the line links to that number and connects.
+pub async fn scan(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(line_id): Path<String>,
+    Json(body): Json<ScanRequest>,
+) -> Result<axum::Json<LineResponse>, ApiError> {
+    let phone = PhoneNumber::parse(&body.phone).map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
+    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    let account_id = &tenant.identity.account_id;
+    line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Connect { phone })
+        .await
+        .map_err(line_error)?;
+    Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+}
+
+/// The line's session drops.
+/// The body is optional: `{"reason": "…"}`.
+pub async fn disconnect(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(line_id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<LineResponse>, ApiError> {
+    let body: DisconnectRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DisconnectRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::validation(format!("The body does not match the expected fields: {e}")))?
+    };
+    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    let reason = body.reason.unwrap_or_else(|| "sandbox".into());
+    let account_id = &tenant.identity.account_id;
+    line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Disconnect { reason })
+        .await
+        .map_err(line_error)?;
+    Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+}
