@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod dispatch;
 pub mod engine;
 pub mod http;
 pub mod server;

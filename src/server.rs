@@ -2,6 +2,8 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::dispatch::DispatchConfig;
+use crate::engine::sim::SimNetwork;
 use crate::http::{router, AppState};
 use crate::store::EventStore;
 use projections::notify::LogWatcher;
@@ -10,6 +12,7 @@ use projections::Projection;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +63,27 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         tasks.spawn(runner.run(shutdown.clone()));
     }
 
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth };
+    let engine = Arc::new(SimNetwork::new(
+        store.clone(),
+        Duration::from_millis(config.sim_delivered_after_ms),
+        Duration::from_millis(config.sim_read_after_ms),
+        shutdown.clone(),
+    ));
+    let dispatch_config = DispatchConfig {
+        interval: Duration::from_millis(config.line_send_interval_ms),
+        jitter: Duration::from_millis(config.line_send_jitter_ms),
+        lease_ttl: Duration::from_secs(config.line_lease_secs),
+        node: config.node_name(),
+        send_timeout: Duration::from_millis(config.send_timeout_ms),
+        scan_interval: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(60),
+    };
+    let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine, dispatch_config, shutdown.clone());
+    tasks.spawn(async move {
+        let _ = supervisor.await;
+    });
+
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

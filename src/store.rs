@@ -121,10 +121,14 @@ impl EventStore {
 
     /// The inline projections every append runs, in order.
     pub fn inline_projections() -> Vec<Arc<dyn Projection>> {
+        use projections::*;
         vec![
-            Arc::new(projections::accounts::Accounts),
-            Arc::new(projections::api_keys::ApiKeys),
-            Arc::new(projections::lines::Lines),
+            Arc::new(accounts::Accounts),
+            Arc::new(api_keys::ApiKeys),
+            Arc::new(lines::Lines),
+            Arc::new(messaging::UsageCounters),
+            Arc::new(messaging::IdempotencyKeys),
+            Arc::new(messaging::DispatchQueue),
         ]
     }
 

@@ -11,6 +11,7 @@ pub mod billing;
 pub mod event;
 pub mod ids;
 pub mod line;
+pub mod message;
 pub mod phone;
 pub mod plan;
 

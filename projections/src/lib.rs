@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod lines;
 pub mod log;
+pub mod messaging;
 pub mod notify;
 pub mod runtime;
 

@@ -130,10 +130,17 @@ impl Runner {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
-        // Closing the connection releases the lock for a standby runner elsewhere.
-        conn.close().await?;
+        // Let a standby runner elsewhere take over at once.
+        unlock_and_close(conn, self.projection.name()).await?;
         Ok(())
     }
+}
+
+/// Release the lock and close the connection. Unlocking explicitly matters: a closed connection's
+/// backend exits (and frees its locks) asynchronously, so a successor trying at once could fail.
+async fn unlock_and_close(mut conn: PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)").bind(LOCK_CLASS).bind(lock_key(name)).execute(&mut conn).await?;
+    conn.close().await
 }
 
 async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Error> {
@@ -210,7 +217,7 @@ pub async fn catch_up_once(
             break;
         }
     }
-    conn.close().await?;
+    unlock_and_close(conn, projection.name()).await?;
     Ok(Some(total))
 }
 

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod keys;
 pub mod lines;
+pub mod messages;
 
 use crate::store::{Append, AppendError, EventStore, Metadata, StreamAppend};
 use domain::Aggregate;

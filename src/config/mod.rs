@@ -28,6 +28,11 @@ pub struct Config {
     pub line_send_interval_ms: u64,
     pub line_send_jitter_ms: u64,
     pub public_hosts: Vec<String>,
+    pub node_id: String,
+    pub line_lease_secs: u64,
+    pub send_timeout_ms: u64,
+    pub sim_delivered_after_ms: u64,
+    pub sim_read_after_ms: u64,
     #[serde(default)]
     pub database_url: Option<Secret>,
     pub database: DatabaseConfig,
@@ -75,6 +80,9 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024 (got {})", self.max_body_bytes);
         }
+        if self.line_lease_secs < 2 {
+            bail!("line_lease_secs must be at least 2");
+        }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");
         }
@@ -84,6 +92,18 @@ impl Config {
             }
         }
         self.plan_catalog().map(|_| ())
+    }
+
+    /// This node's name in leases: `node_id`, else the host name.
+    pub fn node_name(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into())
     }
 
     pub fn plan_catalog(&self) -> anyhow::Result<PlanCatalog> {

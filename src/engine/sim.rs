@@ -1,12 +1,121 @@
 //! The simulated WhatsApp network.
 //!
+//! Lines of this server that use the `sim` engine are phones on one simulated network: a message
+//! sent to the number of another connected sim line arrives there as an inbound message, and every
+//! sent message is delivered and read by its recipient on a configurable schedule. Sends are
+//! de-duplicated by engine message id, and a per-line fault switch makes them fail or hang.
+//!
 //! Its QR codes look and behave like WhatsApp Web's: a payload that rotates every
 //! [`QR_ROTATION_SECS`] seconds while the line waits for a scan. They are deterministic (derived
 //! from the line id and the rotation), so any node shows the same code at the same moment.
 
+use super::{EngineError, EngineFuture, Outbound, SessionEngine};
+use crate::commands::messages as message_commands;
+use crate::store::{Actor, EventStore, Metadata};
 use chrono::{DateTime, TimeZone, Utc};
-use domain::ids::LineId;
+use domain::ids::{AccountId, LineId};
+use domain::message::MessageStatus;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub struct SimNetwork {
+    store: EventStore,
+    delivered_after: Duration,
+    read_after: Duration,
+    shutdown: CancellationToken,
+    receipts: TaskTracker,
+}
+
+impl SimNetwork {
+    pub fn new(store: EventStore, delivered_after: Duration, read_after: Duration, shutdown: CancellationToken) -> Self {
+        Self { store, delivered_after, read_after, shutdown, receipts: TaskTracker::new() }
+    }
+
+    async fn deliver(&self, message: &Outbound) -> Result<(), EngineError> {
+        // The moment the network is reached, before any of its own bookkeeping.
+        let reached_at = Utc::now();
+        let pool = self.store.pool();
+        let fault: Option<String> = sqlx::query_scalar("SELECT mode FROM sim_faults WHERE line_id = $1")
+            .bind(message.line_id.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        match fault.as_deref() {
+            Some("fail") => return Err(EngineError::Rejected("simulated failure (sandbox fault switch)".into())),
+            // Never answers: the dispatcher's timeout decides.
+            Some("hang") => std::future::pending::<()>().await,
+            _ => {}
+        }
+        // The network remembers every id it carried: the same id twice is delivered once.
+        let first: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (engine_message_id) DO NOTHING RETURNING 1",
+        )
+        .bind(&message.engine_message_id)
+        .bind(message.line_id.as_str())
+        .bind(message.to.as_str())
+        .bind(reached_at)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        if first.is_none() {
+            tracing::info!(engine_message_id = %message.engine_message_id, "sim: duplicate send dropped");
+            return Ok(());
+        }
+        // The recipient phone may be another sim line of this server.
+        let recipients: Vec<(String, String)> = sqlx::query_as(
+            "SELECT line_id, account_id FROM lines WHERE phone = $1 AND engine = 'sim' AND status = 'connected' AND line_id <> $2",
+        )
+        .bind(message.to.as_str())
+        .bind(message.line_id.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        for (line_id, account_id) in recipients {
+            let (Ok(line_id), Ok(account_id)) = (LineId::parse(&line_id), AccountId::parse(&account_id)) else { continue };
+            let inbound = message_commands::Inbound {
+                line_id: line_id.clone(),
+                from: message.from.clone(),
+                engine_message_id: message.engine_message_id.clone(),
+                content: message.content.clone(),
+                quoted_engine_message_id: message.quoted_engine_message_id.clone(),
+            };
+            let metadata = Metadata::new(Actor::Engine { line_id: line_id.to_string() });
+            message_commands::receive(&self.store, &metadata, &account_id, inbound)
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
+        }
+        self.schedule_receipts(message);
+        Ok(())
+    }
+
+    /// The recipient's phone acknowledges: delivered, then read.
+    fn schedule_receipts(&self, message: &Outbound) {
+        let (store, shutdown) = (self.store.clone(), self.shutdown.clone());
+        let (delivered_after, read_after) = (self.delivered_after, self.read_after);
+        let (message_id, line_id) = (message.message_id.clone(), message.line_id.to_string());
+        self.receipts.spawn(async move {
+            let metadata = Metadata::new(Actor::Engine { line_id });
+            for (after, status) in [(delivered_after, MessageStatus::Delivered), (read_after, MessageStatus::Read)] {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(after) => {}
+                }
+                if let Err(e) = message_commands::receipt(&store, &metadata, &message_id, status).await {
+                    tracing::warn!(%message_id, error = %e, "sim: recording a receipt failed");
+                }
+            }
+        });
+    }
+}
+
+impl SessionEngine for SimNetwork {
+    fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a> {
+        Box::pin(self.deliver(message))
+    }
+}
 
 pub const QR_ROTATION_SECS: i64 = 20;
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod openapi;
 pub mod request_id;
 pub mod v1;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub store: EventStore,
     pub auth: Arc<Authenticator>,
+    pub dispatcher: crate::dispatch::Dispatcher,
 }
 
 pub fn router(state: AppState) -> Router {

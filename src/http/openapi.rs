@@ -17,11 +17,14 @@ use utoipa::{Modify, OpenApi};
         super::v1::lines::get,
         super::v1::lines::logout,
         super::v1::lines::qr,
+        super::v1::messages::send,
+        super::v1::messages::send_media,
     ),
     modifiers(&Security),
     tags(
         (name = "account", description = "Account, plan, limits and usage"),
         (name = "lines", description = "WhatsApp lines linked by QR code"),
+        (name = "messages", description = "Sending and reading messages"),
     ),
 )]
 pub struct ApiDoc;

@@ -2,6 +2,7 @@
 
 pub mod lines;
 pub mod me;
+pub mod messages;
 pub mod sandbox;
 pub mod usage;
 
@@ -18,5 +19,9 @@ pub fn router() -> Router<AppState> {
         .route("/lines/{line_id}/qr", get(lines::qr))
         .route("/sandbox/lines/{line_id}/scan", post(sandbox::scan))
         .route("/sandbox/lines/{line_id}/disconnect", post(sandbox::disconnect))
+        .route("/sandbox/lines/{line_id}/inbound", post(sandbox::inbound))
+        .route("/sandbox/lines/{line_id}/fault", post(sandbox::fault))
+        .route("/messages/send", post(messages::send))
+        .route("/messages/send-media", post(messages::send_media))
         .route("/openapi.json", get(super::openapi::document))
 }

@@ -73,3 +73,69 @@ pub async fn disconnect(
         .map_err(line_error)?;
     Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRequest {
+    from: Option<String>,
+    message: Option<String>,
+}
+
+/// A message arrives on the line from a simulated phone.
+pub async fn inbound(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(line_id): Path<String>,
+    Json(body): Json<InboundRequest>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    use super::messages::{phone, required, text};
+    let from = phone("from", &body.from)?;
+    let content = domain::message::Content::Text { text: text("message", required("message", &body.message)?)? };
+    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    let account_id = &tenant.identity.account_id;
+    let line = fetch_line(&state.pool, account_id, &line_id).await?;
+    if line.status != "connected" {
+        return Err(ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp."));
+    }
+    let inbound = crate::commands::messages::Inbound {
+        line_id,
+        from,
+        engine_message_id: crate::engine::new_engine_message_id(),
+        content,
+        quoted_engine_message_id: None,
+    };
+    let message_id = crate::commands::messages::receive(&state.store, &tenant.metadata(), account_id, inbound)
+        .await
+        .map_err(ApiError::server)?;
+    Ok(axum::Json(serde_json::json!({"ok": true, "message_id": message_id})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRequest {
+    mode: String,
+}
+
+/// The line's fault switch: `fail` (sends fail), `hang` (sends never answer) or `none`.
+pub async fn fault(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(line_id): Path<String>,
+    Json(body): Json<FaultRequest>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    match body.mode.as_str() {
+        "none" => sqlx::query("DELETE FROM sim_faults WHERE line_id = $1").bind(line_id.as_str()).execute(&state.pool).await?,
+        "fail" | "hang" => {
+            sqlx::query(
+                "INSERT INTO sim_faults (line_id, mode) VALUES ($1, $2) ON CONFLICT (line_id) DO UPDATE SET mode = EXCLUDED.mode",
+            )
+            .bind(line_id.as_str())
+            .bind(&body.mode)
+            .execute(&state.pool)
+            .await?
+        }
+        _ => return Err(ApiError::invalid_field("mode", "`mode` must be one of fail, hang, none.")),
+    };
+    Ok(axum::Json(serde_json::json!({"ok": true, "line_id": line_id, "mode": body.mode})))
+}

@@ -1,0 +1,272 @@
+//! Sending: one short transaction that checks the Idempotency-Key, the line and the quota, and
+//! appends the `message.queued` event. Everything a decision depends on is read in that
+//! transaction, so it holds under concurrency:
+//!
+//! - an advisory lock on (account, Idempotency-Key) makes concurrent requests with one key wait for
+//!   the first, which then finds its saved response;
+//! - the `usage_counters` row of (account, cycle, sent_messages) is locked before it is compared to
+//!   the limit, so concurrent sends cannot overshoot it.
+
+use super::{execute, load, CommandError};
+use crate::store::{Actor, Append, AppendError, EventStore, Metadata, StreamAppend};
+use chrono::{DateTime, Utc};
+use domain::ids::{AccountId, LineId, MessageId};
+use domain::message::{
+    ArchivePolicy, Content, Idempotency, Message, MessageCommand, MessageError, MessageEvent, MessageStatus, Queued, Received,
+};
+use domain::phone::PhoneNumber;
+use domain::plan::PlanCatalog;
+use domain::Aggregate;
+use serde_json::Value;
+
+/// A validated send (text or media).
+#[derive(Debug, Clone)]
+pub struct Send {
+    pub line_id: LineId,
+    pub to: PhoneNumber,
+    pub content: Content,
+    pub quoted_message_id: Option<MessageId>,
+    pub archive_policy: ArchivePolicy,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// Queued now: the response to return.
+    Accepted { status: u16, body: Value, line_id: LineId },
+    /// The same Idempotency-Key and body were seen before: the saved response.
+    Replayed { status: u16, body: Value },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("line not found")]
+    LineNotFound,
+    #[error("line not connected")]
+    LineNotConnected,
+    #[error("quota exceeded")]
+    QuotaExceeded { used: u64, limit: u64, plan: String },
+    #[error("idempotency key reused with another body")]
+    IdempotencyConflict,
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("event store error")]
+    Store(#[from] AppendError),
+}
+
+/// How long an Idempotency-Key is remembered.
+pub const IDEMPOTENCY_WINDOW_HOURS: i32 = 24;
+
+pub async fn send(
+    store: &EventStore,
+    plans: &PlanCatalog,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    send: Send,
+) -> Result<SendOutcome, SendError> {
+    let mut tx = store.pool().begin().await?;
+
+    if let Some(idem) = &send.idempotency {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
+            .bind(account_id.as_str())
+            .bind(&idem.key)
+            .execute(&mut *tx)
+            .await?;
+        let saved: Option<(String, i32, Value)> = sqlx::query_as(
+            "SELECT request_hash, status_code, response FROM idempotency_keys \
+             WHERE account_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)",
+        )
+        .bind(account_id.as_str())
+        .bind(&idem.key)
+        .bind(IDEMPOTENCY_WINDOW_HOURS)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((hash, status, body)) = saved {
+            return if hash == idem.request_hash {
+                Ok(SendOutcome::Replayed { status: status as u16, body })
+            } else {
+                Err(SendError::IdempotencyConflict)
+            };
+        }
+    }
+
+    // The account's plan and cycle, and the line's state, as of this transaction.
+    let row: Option<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+        "SELECT a.plan, a.cycle_anchor, l.status FROM accounts a \
+         LEFT JOIN lines l ON l.line_id = $2 AND l.account_id = a.account_id \
+         WHERE a.account_id = $1",
+    )
+    .bind(account_id.as_str())
+    .bind(send.line_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (plan, anchor, line_status) = row.ok_or(SendError::LineNotFound)?;
+    match line_status.as_deref() {
+        None | Some("logged_out") => return Err(SendError::LineNotFound),
+        Some("connected") => {}
+        Some(_) => return Err(SendError::LineNotConnected),
+    }
+
+    let cycle = domain::billing::cycle_containing(anchor, Utc::now());
+    let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
+    // Lock (creating if need be) this cycle's counter, then compare.
+    let used: i64 = sqlx::query_scalar(
+        "INSERT INTO usage_counters (account_id, cycle_start, metric, used) VALUES ($1, $2, 'sent_messages', 0) \
+         ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used \
+         RETURNING used",
+    )
+    .bind(account_id.as_str())
+    .bind(cycle.start)
+    .fetch_one(&mut *tx)
+    .await?;
+    let used = used.max(0) as u64;
+    if used >= limit {
+        return Err(SendError::QuotaExceeded { used, limit, plan });
+    }
+
+    let queued = Queued {
+        message_id: MessageId::new(),
+        line_id: send.line_id.clone(),
+        account_id: account_id.clone(),
+        to: send.to,
+        content: send.content,
+        quoted_message_id: send.quoted_message_id,
+        archive_policy: send.archive_policy,
+        cycle_start: cycle.start,
+        idempotency: send.idempotency,
+    };
+    let body = projections::messaging::accepted_response(&queued);
+    let message_id = queued.message_id.clone();
+    let events = Message::default().decide(MessageCommand::Queue(Box::new(queued)), &()).expect("a new message can be queued");
+    let append = Append {
+        tenant_id: account_id.to_string(),
+        metadata: metadata.clone(),
+        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), 0, &events)],
+    };
+    store.append_in(&mut tx, &append).await?;
+    tx.commit().await?;
+    Ok(SendOutcome::Accepted { status: 200, body, line_id: send.line_id })
+}
+
+/// A message that arrived on a line (from the engine, or the sandbox).
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub line_id: LineId,
+    pub from: PhoneNumber,
+    pub engine_message_id: String,
+    pub content: Content,
+    pub quoted_engine_message_id: Option<String>,
+}
+
+/// Record an inbound message on a line of `account_id`. Returns its id.
+pub async fn receive(
+    store: &EventStore,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    inbound: Inbound,
+) -> Result<MessageId, CommandError<MessageError>> {
+    let message_id = MessageId::new();
+    let received = Received {
+        message_id: message_id.clone(),
+        line_id: inbound.line_id,
+        account_id: account_id.clone(),
+        from: inbound.from,
+        engine_message_id: inbound.engine_message_id,
+        content: inbound.content,
+        quoted_engine_message_id: inbound.quoted_engine_message_id,
+    };
+    let command = MessageCommand::Receive(Box::new(received));
+    let tenant = account_id.to_string();
+    execute::<Message, _>(
+        store,
+        message_id.as_str(),
+        |_| Some(tenant.clone()),
+        metadata,
+        |m: &Message| m.decide(command.clone(), &()),
+    )
+    .await?;
+    Ok(message_id)
+}
+
+/// Record a receipt (delivered or read) for an outbound message. Late or repeated receipts change
+/// nothing.
+pub async fn receipt(
+    store: &EventStore,
+    metadata: &Metadata,
+    message_id: &MessageId,
+    status: MessageStatus,
+) -> Result<(), CommandError<MessageError>> {
+    let command = MessageCommand::Receipt { status };
+    let tenant = tenant_of_message(store, message_id).await?;
+    execute::<Message, _>(
+        store,
+        message_id.as_str(),
+        |_| Some(tenant.clone()),
+        metadata,
+        |m: &Message| m.decide(command.clone(), &()),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn tenant_of_message(store: &EventStore, message_id: &MessageId) -> Result<String, CommandError<MessageError>> {
+    sqlx::query_scalar("SELECT tenant_id FROM events WHERE stream_type = 'message' AND stream_id = $1 AND stream_version = 1")
+        .bind(message_id.as_str())
+        .fetch_optional(store.pool())
+        .await?
+        .ok_or(CommandError::Rejected(MessageError::NotFound))
+}
+
+/// The right to write for a line's session: held by one node, at one epoch.
+#[derive(Debug, Clone)]
+pub struct LeaseGuard {
+    pub line_id: LineId,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Another node took the line over: this one must stop writing for it.
+    #[error("the line's lease was lost")]
+    LeaseLost,
+    #[error(transparent)]
+    Command(#[from] CommandError<MessageError>),
+}
+
+/// A dispatcher's step on a queued message (start, sent, failed), appended only while `lease` is
+/// still the line's current lease: the check and the append share one transaction, and the lease
+/// row stays share-locked until it commits, so a takeover cannot slip in between.
+pub async fn dispatch_step(
+    store: &EventStore,
+    lease: &LeaseGuard,
+    message_id: &MessageId,
+    command: MessageCommand,
+) -> Result<Vec<MessageEvent>, DispatchError> {
+    let (state, version) = load::<Message>(store, message_id.as_str()).await?;
+    let events = state.decide(command, &()).map_err(CommandError::Rejected)?;
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let tenant = tenant_of_message(store, message_id).await?;
+    let mut tx = store.pool().begin().await.map_err(CommandError::Db)?;
+    let held: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM line_leases WHERE line_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE")
+            .bind(lease.line_id.as_str())
+            .bind(&lease.owner)
+            .bind(lease.epoch)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(CommandError::Db)?;
+    if held.is_none() {
+        return Err(DispatchError::LeaseLost);
+    }
+    let append = Append {
+        tenant_id: tenant,
+        metadata: Metadata::new(Actor::Engine { line_id: lease.line_id.to_string() }),
+        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), version, &events)],
+    };
+    store.append_in(&mut tx, &append).await.map_err(CommandError::Store)?;
+    tx.commit().await.map_err(CommandError::Db)?;
+    Ok(events)
+}

@@ -1,0 +1,152 @@
+//! One line's worker: hold the lease, take the oldest queued message, wait for the pacer, record
+//! the attempt (with the engine message id it will be sent under), call the engine, record the
+//! outcome. A message whose attempt was recorded but whose outcome was not (a crash in between) is
+//! sent again under the same engine id, which the network de-duplicates: never twice under two ids.
+
+use super::{lease, DispatchConfig};
+use crate::commands::messages::{dispatch_step, DispatchError, LeaseGuard};
+use crate::engine::{new_engine_message_id, Outbound, SessionEngine};
+use crate::store::EventStore;
+use domain::ids::{LineId, MessageId};
+use domain::message::{Message, MessageCommand, MessageEvent};
+use domain::phone::PhoneNumber;
+use governor::{Jitter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(
+    line_id: LineId,
+    store: EventStore,
+    engine: Arc<dyn SessionEngine>,
+    config: Arc<DispatchConfig>,
+    mut wake: mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) {
+    let pool = store.pool().clone();
+    let lease = match lease::acquire(&pool, &line_id, &config.node, config.lease_ttl).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return, // another node serves this line
+        Err(e) => {
+            tracing::warn!(%line_id, error = %e, "dispatcher: taking the lease failed");
+            return;
+        }
+    };
+    tracing::info!(%line_id, epoch = lease.epoch, "dispatcher: serving line");
+    // One send per interval, no bursts; jitter spreads sends further.
+    let quota =
+        Quota::with_period(config.interval.max(Duration::from_millis(1))).expect("non-zero period").allow_burst(NonZeroU32::MIN);
+    let pacer = RateLimiter::direct(quota);
+    let jitter = Jitter::up_to(config.jitter);
+    let mut renewed = Instant::now();
+    let mut idle_since = Instant::now();
+    // When the engine was last called for this line. The pacer spaces the loop; this floor makes
+    // the spacing hold at the engine itself, whatever the database work in between took.
+    let mut last_call: Option<tokio::time::Instant> = None;
+
+    while !shutdown.is_cancelled() {
+        if renewed.elapsed() > config.lease_ttl / 3 {
+            match lease::renew(&pool, &lease, config.lease_ttl).await {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
+                    return;
+                }
+                Err(e) => tracing::warn!(%line_id, error = %e, "dispatcher: renewing the lease failed"),
+            }
+        }
+        let next = match next_message(&pool, &line_id).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(%line_id, error = %e, "dispatcher: reading the queue failed");
+                None
+            }
+        };
+        let Some((message_id, from)) = next else {
+            if idle_since.elapsed() > config.idle_timeout {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.recv() => {}
+                _ = tokio::time::sleep(config.lease_ttl / 3) => {}
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = pacer.until_ready_with_jitter(jitter) => {}
+        }
+        match send_one(&store, engine.as_ref(), &config, &lease, &message_id, from, &mut last_call).await {
+            Ok(()) => {}
+            Err(DispatchError::LeaseLost) => {
+                tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
+                return;
+            }
+            Err(e) => tracing::error!(%line_id, %message_id, error = ?e, "dispatcher: recording a send failed"),
+        }
+        idle_since = Instant::now();
+    }
+    let _ = lease::release(&pool, &lease).await;
+}
+
+/// The oldest queued message of the line, if the line is connected (a disconnected line keeps its
+/// queue until it is back).
+async fn next_message(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Option<(MessageId, PhoneNumber)>, sqlx::Error> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT q.message_id, l.phone FROM dispatch_queue q JOIN lines l ON l.line_id = q.line_id \
+         WHERE q.line_id = $1 AND l.status = 'connected' ORDER BY q.queued_position LIMIT 1",
+    )
+    .bind(line_id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(id, phone)| Some((MessageId::parse(&id).ok()?, PhoneNumber::parse(&phone).ok()?))))
+}
+
+async fn send_one(
+    store: &EventStore,
+    engine: &dyn SessionEngine,
+    config: &DispatchConfig,
+    lease: &LeaseGuard,
+    message_id: &MessageId,
+    from: PhoneNumber,
+    last_call: &mut Option<tokio::time::Instant>,
+) -> Result<(), DispatchError> {
+    let started =
+        dispatch_step(store, lease, message_id, MessageCommand::StartDispatch { engine_message_id: new_engine_message_id() })
+            .await?;
+    let Some(MessageEvent::DispatchStarted { engine_message_id, .. }) = started.into_iter().next() else {
+        return Ok(()); // already sent or failed
+    };
+    let events = store
+        .read_stream(<Message as domain::Aggregate>::STREAM_TYPE, message_id.as_str())
+        .await
+        .map_err(crate::commands::CommandError::Db)?;
+    let Some(MessageEvent::Queued(queued)) = events.first().and_then(|e| e.decode::<MessageEvent>().ok()) else {
+        return Ok(());
+    };
+    let outbound = Outbound {
+        message_id: message_id.clone(),
+        engine_message_id: engine_message_id.clone(),
+        line_id: lease.line_id.clone(),
+        from,
+        to: queued.to,
+        content: queued.content,
+        quoted_engine_message_id: None,
+    };
+    if let Some(last) = *last_call {
+        tokio::time::sleep_until(last + config.interval).await;
+    }
+    *last_call = Some(tokio::time::Instant::now());
+    let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
+        Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
+        Ok(Err(e)) => MessageCommand::MarkFailed { reason: e.to_string() },
+        Err(_) => {
+            MessageCommand::MarkFailed { reason: format!("the engine did not answer within {} s", config.send_timeout.as_secs()) }
+        }
+    };
+    dispatch_step(store, lease, message_id, outcome).await?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! The `Idempotency-Key` header: validated, and paired with a hash of the request so that the same
+//! key with another body can be told apart from a retry.
+
+use super::error::ApiError;
+use axum::http::HeaderMap;
+use domain::message::Idempotency;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const HEADER: &str = "idempotency-key";
+
+/// The key, if the client sent one: 1 to 255 visible ASCII characters.
+pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(HEADER) else { return Ok(None) };
+    let key =
+        value.to_str().ok().map(str::trim).filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::invalid_field("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters.")),
+    }
+}
+
+/// The key and a hash of (endpoint, body). The body is hashed in a canonical form (keys sorted), so
+/// a client that re-serialises the same object in another key order is still retrying.
+pub fn for_request(headers: &HeaderMap, endpoint: &str, body: &Value) -> Result<Option<Idempotency>, ApiError> {
+    Ok(key(headers)?.map(|key| {
+        let mut hasher = Sha256::new();
+        hasher.update(endpoint.as_bytes());
+        hasher.update([0]);
+        write_canonical(body, &mut hasher);
+        Idempotency { key, request_hash: hex::encode(hasher.finalize()) }
+    }))
+}
+
+fn write_canonical(value: &Value, out: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (k, v) in entries {
+                out.update(serde_json::to_string(k).expect("string").as_bytes());
+                out.update(b":");
+                write_canonical(v, out);
+                out.update(b",");
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for v in items {
+                write_canonical(v, out);
+                out.update(b",");
+            }
+            out.update(b"]");
+        }
+        other => out.update(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, key.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn key_order_does_not_change_the_hash_but_values_and_endpoints_do() {
+        let h = headers("order-1001");
+        let a = for_request(&h, "send", &json!({"to": "+34600000000", "message": "hi"})).unwrap().unwrap();
+        let b =
+            for_request(&h, "send", &serde_json::from_str(r#"{"message":"hi","to":"+34600000000"}"#).unwrap()).unwrap().unwrap();
+        assert_eq!(a, b);
+        let c = for_request(&h, "send", &json!({"to": "+34600000000", "message": "hi!"})).unwrap().unwrap();
+        assert_ne!(a.request_hash, c.request_hash);
+        let d = for_request(&h, "reply", &json!({"to": "+34600000000", "message": "hi"})).unwrap().unwrap();
+        assert_ne!(a.request_hash, d.request_hash);
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        assert!(key(&headers(&"k".repeat(256))).is_err());
+        assert!(key(&headers("has space")).is_err());
+        assert_eq!(key(&HeaderMap::new()).unwrap(), None);
+    }
+}

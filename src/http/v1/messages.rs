@@ -1,0 +1,187 @@
+//! Sending messages: text and media. Each request becomes one `send` command.
+
+use crate::commands::messages::{self, Send, SendError, SendOutcome};
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, Tenant};
+use crate::http::{idempotency, AppState};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::ids::LineId;
+use domain::message::{ArchivePolicy, Content, MediaType, MessageText};
+use domain::phone::PhoneNumber;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Connected line from which it is sent.
+    pub line_id: Option<String>,
+    /// Destination phone in international format, e.g. +34600000000.
+    pub to: Option<String>,
+    /// Message text (at most 4096 characters).
+    pub message: Option<String>,
+    /// `never` (default), `always` or `preserve_if_previously_archived`.
+    pub archive_policy: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMediaRequest {
+    pub line_id: Option<String>,
+    pub to: Option<String>,
+    /// Public http(s) URL of the file; the server downloads it.
+    pub media_url: Option<String>,
+    /// `image` (default), `video`, `audio` or `document`.
+    pub media_type: Option<String>,
+    /// Text attached to the file.
+    pub caption: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SendResponse {
+    pub ok: bool,
+    #[schema(example = "msg_01jdzq2m9a8x0v3k1s5t7w9y2b")]
+    pub message_id: String,
+    /// `queued`: the line's dispatcher sends it, spaced from the line's other sends.
+    pub status: String,
+    pub line_id: String,
+    pub to: String,
+}
+
+pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, ApiError> {
+    value.as_deref().ok_or_else(|| ApiError::invalid_field(field, format!("`{field}` is required.")))
+}
+
+pub fn line_id(value: &Option<String>) -> Result<LineId, ApiError> {
+    LineId::parse(required("line_id", value)?).map_err(|_| super::lines::line_not_found())
+}
+
+pub fn phone(field: &str, value: &Option<String>) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::parse_phone_or_jid(required(field, value)?).map_err(|e| ApiError::invalid_field(field, format!("{e}.")))
+}
+
+pub fn text(field: &str, value: &str) -> Result<MessageText, ApiError> {
+    MessageText::parse(value).map_err(|e| ApiError::invalid_field(field, format!("`{field}` {e}.")))
+}
+
+fn archive_policy(value: &Option<String>) -> Result<ArchivePolicy, ApiError> {
+    match value.as_deref() {
+        None => Ok(ArchivePolicy::default()),
+        Some(v) => ArchivePolicy::parse(v).ok_or_else(|| {
+            ApiError::invalid_field(
+                "archive_policy",
+                "`archive_policy` must be one of never, always, preserve_if_previously_archived.",
+            )
+        }),
+    }
+}
+
+/// http(s) URLs with a host, at most 2048 characters. Whether the host may be fetched is decided
+/// when the file is downloaded.
+fn media_url(value: &Option<String>) -> Result<String, ApiError> {
+    let raw = required("media_url", value)?;
+    let parsed = reqwest::Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && raw.len() <= 2048);
+    parsed
+        .map(|u| u.to_string())
+        .ok_or_else(|| ApiError::invalid_field("media_url", "`media_url` must be a public http or https URL."))
+}
+
+pub fn send_error(e: SendError) -> ApiError {
+    match e {
+        SendError::LineNotFound => super::lines::line_not_found(),
+        SendError::LineNotConnected => {
+            ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp.")
+        }
+        SendError::QuotaExceeded { used, limit, plan } => {
+            ApiError::flat(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", "Monthly quota exceeded")
+                .with("metric", "sent_messages")
+                .with("used", used)
+                .with("limit", limit)
+                .with("plan", plan)
+        }
+        SendError::IdempotencyConflict => ApiError::flat(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "This Idempotency-Key was already used with a different body.",
+        ),
+        other => ApiError::server(other),
+    }
+}
+
+/// Run a validated send and shape the response (a replay says so in `Idempotent-Replayed`).
+pub async fn run_send(state: &AppState, tenant: &Tenant, send: Send) -> Result<Response, ApiError> {
+    match messages::send(&state.store, &state.plans, &tenant.metadata(), &tenant.identity.account_id, send)
+        .await
+        .map_err(send_error)?
+    {
+        SendOutcome::Accepted { status, body, line_id } => {
+            state.dispatcher.wake(&line_id);
+            Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response())
+        }
+        SendOutcome::Replayed { status, body } => {
+            let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
+}
+
+/// Send text.
+#[utoipa::path(post, path = "/v1/messages/send", tag = "messages", request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
+    responses((status = 200, body = SendResponse), (status = 404, description = "line_not_found"),
+        (status = 409, description = "line_not_connected or idempotency_conflict"), (status = 429, description = "quota_exceeded")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn send(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Json(body): Json<SendRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency = idempotency::for_request(&headers, "messages/send", &serde_json::to_value(&body).unwrap_or(Value::Null))?;
+    let send = Send {
+        line_id: line_id(&body.line_id)?,
+        to: phone("to", &body.to)?,
+        content: Content::Text { text: text("message", required("message", &body.message)?)? },
+        quoted_message_id: None,
+        archive_policy: archive_policy(&body.archive_policy)?,
+        idempotency,
+    };
+    run_send(&state, &tenant, send).await
+}
+
+/// Send image, video, audio or document.
+#[utoipa::path(post, path = "/v1/messages/send-media", tag = "messages", request_body = SendMediaRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
+    responses((status = 200, body = SendResponse), (status = 404, description = "line_not_found"),
+        (status = 409, description = "line_not_connected or idempotency_conflict"), (status = 429, description = "quota_exceeded")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn send_media(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Json(body): Json<SendMediaRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency =
+        idempotency::for_request(&headers, "messages/send-media", &serde_json::to_value(&body).unwrap_or(Value::Null))?;
+    let media_type = match body.media_type.as_deref() {
+        None => MediaType::Image,
+        Some(t) => MediaType::parse(t)
+            .ok_or_else(|| ApiError::invalid_field("media_type", "`media_type` must be one of image, video, audio, document."))?,
+    };
+    let caption = body.caption.as_deref().filter(|c| !c.is_empty()).map(|c| text("caption", c)).transpose()?;
+    let send = Send {
+        line_id: line_id(&body.line_id)?,
+        to: phone("to", &body.to)?,
+        content: Content::Media { media_url: media_url(&body.media_url)?, media_type, caption },
+        quoted_message_id: None,
+        archive_policy: ArchivePolicy::default(),
+        idempotency,
+    };
+    run_send(&state, &tenant, send).await
+}
