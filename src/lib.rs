@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod consistency;
 pub mod db;
 pub mod dispatch;
 pub mod engine;

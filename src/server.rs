@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The asynchronous projections this server keeps up to date.
 pub fn async_projections() -> Vec<Arc<dyn Projection>> {
-    vec![]
+    vec![Arc::new(projections::conversations::Messages), Arc::new(projections::conversations::Chats)]
 }
 
 pub struct RunningServer {

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod conversations;
 pub mod lines;
 pub mod log;
 pub mod messaging;

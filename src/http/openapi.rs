@@ -19,6 +19,8 @@ use utoipa::{Modify, OpenApi};
         super::v1::lines::qr,
         super::v1::messages::send,
         super::v1::messages::send_media,
+        super::v1::chats::list,
+        super::v1::message_history::list,
     ),
     modifiers(&Security),
     tags(

@@ -230,6 +230,13 @@ impl TestApp {
         }
     }
 
+    /// Stop the server and its background work, keeping the database for inspection.
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;

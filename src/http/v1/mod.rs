@@ -1,8 +1,11 @@
 //! REST v1, mounted at both `/api/bridge/v1` and `/v1`.
 
+pub mod chats;
 pub mod lines;
 pub mod me;
+pub mod message_history;
 pub mod messages;
+pub mod reads;
 pub mod sandbox;
 pub mod usage;
 
@@ -21,6 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/sandbox/lines/{line_id}/disconnect", post(sandbox::disconnect))
         .route("/sandbox/lines/{line_id}/inbound", post(sandbox::inbound))
         .route("/sandbox/lines/{line_id}/fault", post(sandbox::fault))
+        .route("/chats", get(chats::list))
+        .route("/messages", get(message_history::list))
         .route("/messages/send", post(messages::send))
         .route("/messages/send-media", post(messages::send_media))
         .route("/openapi.json", get(super::openapi::document))
