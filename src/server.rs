@@ -78,12 +78,12 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         scan_interval: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
     };
-    let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine, dispatch_config, shutdown.clone());
+    let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine.clone(), dispatch_config, shutdown.clone());
     tasks.spawn(async move {
         let _ = supervisor.await;
     });
 
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher };
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

@@ -66,6 +66,13 @@ async fn a_message_to_another_sim_line_arrives_there_and_is_delivered_and_read()
     });
     let message_id = sent["message_id"].as_str().unwrap().to_owned();
 
+    app.eventually("the message is delivered to line B", Duration::from_secs(15), || async {
+        event_types(&app, &message_id).await.last().map(String::as_str) == Some("message.delivered")
+    })
+    .await;
+    // Line B's tenant reads the chat: line A's message turns read.
+    let (status, read) = post(&app, &key, "/v1/messages/read", json!({"line_id": _b, "phone": "+34600000001"})).await;
+    assert_eq!((status, read["marked_read"].as_u64()), (StatusCode::OK, Some(1)), "{read}");
     app.eventually("the message is read by its recipient", Duration::from_secs(15), || async {
         event_types(&app, &message_id).await.last().map(String::as_str) == Some("message.read")
     })

@@ -80,6 +80,12 @@ async fn inbound_messages_count_as_unread_and_statuses_follow_receipts() {
     // From line A to line B: A sees it go to read; B sees it arrive with the same WhatsApp id.
     let (_, sent) = post(&app, &key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000112", "message": "ping"})).await;
     let phone_b = "%2B34600000112";
+    app.eventually("A's message reaches B", Duration::from_secs(15), || async {
+        get(&app, &key, &format!("/v1/messages?line_id={b}&phone=%2B34600000111")).await.1["messages"][0]["text"] == "ping"
+    })
+    .await;
+    let (status, read) = post(&app, &key, "/v1/messages/read", json!({"line_id": b, "jid": "34600000111@s.whatsapp.net"})).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
     app.eventually("A's message is read", Duration::from_secs(15), || async {
         get(&app, &key, &format!("/v1/messages?line_id={a}&phone={phone_b}")).await.1["messages"][0]["status"] == "read"
     })
@@ -237,7 +243,17 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_chats_and_messag
     for i in 0..4 {
         post(&app, &key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000152", "message": format!("x{i}"), "archive_policy": if i % 2 == 0 { "always" } else { "never" }})).await;
     }
-    app.eventually("everything is sent and read", Duration::from_secs(20), || async {
+    app.eventually("everything is delivered", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages WHERE direction = 'outbound' AND status = 'delivered'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            == 4
+    })
+    .await;
+    let (status, _) = post(&app, &key, "/v1/messages/read", json!({"line_id": b, "phone": "+34600000151"})).await;
+    assert_eq!(status, StatusCode::OK);
+    app.eventually("and read", Duration::from_secs(20), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages WHERE direction = 'outbound' AND status = 'read'")
             .fetch_one(&app.db.pool)
             .await

@@ -8,6 +8,7 @@ pub mod account;
 pub mod aggregate;
 pub mod api_key;
 pub mod billing;
+pub mod chat;
 pub mod event;
 pub mod ids;
 pub mod line;

@@ -120,8 +120,20 @@ impl From<MessageText> for String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Content {
-    Text { text: MessageText },
-    Media { media_url: String, media_type: MediaType, caption: Option<MessageText> },
+    Text {
+        text: MessageText,
+    },
+    Media {
+        media_url: String,
+        media_type: MediaType,
+        caption: Option<MessageText>,
+    },
+    /// A reaction to another message of the chat; an empty emoji removes the reaction.
+    Reaction {
+        target_message_id: Option<MessageId>,
+        target_engine_message_id: String,
+        emoji: Emoji,
+    },
 }
 
 impl Content {
@@ -129,7 +141,59 @@ impl Content {
         match self {
             Content::Text { .. } => "text",
             Content::Media { media_type, .. } => media_type.as_str(),
+            Content::Reaction { .. } => "reaction",
         }
+    }
+}
+
+/// One emoji (a single grapheme such as 👍, ❤️ or 👨‍👩‍👧), or empty to remove a reaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Emoji(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a single emoji")]
+pub struct EmojiError(pub String);
+
+impl Emoji {
+    pub fn parse(value: &str) -> Result<Self, EmojiError> {
+        let err = || EmojiError(value.chars().take(20).collect());
+        if value.is_empty() {
+            return Ok(Self(String::new()));
+        }
+        let chars: Vec<char> = value.chars().collect();
+        // Keycaps (#️⃣, 1️⃣) are the only emoji that contain ASCII.
+        let keycap = chars.len() <= 3 && chars.last() == Some(&'\u{20E3}') && matches!(chars[0], '#' | '*' | '0'..='9');
+        let pictographic = chars.len() <= 16
+            && chars.iter().all(|c| !c.is_ascii() && !c.is_whitespace() && !c.is_control())
+            && chars.iter().any(|c| u32::from(*c) >= 0x00A9);
+        if keycap || pictographic {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(err())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this removes a reaction.
+    pub fn is_removal(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<String> for Emoji {
+    type Error = EmojiError;
+    fn try_from(v: String) -> Result<Self, EmojiError> {
+        Self::parse(&v)
+    }
+}
+
+impl From<Emoji> for String {
+    fn from(e: Emoji) -> String {
+        e.0
     }
 }
 
@@ -357,6 +421,16 @@ mod tests {
 
     fn given_when(events: &[MessageEvent], command: MessageCommand) -> Result<Vec<MessageEvent>, MessageError> {
         Message::from_events(events).decide(command, &())
+    }
+
+    #[test]
+    fn emoji_are_single_pictographs_or_empty() {
+        for ok in ["👍", "❤️", "👨‍👩‍👧", "🇪🇸", "1️⃣", ""] {
+            assert!(Emoji::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a", ":+1:", "👍 ", "ok👍", "1", "\n"] {
+            assert!(Emoji::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

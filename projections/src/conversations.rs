@@ -3,7 +3,8 @@
 //! archived).
 
 use crate::{ApplyFuture, Projection, StoredEvent};
-use domain::message::{ArchivePolicy, Content, Message, MessageEvent};
+use domain::chat::{Chat, ChatEvent};
+use domain::message::{ArchivePolicy, Content, Message, MessageEvent, Queued, Received};
 use domain::Aggregate;
 use sqlx::PgConnection;
 
@@ -13,6 +14,7 @@ fn preview(content: &Content) -> String {
         Content::Text { text } => text.as_str().to_owned(),
         Content::Media { caption: Some(c), media_type, .. } => format!("[{}] {}", media_type.as_str(), c.as_str()),
         Content::Media { media_type, .. } => format!("[{}]", media_type.as_str()),
+        Content::Reaction { emoji, .. } => emoji.as_str().to_owned(),
     };
     text.chars().take(120).collect()
 }
@@ -23,7 +25,25 @@ fn columns(content: &Content) -> (Option<&str>, Option<&str>, Option<&str>, Opti
         Content::Media { media_url, media_type, caption } => {
             (None, caption.as_ref().map(|c| c.as_str()), Some(media_url.as_str()), Some(media_type.as_str()))
         }
+        Content::Reaction { emoji, .. } => (Some(emoji.as_str()), None, None, None),
     }
+}
+
+/// Set (or, with an empty emoji, remove) `who`'s reaction on the target message of the line.
+async fn react(conn: &mut PgConnection, line_id: &str, content: &Content, who: &str) -> Result<(), sqlx::Error> {
+    let Content::Reaction { target_message_id, target_engine_message_id, emoji } = content else { return Ok(()) };
+    sqlx::query(
+        "UPDATE rm_messages SET reactions = CASE WHEN $4 = '' THEN reactions - $5 ELSE reactions || jsonb_build_object($5::text, $4::text) END \
+         WHERE line_id = $1 AND (message_id = $2 OR engine_message_id = $3)",
+    )
+    .bind(line_id)
+    .bind(target_message_id.as_ref().map(|m| m.as_str()))
+    .bind(target_engine_message_id)
+    .bind(emoji.as_str())
+    .bind(who)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub struct Messages;
@@ -35,12 +55,30 @@ impl Projection for Messages {
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
+            if event.stream_type == Chat::STREAM_TYPE {
+                if let ChatEvent::Read { line_id, phone, engine_message_ids, .. } = event.decode::<ChatEvent>()? {
+                    sqlx::query(
+                        "UPDATE rm_messages SET status = 'read', read_at = $4 \
+                         WHERE line_id = $1 AND chat_phone = $2 AND direction = 'inbound' AND status <> 'read' \
+                           AND (cardinality($3::text[]) = 0 OR engine_message_id = ANY($3))",
+                    )
+                    .bind(line_id.as_str())
+                    .bind(phone.as_str())
+                    .bind(&engine_message_ids)
+                    .bind(event.recorded_at)
+                    .execute(conn)
+                    .await?;
+                }
+                return Ok(());
+            }
             if event.stream_type != Message::STREAM_TYPE {
                 return Ok(());
             }
             let (id, at) = (&event.stream_id, event.recorded_at);
             match event.decode::<MessageEvent>()? {
                 MessageEvent::Queued(q) => {
+                    // A reaction is a message of its own on the network, shown on its target.
+                    react(&mut *conn, q.line_id.as_str(), &q.content, "self").await?;
                     let (text, caption, media_url, media_type) = columns(&q.content);
                     sqlx::query(
                         "INSERT INTO rm_messages (message_id, account_id, line_id, chat_phone, direction, type, text, caption, \
@@ -63,6 +101,7 @@ impl Projection for Messages {
                     .await?;
                 }
                 MessageEvent::Received(r) => {
+                    react(&mut *conn, r.line_id.as_str(), &r.content, r.from.as_str()).await?;
                     let (text, caption, media_url, media_type) = columns(&r.content);
                     sqlx::query(
                         "INSERT INTO rm_messages (message_id, account_id, line_id, chat_phone, direction, type, text, caption, \
@@ -137,6 +176,21 @@ impl Projection for Chats {
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
+            if event.stream_type == Chat::STREAM_TYPE {
+                let (sql, line_id, phone) = match event.decode::<ChatEvent>()? {
+                    ChatEvent::Read { line_id, phone, .. } => {
+                        ("UPDATE rm_chats SET unread_count = 0 WHERE line_id = $1 AND phone = $2", line_id, phone)
+                    }
+                    ChatEvent::Archived { line_id, phone, .. } => {
+                        ("UPDATE rm_chats SET archived = true WHERE line_id = $1 AND phone = $2", line_id, phone)
+                    }
+                    ChatEvent::Unarchived { line_id, phone, .. } => {
+                        ("UPDATE rm_chats SET archived = false WHERE line_id = $1 AND phone = $2", line_id, phone)
+                    }
+                };
+                sqlx::query(sql).bind(line_id.as_str()).bind(phone.as_str()).execute(conn).await?;
+                return Ok(());
+            }
             if event.stream_type != Message::STREAM_TYPE
                 || !matches!(event.event_type.as_str(), "message.queued" | "message.received")
             {
@@ -144,6 +198,9 @@ impl Projection for Chats {
             }
             let at = event.recorded_at;
             match event.decode::<MessageEvent>()? {
+                // Reactions do not move a chat.
+                MessageEvent::Queued(Queued { content: Content::Reaction { .. }, .. })
+                | MessageEvent::Received(Received { content: Content::Reaction { .. }, .. }) => {}
                 MessageEvent::Queued(q) => {
                     // The send's archive policy decides where the chat ends up.
                     let archived = match q.archive_policy {

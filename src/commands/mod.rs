@@ -3,6 +3,7 @@
 //! merged.
 
 pub mod accounts;
+pub mod chats;
 pub mod keys;
 pub mod lines;
 pub mod messages;

@@ -134,7 +134,10 @@ async fn send_one(
         from,
         to: queued.to,
         content: queued.content,
-        quoted_engine_message_id: None,
+        quoted_engine_message_id: match &queued.quoted_message_id {
+            Some(quoted) => engine_id_of(store, quoted).await?,
+            None => None,
+        },
     };
     if let Some(last) = *last_call {
         tokio::time::sleep_until(last + config.interval).await;
@@ -149,4 +152,10 @@ async fn send_one(
     };
     dispatch_step(store, lease, message_id, outcome).await?;
     Ok(())
+}
+
+/// The WhatsApp id of a message (sent or received), from its stream.
+async fn engine_id_of(store: &EventStore, message_id: &MessageId) -> Result<Option<String>, DispatchError> {
+    let (state, _) = crate::commands::load::<Message>(store, message_id.as_str()).await?;
+    Ok(state.state.and_then(|s| s.engine_message_id))
 }

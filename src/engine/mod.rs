@@ -41,6 +41,9 @@ pub type EngineFuture<'a> = Pin<Box<dyn Future<Output = Result<(), EngineError>>
 pub trait SessionEngine: Send + Sync + 'static {
     /// Send one message. Sending the same `engine_message_id` twice must not deliver it twice.
     fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a>;
+
+    /// Tell the other party that these messages of the chat were read (read receipts).
+    fn mark_read<'a>(&'a self, line_id: &'a LineId, chat: &'a PhoneNumber, engine_message_ids: &'a [String]) -> EngineFuture<'a>;
 }
 
 /// A new engine message id in WhatsApp Web's style (`3EB0` and 16 hex digits).

@@ -15,6 +15,7 @@ use crate::store::{Actor, EventStore, Metadata};
 use chrono::{DateTime, TimeZone, Utc};
 use domain::ids::{AccountId, LineId};
 use domain::message::MessageStatus;
+use domain::phone::PhoneNumber;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,13 +51,14 @@ impl SimNetwork {
         }
         // The network remembers every id it carried: the same id twice is delivered once.
         let first: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at, message_id) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (engine_message_id) DO NOTHING RETURNING 1",
         )
         .bind(&message.engine_message_id)
         .bind(message.line_id.as_str())
         .bind(message.to.as_str())
         .bind(reached_at)
+        .bind(message.message_id.as_str())
         .fetch_optional(pool)
         .await
         .map_err(|e| EngineError::Unavailable(e.to_string()))?;
@@ -73,6 +75,7 @@ impl SimNetwork {
         .fetch_all(pool)
         .await
         .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let to_sim_line = !recipients.is_empty();
         for (line_id, account_id) in recipients {
             let (Ok(line_id), Ok(account_id)) = (LineId::parse(&line_id), AccountId::parse(&account_id)) else { continue };
             let inbound = message_commands::Inbound {
@@ -87,18 +90,27 @@ impl SimNetwork {
                 .await
                 .map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
         }
-        self.schedule_receipts(message);
+        if !matches!(message.content, domain::message::Content::Reaction { .. }) {
+            self.schedule_receipts(message, to_sim_line);
+        }
         Ok(())
     }
 
-    /// The recipient's phone acknowledges: delivered, then read.
-    fn schedule_receipts(&self, message: &Outbound) {
+    /// The recipient's phone acknowledges: delivered, then read. A sim line reads a message when
+    /// its tenant marks the chat read ([`SessionEngine::mark_read`]); other simulated phones read
+    /// on the configured schedule.
+    fn schedule_receipts(&self, message: &Outbound, to_sim_line: bool) {
         let (store, shutdown) = (self.store.clone(), self.shutdown.clone());
         let (delivered_after, read_after) = (self.delivered_after, self.read_after);
         let (message_id, line_id) = (message.message_id.clone(), message.line_id.to_string());
         self.receipts.spawn(async move {
             let metadata = Metadata::new(Actor::Engine { line_id });
-            for (after, status) in [(delivered_after, MessageStatus::Delivered), (read_after, MessageStatus::Read)] {
+            let receipts: &[(Duration, MessageStatus)] = if to_sim_line {
+                &[(delivered_after, MessageStatus::Delivered)]
+            } else {
+                &[(delivered_after, MessageStatus::Delivered), (read_after, MessageStatus::Read)]
+            };
+            for &(after, status) in receipts {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(after) => {}
@@ -114,6 +126,31 @@ impl SimNetwork {
 impl SessionEngine for SimNetwork {
     fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a> {
         Box::pin(self.deliver(message))
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        line_id: &'a LineId,
+        _chat: &'a PhoneNumber,
+        engine_message_ids: &'a [String],
+    ) -> EngineFuture<'a> {
+        Box::pin(async move {
+            // The senders of those messages, if they were sim lines, get a read receipt.
+            let senders: Vec<String> = sqlx::query_scalar(
+                "SELECT message_id FROM sim_deliveries WHERE engine_message_id = ANY($1) AND message_id IS NOT NULL",
+            )
+            .bind(engine_message_ids)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            let metadata = Metadata::new(Actor::Engine { line_id: line_id.to_string() });
+            for id in senders.iter().filter_map(|id| domain::ids::MessageId::parse(id).ok()) {
+                message_commands::receipt(&self.store, &metadata, &id, MessageStatus::Read)
+                    .await
+                    .map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
+            }
+            Ok(())
+        })
     }
 }
 

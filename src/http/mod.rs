@@ -30,6 +30,7 @@ pub struct AppState {
     pub store: EventStore,
     pub auth: Arc<Authenticator>,
     pub dispatcher: crate::dispatch::Dispatcher,
+    pub engine: Arc<dyn crate::engine::SessionEngine>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -78,3 +78,45 @@ pub async fn list(
         .collect();
     Ok(Json(ChatsResponse { ok: true, chats }))
 }
+
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveRequest {
+    pub line_id: Option<String>,
+    /// The chat: a phone in international format (or its jid).
+    pub phone: Option<String>,
+    /// `true` (default) archives, `false` unarchives.
+    pub archive: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ArchiveResponse {
+    pub ok: bool,
+    pub line_id: String,
+    pub phone: String,
+    pub archived: bool,
+}
+
+/// Archive (or unarchive) a chat.
+#[utoipa::path(post, path = "/v1/chats/archive", tag = "messages", request_body = ArchiveRequest,
+    responses((status = 200, body = ArchiveResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn archive(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    crate::http::extract::Json(body): crate::http::extract::Json<ArchiveRequest>,
+) -> Result<Json<ArchiveResponse>, ApiError> {
+    let chat = super::messages::phone("phone", &body.phone)?;
+    let line = super::messages::connected_line(&state, &tenant, &body.line_id).await?;
+    let archived = body.archive.unwrap_or(true);
+    let account_id = &tenant.identity.account_id;
+    let command = domain::chat::ChatCommand::Archive {
+        account_id: account_id.clone(),
+        line_id: line.clone(),
+        phone: chat.clone(),
+        archived,
+    };
+    crate::commands::chats::handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command)
+        .await
+        .map_err(ApiError::server)?;
+    Ok(Json(ArchiveResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), archived }))
+}

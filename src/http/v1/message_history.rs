@@ -89,7 +89,7 @@ pub async fn list(
     let mut messages: Vec<MessageView> = sqlx::query_as(
         "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
                 quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position \
-           FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND ($3::bigint IS NULL OR position < $3) \
+           FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND type <> 'reaction' AND ($3::bigint IS NULL OR position < $3) \
           ORDER BY position DESC LIMIT $4",
     )
     .bind(line_id.as_str())

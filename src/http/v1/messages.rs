@@ -185,3 +185,182 @@ pub async fn send_media(
     };
     run_send(&state, &tenant, send).await
 }
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyRequest {
+    pub line_id: Option<String>,
+    /// The chat: destination phone in international format (or its jid).
+    pub to: Option<String>,
+    pub message: Option<String>,
+    /// The message quoted: our id (`msg_…`) or its WhatsApp id, from the same chat.
+    pub quoted_message_id: Option<String>,
+}
+
+/// A line of the caller that is connected, or the published error.
+pub async fn connected_line(state: &AppState, tenant: &Tenant, raw: &Option<String>) -> Result<LineId, ApiError> {
+    let line_id = line_id(raw)?;
+    let line = super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line_id).await?;
+    if line.status != "connected" {
+        return Err(send_error(SendError::LineNotConnected));
+    }
+    Ok(line_id)
+}
+
+/// Find a message of the chat for quoting or reacting, after the caller's own writes are visible.
+async fn chat_message(
+    state: &AppState,
+    tenant: &Tenant,
+    line_id: &LineId,
+    chat: &PhoneNumber,
+    field: &str,
+    id: &str,
+) -> Result<crate::commands::chats::FoundMessage, ApiError> {
+    crate::consistency::await_own_writes(
+        &state.pool,
+        &tenant.identity.account_id,
+        &["messages"],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    crate::commands::chats::find_message(&state.pool, line_id, chat, id).await?.ok_or_else(|| {
+        ApiError::invalid_field(field, format!("No message `{}` in this chat.", id.chars().take(64).collect::<String>()))
+    })
+}
+
+/// Respond by quoting.
+#[utoipa::path(post, path = "/v1/messages/reply", tag = "messages", request_body = ReplyRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
+    responses((status = 200, body = SendResponse), (status = 400, description = "validation_error, e.g. the quoted message does not exist")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn reply(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    Json(body): Json<ReplyRequest>,
+) -> Result<Response, ApiError> {
+    let idempotency = idempotency::for_request(&headers, "messages/reply", &serde_json::to_value(&body).unwrap_or(Value::Null))?;
+    let line = line_id(&body.line_id)?;
+    let to = phone("to", &body.to)?;
+    let text = text("message", required("message", &body.message)?)?;
+    let quoted_raw = required("quoted_message_id", &body.quoted_message_id)?;
+    super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line).await?;
+    let quoted = chat_message(&state, &tenant, &line, &to, "quoted_message_id", quoted_raw).await?;
+    let send = Send {
+        line_id: line,
+        to,
+        content: Content::Text { text },
+        quoted_message_id: Some(quoted.message_id),
+        archive_policy: ArchivePolicy::default(),
+        idempotency,
+    };
+    run_send(&state, &tenant, send).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactRequest {
+    pub line_id: Option<String>,
+    /// The chat: a jid (`34600000000@s.whatsapp.net`) or a phone.
+    pub jid: Option<String>,
+    /// The message reacted to: our id or its WhatsApp id.
+    pub message_id: Option<String>,
+    /// One emoji; empty removes this line's reaction.
+    pub emoji: Option<String>,
+}
+
+/// React with emoji.
+#[utoipa::path(post, path = "/v1/messages/react", tag = "messages", request_body = ReactRequest,
+    responses((status = 200, body = SendResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Json<ReactRequest>) -> Result<Response, ApiError> {
+    let line = line_id(&body.line_id)?;
+    let chat = phone("jid", &body.jid)?;
+    let target_raw = required("message_id", &body.message_id)?;
+    let emoji = body
+        .emoji
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid_field("emoji", "`emoji` is required (empty removes the reaction)."))?;
+    let emoji = domain::message::Emoji::parse(emoji).map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?;
+    super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line).await?;
+    let target = chat_message(&state, &tenant, &line, &chat, "message_id", target_raw).await?;
+    let target_engine_message_id = target
+        .engine_message_id
+        .ok_or_else(|| ApiError::invalid_field("message_id", "That message has not been sent yet; react once it is."))?;
+    let send = Send {
+        line_id: line,
+        to: chat,
+        content: Content::Reaction { target_message_id: Some(target.message_id), target_engine_message_id, emoji },
+        quoted_message_id: None,
+        archive_policy: ArchivePolicy::default(),
+        idempotency: None,
+    };
+    run_send(&state, &tenant, send).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    pub line_id: Option<String>,
+    /// The chat, as a phone…
+    pub phone: Option<String>,
+    /// …or as a jid.
+    pub jid: Option<String>,
+    /// Only these messages (our ids or WhatsApp ids); all unread ones when absent.
+    pub message_ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadResponse {
+    pub ok: bool,
+    pub line_id: String,
+    pub phone: String,
+    /// How many messages were marked read.
+    pub marked_read: usize,
+}
+
+/// Mark as read.
+#[utoipa::path(post, path = "/v1/messages/read", tag = "messages", request_body = ReadRequest,
+    responses((status = 200, body = ReadResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Json(body): Json<ReadRequest>,
+) -> Result<axum::Json<ReadResponse>, ApiError> {
+    let chat = match (&body.phone, &body.jid) {
+        (Some(_), _) => phone("phone", &body.phone)?,
+        (None, Some(_)) => phone("jid", &body.jid)?,
+        (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
+    };
+    let line = connected_line(&state, &tenant, &body.line_id).await?;
+    let account_id = &tenant.identity.account_id;
+    crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], std::time::Duration::from_secs(5)).await?;
+    let engine_ids = match &body.message_ids {
+        None => crate::commands::chats::unread_engine_ids(&state.pool, &line, &chat).await?,
+        Some(ids) => {
+            if ids.is_empty() || ids.len() > 500 {
+                return Err(ApiError::invalid_field("message_ids", "`message_ids` must list 1 to 500 ids."));
+            }
+            match crate::commands::chats::inbound_engine_ids(&state.pool, &line, &chat, ids).await? {
+                Ok(engine_ids) => engine_ids,
+                Err(missing) => {
+                    return Err(ApiError::invalid_field("message_ids", "Some ids are not received messages of this chat.")
+                        .with("unknown_ids", missing.into_iter().take(20).collect::<Vec<_>>()))
+                }
+            }
+        }
+    };
+    let command = domain::chat::ChatCommand::Read {
+        account_id: account_id.clone(),
+        line_id: line.clone(),
+        phone: chat.clone(),
+        engine_message_ids: engine_ids.clone(),
+    };
+    crate::commands::chats::handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command)
+        .await
+        .map_err(ApiError::server)?;
+    // Read receipts go out after the fact is recorded; a failure here is logged, not fatal.
+    if let Err(e) = state.engine.mark_read(&line, &chat, &engine_ids).await {
+        tracing::warn!(line_id = %line, error = %e, "sending read receipts failed");
+    }
+    Ok(axum::Json(ReadResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), marked_read: engine_ids.len() }))
+}

@@ -78,10 +78,20 @@ pub async fn disconnect(
 #[serde(deny_unknown_fields)]
 pub struct InboundRequest {
     from: Option<String>,
+    /// Text…
     message: Option<String>,
+    /// …or a file…
+    media_url: Option<String>,
+    media_type: Option<String>,
+    caption: Option<String>,
+    /// …or a reaction to a message of the chat (our id or WhatsApp id; empty emoji removes it).
+    react_to: Option<String>,
+    emoji: Option<String>,
+    /// A message of the chat this one quotes.
+    quoted_message_id: Option<String>,
 }
 
-/// A message arrives on the line from a simulated phone.
+/// A message arrives on the line from a simulated phone: text, media, a reaction, or a quoted reply.
 pub async fn inbound(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -89,20 +99,52 @@ pub async fn inbound(
     Json(body): Json<InboundRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     use super::messages::{phone, required, text};
+    use domain::message::{Content, Emoji, MediaType};
     let from = phone("from", &body.from)?;
-    let content = domain::message::Content::Text { text: text("message", required("message", &body.message)?)? };
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     let account_id = &tenant.identity.account_id;
     let line = fetch_line(&state.pool, account_id, &line_id).await?;
     if line.status != "connected" {
         return Err(ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp."));
     }
+    let find = |field: &'static str, id: String| {
+        let (state, line_id, from) = (&state, &line_id, &from);
+        async move {
+            crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], std::time::Duration::from_secs(5))
+                .await?;
+            crate::commands::chats::find_message(&state.pool, line_id, from, &id)
+                .await?
+                .and_then(|m| m.engine_message_id)
+                .ok_or_else(|| ApiError::invalid_field(field, "No sent or received message with that id in this chat."))
+        }
+    };
+    let content = match (&body.message, &body.media_url, &body.react_to) {
+        (Some(_), None, None) => Content::Text { text: text("message", required("message", &body.message)?)? },
+        (None, Some(url), None) => Content::Media {
+            media_url: url.clone(),
+            media_type: body.media_type.as_deref().map_or(Some(MediaType::Image), MediaType::parse).ok_or_else(|| {
+                ApiError::invalid_field("media_type", "`media_type` must be one of image, video, audio, document.")
+            })?,
+            caption: body.caption.as_deref().filter(|c| !c.is_empty()).map(|c| text("caption", c)).transpose()?,
+        },
+        (None, None, Some(target)) => Content::Reaction {
+            target_message_id: None,
+            target_engine_message_id: find("react_to", target.clone()).await?,
+            emoji: Emoji::parse(body.emoji.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?,
+        },
+        _ => return Err(ApiError::validation("Give exactly one of `message`, `media_url` or `react_to`.")),
+    };
+    let quoted_engine_message_id = match body.quoted_message_id.clone() {
+        Some(id) => Some(find("quoted_message_id", id).await?),
+        None => None,
+    };
     let inbound = crate::commands::messages::Inbound {
         line_id,
         from,
         engine_message_id: crate::engine::new_engine_message_id(),
         content,
-        quoted_engine_message_id: None,
+        quoted_engine_message_id,
     };
     let message_id = crate::commands::messages::receive(&state.store, &tenant.metadata(), account_id, inbound)
         .await
