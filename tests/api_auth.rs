@@ -139,13 +139,41 @@ async fn suspension_answers_402_except_on_me_and_usage() {
     let me = app.get("/v1/me", &key).await;
     assert_eq!(me.status(), StatusCode::OK);
 
-    for path in ["/v1/lines", "/api/bridge/v1/lines"] {
+    let body_of = |r: reqwest::Response| async move { r.json::<Value>().await.unwrap() };
+    let gets = [
+        "/v1/lines",
+        "/api/bridge/v1/lines",
+        "/v1/lines/line_00000000000000000000000000",
+        "/v1/chats?line_id=x",
+        "/v1/messages?line_id=x&phone=y",
+    ];
+    for path in gets {
         let response = app.get(path, &key).await;
         assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED, "{path}");
-        let body = body(response).await;
+        let body = body_of(response).await;
         assert_eq!(body["error"]["code"], "subscription_required");
         insta::assert_json_snapshot!("subscription_required", body);
     }
+    let posts = [
+        "/v1/lines",
+        "/v1/messages/send",
+        "/v1/messages/send-media",
+        "/v1/messages/reply",
+        "/v1/messages/react",
+        "/v1/messages/read",
+        "/v1/chats/archive",
+    ];
+    for path in posts {
+        let response = app.http.post(app.url(path)).bearer_auth(&key).json(&serde_json::json!({})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED, "{path}");
+    }
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type NOT LIKE 'account.%' AND event_type NOT LIKE 'api_key.%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, 0, "a suspended account changed nothing");
 
     app.cli(&["accounts", "activate", &account_id]).await;
     app.eventually("reactivation reaches the server", Duration::from_secs(5), || async {
@@ -257,5 +285,21 @@ async fn the_openapi_document_is_served() {
     assert!(doc["paths"]["/v1/me"]["get"].is_object());
     assert!(doc["paths"]["/v1/usage"]["get"].is_object());
     insta::assert_json_snapshot!("openapi", doc, { ".info.version" => "[version]" });
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn internal_errors_are_opaque_and_retryable() {
+    let app = TestApp::spawn().await;
+    let (_, _, key) = app.account("pro").await;
+    // Break the database under the server: the cause must be logged, not sent.
+    sqlx::query("DROP TABLE usage_counters CASCADE").execute(&app.db.pool).await.unwrap();
+    let response = app.get("/v1/usage", &key).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().contains_key("x-request-id"));
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("usage_counters") && !text.contains("relation"), "the cause leaked: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    insta::assert_json_snapshot!("server_error", body);
     app.shutdown().await;
 }

@@ -100,7 +100,11 @@ async fn accounts_commands_print_one_json_object() {
     assert_eq!((found["plan"].as_str(), found["status"].as_str()), (Some("business"), Some("suspended")));
 
     let status = app.cli(&["projections", "status", "--json"]).await.json();
-    assert!(status["projections"].is_array());
+    let names: Vec<&str> = status["projections"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["chats", "messages"]);
+    for p in status["projections"].as_array().unwrap() {
+        assert!(p["checkpoint"]["global_position"].is_i64() && p["lag"].is_i64(), "{p}");
+    }
     let migrate = app.cli(&["migrate", "--json"]).await.json();
     assert_eq!(migrate["ok"], true);
     app.shutdown().await;

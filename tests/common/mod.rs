@@ -230,6 +230,17 @@ impl TestApp {
         }
     }
 
+    /// Start a server again on this test's database (after `stop_server`).
+    pub async fn start_server(&mut self, configure: impl FnOnce(&mut Config)) {
+        assert!(self.server.is_none(), "stop the running server first");
+        let mut config = Config::defaults();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = wazion_bridge::server::start(config, self.db.pool.clone(), listener).await.expect("server starts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     /// Stop the server and its background work, keeping the database for inspection.
     pub async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {

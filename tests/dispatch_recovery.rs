@@ -1,0 +1,267 @@
+//! The dispatcher across crashes: a killed server's queue is sent exactly once and in order after
+//! a restart, and an attempt recorded before a crash is retried under the same WhatsApp id.
+
+mod common;
+
+use common::{TestApp, TestDb};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// `bridge serve` as a real process on the test database; returns it and its base URL.
+async fn serve(db: &TestDb) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("BRIDGE_LISTEN", "127.0.0.1:0")
+        .env("BRIDGE_NODE_ID", "node-a")
+        .env("BRIDGE_LINE_SEND_INTERVAL_MS", "150")
+        .env("BRIDGE_LINE_SEND_JITTER_MS", "0")
+        .env("BRIDGE_SIM_DELIVERED_AFTER_MS", "10")
+        .env("BRIDGE_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("addr=") {
+                return line[i + 5..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server starts");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_and_in_order_after_restart() {
+    let db = TestDb::new().await;
+    let cli = |args: Vec<String>| {
+        let url = db.url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+                .args(args)
+                .env("DATABASE_URL", url)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let account = cli(vec![
+        "accounts".into(),
+        "create".into(),
+        "--name".into(),
+        "K".into(),
+        "--plan".into(),
+        "pro".into(),
+        "--json".into(),
+    ])
+    .await;
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = cli(vec!["keys".into(), "create".into(), "--account".into(), account_id, "--json".into()]).await["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (mut first, base) = serve(&db).await;
+    let http = reqwest::Client::new();
+    let post = |base: String, path: &'static str, body: Value| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            let r = http.post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut lines = Vec::new();
+    for phone in ["+34600000301", "+34600000302"] {
+        let (_, created) = post(base.clone(), "/v1/lines", json!({})).await;
+        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
+        let r = http
+            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
+            .bearer_auth(&key)
+            .json(&json!({"phone": phone}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        lines.push(line);
+    }
+    const N: usize = 10;
+    for i in 0..N {
+        let (status, _) = post(
+            base.clone(),
+            "/v1/messages/send",
+            json!({"line_id": lines[0], "to": "+34600000302", "message": format!("{i}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Kill it (no graceful shutdown) once some, but not all, have gone out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&db, "SELECT count(*) FROM sim_deliveries").await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let before_restart = count(&db, "SELECT count(*) FROM sim_deliveries").await;
+    assert!((before_restart as usize) < N, "the queue was still pending when the server died");
+
+    let (mut second, _) = serve(&db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.received'").await < N as i64 {
+        assert!(tokio::time::Instant::now() < deadline, "not everything arrived after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.start_kill().unwrap();
+
+    let received: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'content'->>'text' FROM events WHERE event_type = 'message.received' ORDER BY global_position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(received, expected, "every message arrived once, in the order it was accepted");
+    assert_eq!(count(&db, "SELECT count(*) FROM sim_deliveries").await, N as i64);
+    assert_eq!(count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.sent'").await, N as i64);
+    assert_eq!(count(&db, "SELECT count(*) FROM dispatch_queue").await, 0);
+    let epochs = count(&db, "SELECT max(epoch) FROM line_leases").await;
+    assert!(epochs >= 2, "the restarted node took the line under a new epoch");
+}
+
+#[tokio::test]
+async fn an_attempt_recorded_before_a_crash_is_retried_under_the_same_whatsapp_id_and_delivered_once() {
+    use wazion_bridge::commands::messages::{dispatch_step, send, Send};
+    use wazion_bridge::dispatch::lease;
+    let mut app = TestApp::spawn_with(|c| c.line_send_jitter_ms = 0).await;
+    let (account_id, _, key) = app.account("pro").await;
+    let mut lines = Vec::new();
+    for phone in ["+34600000311", "+34600000312"] {
+        let r: Value =
+            app.http.post(app.url("/v1/lines")).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        let line = r["line"]["line_id"].as_str().unwrap().to_owned();
+        app.http
+            .post(app.url(&format!("/v1/sandbox/lines/{line}/scan")))
+            .bearer_auth(&key)
+            .json(&json!({"phone": phone}))
+            .send()
+            .await
+            .unwrap();
+        lines.push(line);
+    }
+    let store = app.server.as_ref().unwrap().state.store.clone();
+    let plans = app.server.as_ref().unwrap().state.plans.clone();
+    app.stop_server().await;
+
+    // A node that then dies: it takes the line, queues a message and records the attempt.
+    let line_a = domain::ids::LineId::parse(&lines[0]).unwrap();
+    let account = domain::ids::AccountId::parse(&account_id).unwrap();
+    let dead = lease::acquire(store.pool(), &line_a, "node-dead", Duration::from_secs(3600)).await.unwrap().unwrap();
+    let metadata = wazion_bridge::store::Metadata::new(wazion_bridge::store::Actor::System);
+    let queued = send(
+        &store,
+        &plans,
+        &metadata,
+        &account,
+        Send {
+            line_id: line_a.clone(),
+            to: domain::phone::PhoneNumber::parse("+34600000312").unwrap(),
+            content: domain::message::Content::Text { text: domain::message::MessageText::parse("once").unwrap() },
+            quoted_message_id: None,
+            archive_policy: Default::default(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let wazion_bridge::commands::messages::SendOutcome::Accepted { body, .. } = queued else { panic!() };
+    let message_id = domain::ids::MessageId::parse(body["message_id"].as_str().unwrap()).unwrap();
+    dispatch_step(
+        &store,
+        &dead,
+        &message_id,
+        domain::message::MessageCommand::StartDispatch { engine_message_id: "3EB0DEADBEEF00000001".into() },
+    )
+    .await
+    .unwrap();
+    // Its lease runs out.
+    sqlx::query("UPDATE line_leases SET expires_at = now() - interval '1 second'").execute(&app.db.pool).await.unwrap();
+
+    app.start_server(|c| c.line_send_jitter_ms = 0).await;
+    app.eventually("the message is sent", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'message.sent'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    let sent_id: String =
+        sqlx::query_scalar("SELECT payload->>'engine_message_id' FROM events WHERE event_type = 'message.sent'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(sent_id, "3EB0DEADBEEF00000001", "the id announced before the crash");
+    let attempts: Vec<i64> = sqlx::query_scalar(
+        "SELECT (payload->>'attempt')::bigint FROM events WHERE event_type = 'message.dispatch_started' ORDER BY global_position",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, [1, 2]);
+    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'message.received'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(received, 1);
+
+    // The dead node, should it wake up, can no longer write for the line, even a step the message
+    // would accept.
+    app.stop_server().await;
+    let another = send(
+        &store,
+        &plans,
+        &metadata,
+        &account,
+        Send {
+            line_id: line_a.clone(),
+            to: domain::phone::PhoneNumber::parse("+34600000312").unwrap(),
+            content: domain::message::Content::Text { text: domain::message::MessageText::parse("later").unwrap() },
+            quoted_message_id: None,
+            archive_policy: Default::default(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let wazion_bridge::commands::messages::SendOutcome::Accepted { body, .. } = another else { panic!() };
+    let another_id = domain::ids::MessageId::parse(body["message_id"].as_str().unwrap()).unwrap();
+    let late = dispatch_step(
+        &store,
+        &dead,
+        &another_id,
+        domain::message::MessageCommand::StartDispatch { engine_message_id: "3EB0LATE".into() },
+    )
+    .await;
+    assert!(
+        matches!(late, Err(wazion_bridge::commands::messages::DispatchError::LeaseLost)),
+        "a stale epoch must not write: {late:?}"
+    );
+    app.shutdown().await;
+}
