@@ -9,6 +9,8 @@ pub mod db;
 pub mod dispatch;
 pub mod engine;
 pub mod http;
+pub mod media;
+pub mod net;
 pub mod server;
 pub mod store;
 pub mod usage;

@@ -77,6 +77,11 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         send_timeout: Duration::from_millis(config.send_timeout_ms),
         scan_interval: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
+        media: crate::media::MediaFetcher::new(
+            config.media_max_bytes,
+            Duration::from_millis(config.media_timeout_ms),
+            config.allow_private_urls,
+        ),
     };
     let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine.clone(), dispatch_config, shutdown.clone());
     tasks.spawn(async move {

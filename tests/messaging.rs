@@ -330,3 +330,36 @@ async fn a_failing_network_marks_the_message_failed_with_the_reason() {
     assert!(reason.contains("simulated failure"), "{reason}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hanging_network_times_out_and_the_line_moves_on() {
+    let app = TestApp::spawn_with(|c| {
+        c.line_send_interval_ms = 20;
+        c.line_send_jitter_ms = 0;
+        c.send_timeout_ms = 300;
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let line = connected_line(&app, &key, "+34600000061").await;
+    post(&app, &key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "hang"})).await;
+    let (_, hung) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "1"})).await;
+    let hung = hung["message_id"].as_str().unwrap().to_owned();
+    app.eventually("the hung send fails", Duration::from_secs(15), || async {
+        event_types(&app, &hung).await.last().map(String::as_str) == Some("message.failed")
+    })
+    .await;
+    let reason: String = sqlx::query_scalar("SELECT payload->>'reason' FROM events WHERE event_type = 'message.failed'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "the engine did not answer within 300 ms");
+
+    post(&app, &key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "none"})).await;
+    let (_, next) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "2"})).await;
+    let next = next["message_id"].as_str().unwrap().to_owned();
+    app.eventually("the next send goes out", Duration::from_secs(15), || async {
+        event_types(&app, &next).await.contains(&"message.sent".to_owned())
+    })
+    .await;
+    app.shutdown().await;
+}

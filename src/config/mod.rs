@@ -31,6 +31,8 @@ pub struct Config {
     pub node_id: String,
     pub line_lease_secs: u64,
     pub send_timeout_ms: u64,
+    pub media_max_bytes: usize,
+    pub media_timeout_ms: u64,
     pub sim_delivered_after_ms: u64,
     pub sim_read_after_ms: u64,
     #[serde(default)]

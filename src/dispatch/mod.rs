@@ -29,6 +29,8 @@ pub struct DispatchConfig {
     pub scan_interval: Duration,
     /// An idle worker lets its line go after this long.
     pub idle_timeout: Duration,
+    /// Downloads the files of media messages.
+    pub media: crate::media::MediaFetcher,
 }
 
 /// A handle to wake a line's worker after a send was queued.

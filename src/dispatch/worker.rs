@@ -8,7 +8,7 @@ use crate::commands::messages::{dispatch_step, DispatchError, LeaseGuard};
 use crate::engine::{new_engine_message_id, Outbound, SessionEngine};
 use crate::store::EventStore;
 use domain::ids::{LineId, MessageId};
-use domain::message::{Message, MessageCommand, MessageEvent};
+use domain::message::{Content, Message, MessageCommand, MessageEvent};
 use domain::phone::PhoneNumber;
 use governor::{Jitter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -127,6 +127,17 @@ async fn send_one(
     let Some(MessageEvent::Queued(queued)) = events.first().and_then(|e| e.decode::<MessageEvent>().ok()) else {
         return Ok(());
     };
+    // A file that cannot be fetched fails the message with the reason; nothing is sent.
+    let media = match &queued.content {
+        Content::Media { media_url, media_type, .. } => match config.media.fetch(media_url, *media_type).await {
+            Ok(file) => Some(Arc::new(file)),
+            Err(e) => {
+                dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason: e.to_string() }).await?;
+                return Ok(());
+            }
+        },
+        _ => None,
+    };
     let outbound = Outbound {
         message_id: message_id.clone(),
         engine_message_id: engine_message_id.clone(),
@@ -138,6 +149,7 @@ async fn send_one(
             Some(quoted) => engine_id_of(store, quoted).await?,
             None => None,
         },
+        media,
     };
     if let Some(last) = *last_call {
         tokio::time::sleep_until(last + config.interval).await;
@@ -146,9 +158,9 @@ async fn send_one(
     let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
         Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
         Ok(Err(e)) => MessageCommand::MarkFailed { reason: e.to_string() },
-        Err(_) => {
-            MessageCommand::MarkFailed { reason: format!("the engine did not answer within {} s", config.send_timeout.as_secs()) }
-        }
+        Err(_) => MessageCommand::MarkFailed {
+            reason: format!("the engine did not answer within {} ms", config.send_timeout.as_millis()),
+        },
     };
     dispatch_step(store, lease, message_id, outcome).await?;
     Ok(())

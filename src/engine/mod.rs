@@ -24,6 +24,8 @@ pub struct Outbound {
     pub to: PhoneNumber,
     pub content: Content,
     pub quoted_engine_message_id: Option<String>,
+    /// The downloaded file of a media message.
+    pub media: Option<std::sync::Arc<crate::media::MediaFile>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -51,7 +51,8 @@ impl SimNetwork {
         }
         // The network remembers every id it carried: the same id twice is delivered once.
         let first: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at, message_id) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at, message_id, media_bytes, media_content_type) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (engine_message_id) DO NOTHING RETURNING 1",
         )
         .bind(&message.engine_message_id)
@@ -59,6 +60,8 @@ impl SimNetwork {
         .bind(message.to.as_str())
         .bind(reached_at)
         .bind(message.message_id.as_str())
+        .bind(message.media.as_ref().map(|m| m.bytes.len() as i32))
+        .bind(message.media.as_ref().map(|m| m.content_type.as_str()))
         .fetch_optional(pool)
         .await
         .map_err(|e| EngineError::Unavailable(e.to_string()))?;

@@ -1,0 +1,152 @@
+//! Downloading `media_url` for send-media: http(s) only, within size and time limits, with the
+//! content type checked against `media_type`, no redirects, and, unless private URLs are allowed,
+//! only public addresses. The check is made on the addresses DNS returns, inside the client's own
+//! resolver, so the address checked is the address connected to (no rebinding between the two).
+
+use crate::net::is_public;
+use domain::message::MediaType;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct MediaFile {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    #[error("media_url is not an http or https URL")]
+    Scheme,
+    #[error("media_url points to a non-public address ({0}); private, loopback and link-local addresses are refused")]
+    NotPublic(String),
+    #[error("media_url could not be fetched: {0}")]
+    Fetch(String),
+    #[error("media_url answered HTTP {0}")]
+    Status(u16),
+    #[error("media_url redirects; redirects are not followed")]
+    Redirect,
+    #[error("media_url is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("media_url did not answer within {0} s")]
+    Timeout(u64),
+    #[error("media_url has content type `{found}`, which is not {expected}")]
+    ContentType { found: String, expected: &'static str },
+}
+
+/// Resolves like the system does, then keeps only public addresses.
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let shown = all.first().map_or(host.clone(), |a| a.ip().to_string());
+                return Err(Box::new(MediaError::NotPublic(shown)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MediaFetcher {
+    client: reqwest::Client,
+    max_bytes: usize,
+    timeout: Duration,
+    allow_private: bool,
+}
+
+impl MediaFetcher {
+    pub fn new(max_bytes: usize, timeout: Duration, allow_private: bool) -> Self {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("wazion-bridge/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
+        Self { client: builder.build().expect("an HTTP client"), max_bytes, timeout, allow_private }
+    }
+
+    pub async fn fetch(&self, url: &str, media_type: MediaType) -> Result<MediaFile, MediaError> {
+        match tokio::time::timeout(self.timeout, self.fetch_inner(url, media_type)).await {
+            Ok(result) => result,
+            Err(_) => Err(MediaError::Timeout(self.timeout.as_secs().max(1))),
+        }
+    }
+
+    async fn fetch_inner(&self, url: &str, media_type: MediaType) -> Result<MediaFile, MediaError> {
+        let parsed = reqwest::Url::parse(url).map_err(|_| MediaError::Scheme)?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(MediaError::Scheme);
+        }
+        // Literal addresses never reach the resolver: check them here.
+        let literal = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal.filter(|ip| !self.allow_private && !is_public(*ip)) {
+            return Err(MediaError::NotPublic(ip.to_string()));
+        }
+        let mut response = self.client.get(parsed).send().await.map_err(describe)?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(MediaError::Redirect);
+        }
+        if !status.is_success() {
+            return Err(MediaError::Status(status.as_u16()));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let expected = match media_type {
+            MediaType::Image => "image/*",
+            MediaType::Video => "video/*",
+            MediaType::Audio => "audio/*",
+            MediaType::Document => "a document",
+        };
+        let fits = match media_type {
+            MediaType::Image => content_type.starts_with("image/"),
+            MediaType::Video => content_type.starts_with("video/"),
+            MediaType::Audio => content_type.starts_with("audio/"),
+            // Any file may be sent as a document, but not an HTML error page.
+            MediaType::Document => !content_type.is_empty() && content_type != "text/html",
+        };
+        if !fits {
+            return Err(MediaError::ContentType { found: content_type, expected });
+        }
+        if response.content_length().is_some_and(|n| n > self.max_bytes as u64) {
+            return Err(MediaError::TooLarge(self.max_bytes));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            if bytes.len() + chunk.len() > self.max_bytes {
+                return Err(MediaError::TooLarge(self.max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(MediaFile { bytes, content_type })
+    }
+}
+
+/// The innermost cause, which is what says what went wrong (and our own resolver's refusal).
+fn describe(error: reqwest::Error) -> MediaError {
+    let mut source: &dyn std::error::Error = &error;
+    while let Some(next) = source.source() {
+        if let Some(refused) = next.downcast_ref::<MediaError>() {
+            return refused.clone();
+        }
+        source = next;
+    }
+    MediaError::Fetch(source.to_string())
+}

@@ -1,0 +1,109 @@
+//! Which addresses the server may call on a tenant's behalf (media downloads, webhooks): public
+//! unicast only. Private, loopback, link-local, CGNAT, multicast, documentation, reserved and
+//! unspecified ranges are refused, in IPv4 and IPv6, including IPv4 addresses embedded in IPv6
+//! (mapped, compatible, NAT64).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0                                    // "this network"
+        || a == 10                              // private
+        || a == 127                             // loopback
+        || (a == 100 && (64..128).contains(&b)) // CGNAT
+        || (a == 169 && b == 254)               // link-local
+        || (a == 172 && (16..32).contains(&b))  // private
+        || (a == 192 && b == 0 && c == 0)       // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)       // documentation
+        || (a == 192 && b == 88 && c == 99)     // 6to4 relay
+        || (a == 192 && b == 168)               // private
+        || (a == 198 && (18..20).contains(&b))  // benchmarking
+        || (a == 198 && b == 51 && c == 100)    // documentation
+        || (a == 203 && b == 0 && c == 113)     // documentation
+        || a >= 224) // multicast, reserved, broadcast
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(ip) {
+        return is_public_v4(v4);
+    }
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || (s[0] & 0xfe00) == 0xfc00      // unique local
+        || (s[0] & 0xffc0) == 0xfe80      // link-local
+        || (s[0] & 0xffc0) == 0xfec0      // site-local (deprecated)
+        || (s[0] & 0xff00) == 0xff00      // multicast
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // discard-only
+}
+
+/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) or NAT64
+/// (64:ff9b::a.b.c.d) IPv6 address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let mapped = s[..5].iter().all(|x| *x == 0) && s[5] == 0xffff;
+    let compatible = s[..6].iter().all(|x| *x == 0) && !(s[6] == 0 && s[7] <= 1);
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+    (mapped || compatible || nat64).then_some(tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_non_public_class_is_refused() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "127.0.0.1",
+            "100.64.0.1",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+            "100::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_allowed() {
+        for ip in
+            ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+        {
+            assert!(is_public(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+}
