@@ -39,6 +39,21 @@ enum Command {
     /// Inspect the asynchronous projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Drive the simulated WhatsApp network.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum SimCommand {
+    /// A simulated phone scans the line's QR code: the line links to that number and connects.
+    Scan {
+        line_id: String,
+        #[arg(long)]
+        phone: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -211,6 +226,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await?,
         Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await?,
         Command::Keys(command) => keys_command(command, &store, &pool).await?,
+        Command::Sim(SimCommand::Scan { line_id, phone, out }) => sim_scan(&store, &line_id, &phone, out).await?,
         Command::Projections(ProjectionsCommand::Status(out)) => {
             let names: Vec<&str> = crate::server::async_projections().iter().map(|p| p.name()).collect();
             let status = projections::runtime::status(&pool, &names).await?;
@@ -255,24 +271,21 @@ async fn serve(
         println!("Demo account {} (plan pro), API key {}:\n\n  {}\n", account.id, key.key_id, secret.expose());
         println!("Try it:\n\n  curl -s {base}/api/bridge/v1/me -H \"Authorization: Bearer {}\"\n", secret.expose());
     }
+    // Install the handlers before serving, so that even a signal in the first moment is graceful.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = crate::server::start(config, pool, listener).await?;
     let token = server.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
         tracing::info!("shutting down");
         token.cancel();
     });
     server.wait().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn account_json(a: &OpenAccount) -> Value {
@@ -428,6 +441,29 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
             });
         }
     }
+    Ok(())
+}
+
+async fn sim_scan(store: &EventStore, raw_line: &str, raw_phone: &str, out: JsonFlag) -> anyhow::Result<()> {
+    use domain::line::{EngineKind, Line, LineCommand};
+    let line_id = domain::ids::LineId::parse(raw_line).map_err(|e| anyhow!("{e}"))?;
+    let phone = domain::phone::PhoneNumber::parse(raw_phone).map_err(|e| anyhow!("{e}"))?;
+    let (line, _) = crate::commands::load::<Line>(store, line_id.as_str()).await.map_err(|e| anyhow!("{e}"))?;
+    let line = line.line.ok_or_else(|| anyhow!("no line {raw_line}"))?;
+    if line.engine != EngineKind::Sim {
+        bail!("line {raw_line} does not use the sim engine");
+    }
+    let (line, _) =
+        crate::commands::lines::handle(store, &operator(), &line.account_id, &line_id, LineCommand::Connect { phone })
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(e) => anyhow!("{raw_line}: {e}"),
+                other => anyhow::Error::new(other),
+            })?;
+    let phone = line.phone.as_ref().map(|p| p.to_string());
+    print(out.json, json!({"line_id": line.line_id, "status": line.status.as_str(), "phone": phone}), || {
+        format!("line {} is {} as {}", line.line_id, line.status.as_str(), phone.as_deref().unwrap_or("-"))
+    });
     Ok(())
 }
 

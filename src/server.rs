@@ -51,10 +51,14 @@ impl RunningServer {
 pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let plans = Arc::new(config.plan_catalog()?);
-    let store = EventStore::new(pool.clone(), EventStore::inline_projections());
+    let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), shutdown.clone());
+    let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
     let auth = Arc::new(Authenticator::new(pool.clone()));
     let watcher = LogWatcher::default();
     let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let _ = announcing.await;
+    });
 
     tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
     tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));

@@ -8,7 +8,7 @@
 use domain::ids::EventId;
 use domain::DomainEvent;
 use projections::log::{read_stream, EVENT_COLUMNS};
-use projections::notify::{Announcement, CHANNEL};
+use projections::notify::{Announcement, Notice, CHANNEL};
 use projections::{Projection, ProjectionError, StoredEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -104,15 +104,106 @@ impl From<sqlx::Error> for AppendError {
     }
 }
 
+/// Insert the events (one statement, one round trip).
+static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
+         SELECT $1, *, $9 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int[], $8::jsonb[]) \
+         RETURNING {EVENT_COLUMNS}"
+    )
+});
+
+/// Insert the events and NOTIFY in the same transaction (delivered when, and only if, it commits).
+static INSERT_AND_NOTIFY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("WITH inserted AS ({}), announced AS (SELECT pg_notify($10, $11)) SELECT inserted.* FROM inserted, announced", *INSERT_SQL)
+});
+
+/// Streams whose changes must reach every node's caches even if this process dies right after
+/// committing (key revocations, suspensions): they NOTIFY inside their transaction. It costs
+/// throughput (PostgreSQL serialises the commits of notifying transactions), which these rare
+/// events can afford and the message streams cannot.
+const ANNOUNCED_IN_TRANSACTION: [&str; 2] = ["account", "api_key"];
+
+/// Coalesces the announcements of committed appends into one NOTIFY every few milliseconds.
+#[derive(Clone)]
+pub struct Announcer {
+    queue: tokio::sync::mpsc::UnboundedSender<Announcement>,
+}
+
+impl Announcer {
+    /// Start the announcing task on `pool`; it stops with `shutdown` after a last flush.
+    pub fn start(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<Announcement>();
+        let task = tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    first = pending.recv() => first,
+                    _ = shutdown.cancelled() => None,
+                };
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                // Whatever else committed meanwhile goes in the same NOTIFY.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                while let Ok(more) = pending.try_recv() {
+                    if !batch.contains(&more) {
+                        batch.push(more);
+                    }
+                }
+                let notify = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(batch)).execute(&pool).await;
+                if let Err(e) = notify {
+                    // Readers still poll: a lost wake-up delays them by one poll interval.
+                    tracing::warn!(error = %e, "announcing appends failed");
+                }
+            }
+            // Flush what is left so no committed append goes unannounced on a clean stop.
+            let mut rest = Vec::new();
+            while let Ok(more) = pending.try_recv() {
+                rest.push(more);
+            }
+            if !rest.is_empty() {
+                let _ = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(rest)).execute(&pool).await;
+            }
+        });
+        (Self { queue }, task)
+    }
+}
+
 #[derive(Clone)]
 pub struct EventStore {
     pool: PgPool,
     inline: Arc<Vec<Arc<dyn Projection>>>,
+    /// Without one (one-shot commands), every append notifies inside its transaction.
+    announcer: Option<Announcer>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool, inline: Vec<Arc<dyn Projection>>) -> Self {
-        Self { pool, inline: Arc::new(inline) }
+        Self { pool, inline: Arc::new(inline), announcer: None }
+    }
+
+    /// Announce appends after they commit, coalesced, instead of inside their transactions.
+    pub fn with_announcer(mut self, announcer: Announcer) -> Self {
+        self.announcer = Some(announcer);
+        self
+    }
+
+    fn announcement(append: &Append) -> Announcement {
+        let mut kinds: Vec<&str> = append.streams.iter().map(|s| s.stream_type).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        Announcement { tenant: append.tenant_id.clone(), stream_types: kinds.into_iter().map(str::to_owned).collect() }
+    }
+
+    fn notifies_in_transaction(&self, append: &Append) -> bool {
+        self.announcer.is_none() || append.streams.iter().any(|s| ANNOUNCED_IN_TRANSACTION.contains(&s.stream_type))
+    }
+
+    /// Call once the transaction that ran [`EventStore::append_in`] has committed: readers on
+    /// every node are woken (unless the append already notified inside its transaction).
+    pub fn committed(&self, append: &Append) {
+        if let (false, Some(announcer)) = (self.notifies_in_transaction(append), &self.announcer) {
+            let _ = announcer.queue.send(Self::announcement(append));
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -143,10 +234,12 @@ impl EventStore {
         let mut tx = self.pool.begin().await?;
         let stored = self.append_in(&mut tx, append).await?;
         tx.commit().await?;
+        self.committed(append);
         Ok(stored)
     }
 
-    /// Write `append` inside the caller's transaction (for commands that check more in it).
+    /// Write `append` inside the caller's transaction (for commands that check more in it). Once
+    /// that transaction commits, the caller must call [`EventStore::committed`].
     pub async fn append_in(&self, conn: &mut PgConnection, append: &Append) -> Result<Vec<StoredEvent>, AppendError> {
         let n: usize = append.streams.iter().map(|s| s.events.len()).sum();
         if n == 0 {
@@ -168,12 +261,9 @@ impl EventStore {
                 payloads.push(payload);
             }
         }
-        let sql = format!(
-            "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
-             SELECT $1, * , $9 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int[], $8::jsonb[]) \
-             RETURNING {EVENT_COLUMNS}"
-        );
-        let mut stored: Vec<StoredEvent> = sqlx::query_as(&sql)
+        let in_transaction = self.notifies_in_transaction(append);
+        let sql: &str = if in_transaction { &INSERT_AND_NOTIFY_SQL } else { &INSERT_SQL };
+        let mut query = sqlx::query_as(sql)
             .bind(&append.tenant_id)
             .bind(&stream_types)
             .bind(&stream_ids)
@@ -182,7 +272,11 @@ impl EventStore {
             .bind(&types)
             .bind(&schema_versions)
             .bind(&payloads)
-            .bind(&metadata)
+            .bind(&metadata);
+        if in_transaction {
+            query = query.bind(CHANNEL).bind(Notice::payload(vec![Self::announcement(append)]));
+        }
+        let mut stored: Vec<StoredEvent> = query
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| match AppendError::from(e) {
@@ -195,15 +289,6 @@ impl EventStore {
                 projection.apply(&mut *conn, event).await?;
             }
         }
-        let mut kinds: Vec<String> = append.streams.iter().map(|s| s.stream_type.to_owned()).collect();
-        kinds.dedup();
-        let announcement = Announcement { tenant: append.tenant_id.clone(), stream_types: kinds };
-        // Delivered by PostgreSQL when (and only if) the transaction commits.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(serde_json::to_string(&announcement).expect("serializes"))
-            .execute(&mut *conn)
-            .await?;
         Ok(stored)
     }
 }

@@ -109,3 +109,34 @@ async fn accounts_commands_print_one_json_object() {
     assert_eq!(migrate["ok"], true);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_scan_links_a_line_from_the_cli() {
+    let app = TestApp::spawn().await;
+    let (_, _, key) = app.account("pro").await;
+    let created: Value = app
+        .http
+        .post(app.url("/v1/lines"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let line_id = created["line"]["line_id"].as_str().unwrap();
+
+    let scanned = app.cli(&["sim", "scan", line_id, "--phone", "+34600000001", "--json"]).await.json();
+    assert_eq!(scanned["status"], "connected");
+    assert_eq!(scanned["phone"], "+34600000001");
+    let line: Value = app.get(&format!("/v1/lines/{line_id}"), &key).await.json().await.unwrap();
+    assert_eq!(line["line"]["status"], "connected");
+
+    let other = app.cli(&["sim", "scan", line_id, "--phone", "+34600000002"]).await;
+    assert!(!other.ok());
+    assert!(other.stderr().contains("already linked to +34600000001"), "{}", other.stderr());
+    let bad = app.cli(&["sim", "scan", line_id, "--phone", "12"]).await;
+    assert!(bad.stderr().contains("not a phone number in international format"), "{}", bad.stderr());
+    app.shutdown().await;
+}

@@ -11,13 +11,8 @@ async fn event_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap()
 }
 
-async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = app.http.post(app.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
 async fn create_line(app: &TestApp, key: &str) -> String {
-    let (status, body) = post(app, key, "/v1/lines", json!({})).await;
+    let (status, body) = app.post(key, "/v1/lines", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["line"]["line_id"].as_str().unwrap().to_owned()
 }
@@ -33,7 +28,7 @@ async fn a_line_is_created_shows_a_qr_code_and_connects_when_scanned() {
     let app = TestApp::spawn().await;
     let (_, _, key) = app.account("pro").await;
 
-    let (status, created) = post(&app, &key, "/api/bridge/v1/lines", json!({"engine": "sim"})).await;
+    let (status, created) = app.post(&key, "/api/bridge/v1/lines", json!({"engine": "sim"})).await;
     assert_eq!(status, StatusCode::CREATED);
     line_redactions().bind(|| insta::assert_json_snapshot!("line_created", created));
     let line_id = created["line"]["line_id"].as_str().unwrap().to_owned();
@@ -45,7 +40,7 @@ async fn a_line_is_created_shows_a_qr_code_and_connects_when_scanned() {
     assert!(svg.text().await.unwrap().contains("<svg"));
 
     let (status, scanned) =
-        post(&app, &key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34 600 000 001"})).await;
+        app.post(&key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34 600 000 001"})).await;
     assert_eq!(status, StatusCode::OK, "{scanned}");
     assert_eq!(scanned["line"]["status"], "connected");
     assert_eq!(scanned["line"]["phone"], "+34600000001");
@@ -78,14 +73,14 @@ async fn disconnect_and_logout_are_state_changes_with_published_errors() {
     let line_id = create_line(&app, &key).await;
     let disconnect = format!("/v1/sandbox/lines/{line_id}/disconnect");
 
-    let (status, body) = post(&app, &key, &disconnect, json!({})).await;
+    let (status, body) = app.post(&key, &disconnect, json!({})).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("line_not_connected")));
-    post(&app, &key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000001"})).await;
-    let (status, body) = post(&app, &key, &disconnect, json!({"reason": "phone offline"})).await;
+    app.post(&key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000001"})).await;
+    let (status, body) = app.post(&key, &disconnect, json!({"reason": "phone offline"})).await;
     assert_eq!((status, body["line"]["status"].as_str()), (StatusCode::OK, Some("disconnected")));
 
     // Another phone cannot take over a linked line.
-    let (status, body) = post(&app, &key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000002"})).await;
+    let (status, body) = app.post(&key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000002"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     let out = app.http.delete(app.url(&format!("/v1/lines/{line_id}"))).bearer_auth(&key).send().await.unwrap();
@@ -103,7 +98,7 @@ async fn the_line_limit_is_enforced_with_details_and_nothing_appended() {
     create_line(&app, &key).await;
     let before = event_count(&app).await;
 
-    let (status, body) = post(&app, &key, "/v1/lines", json!({})).await;
+    let (status, body) = app.post(&key, "/v1/lines", json!({})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     insta::assert_json_snapshot!("line_limit_reached", body);
     assert_eq!(event_count(&app).await, before);
@@ -148,7 +143,7 @@ async fn another_accounts_line_does_not_exist_for_you() {
         assert_eq!(body["error"], "line_not_found");
         insta::assert_json_snapshot!("line_not_found", body);
     }
-    let (status, _) = post(&app, &mine, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000009"})).await;
+    let (status, _) = app.post(&mine, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": "+34600000009"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let out = app.http.delete(app.url(&format!("/v1/lines/{line_id}"))).bearer_auth(&mine).send().await.unwrap();
     assert_eq!(out.status(), StatusCode::NOT_FOUND);

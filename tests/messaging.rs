@@ -20,21 +20,6 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = app.http.post(app.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
-/// A connected sim line with phone `phone`.
-async fn connected_line(app: &TestApp, key: &str, phone: &str) -> String {
-    let (status, created) = post(app, key, "/v1/lines", json!({})).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let line_id = created["line"]["line_id"].as_str().unwrap().to_owned();
-    let (status, _) = post(app, key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": phone})).await;
-    assert_eq!(status, StatusCode::OK);
-    line_id
-}
-
 async fn event_types(app: &TestApp, stream_id: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT event_type FROM events WHERE stream_id = $1 ORDER BY stream_version")
         .bind(stream_id)
@@ -51,11 +36,11 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 async fn a_message_to_another_sim_line_arrives_there_and_is_delivered_and_read() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let a = connected_line(&app, &key, "+34600000001").await;
-    let _b = connected_line(&app, &key, "+34600000002").await;
+    let a = app.connected_line(&key, "+34600000001").await;
+    let _b = app.connected_line(&key, "+34600000002").await;
 
     let (status, sent) =
-        post(&app, &key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000002", "message": "Pedido confirmado"})).await;
+        app.post(&key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000002", "message": "Pedido confirmado"})).await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     assert_eq!(sent["status"], "queued");
     redactions().bind(|| {
@@ -71,7 +56,7 @@ async fn a_message_to_another_sim_line_arrives_there_and_is_delivered_and_read()
     })
     .await;
     // Line B's tenant reads the chat: line A's message turns read.
-    let (status, read) = post(&app, &key, "/v1/messages/read", json!({"line_id": _b, "phone": "+34600000001"})).await;
+    let (status, read) = app.post(&key, "/v1/messages/read", json!({"line_id": _b, "phone": "+34600000001"})).await;
     assert_eq!((status, read["marked_read"].as_u64()), (StatusCode::OK, Some(1)), "{read}");
     app.eventually("the message is read by its recipient", Duration::from_secs(15), || async {
         event_types(&app, &message_id).await.last().map(String::as_str) == Some("message.read")
@@ -102,13 +87,13 @@ async fn a_message_to_another_sim_line_arrives_there_and_is_delivered_and_read()
 async fn sends_of_one_line_are_spaced_while_another_line_sends_at_the_same_time() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let a = connected_line(&app, &key, "+34600000011").await;
-    let c = connected_line(&app, &key, "+34600000012").await;
+    let a = app.connected_line(&key, "+34600000011").await;
+    let c = app.connected_line(&key, "+34600000012").await;
     for i in 0..3 {
         for line in [&a, &c] {
-            let (status, _) =
-                post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34699999999", "message": format!("#{i}")}))
-                    .await;
+            let (status, _) = app
+                .post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699999999", "message": format!("#{i}")}))
+                .await;
             assert_eq!(status, StatusCode::OK);
         }
     }
@@ -144,7 +129,7 @@ async fn sends_of_one_line_are_spaced_while_another_line_sends_at_the_same_time(
 async fn the_quota_is_exact_under_concurrency() {
     let app = app().await;
     let (_, _, key) = app.account("starter").await; // 5 messages, 1 line
-    let line = connected_line(&app, &key, "+34600000021").await;
+    let line = app.connected_line(&key, "+34600000021").await;
     let sends = (0..16).map(|i| {
         let (http, url, key, line) = (app.http.clone(), app.url("/v1/messages/send"), key.clone(), line.clone());
         tokio::spawn(async move {
@@ -180,7 +165,7 @@ async fn the_quota_is_exact_under_concurrency() {
 async fn one_idempotency_key_gives_one_message_and_another_body_conflicts() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000031").await;
+    let line = app.connected_line(&key, "+34600000031").await;
     let body = json!({"line_id": line, "to": "+34600000000", "message": "Pedido confirmado"});
     let attempts = (0..8).map(|_| {
         let (http, url, key, body) = (app.http.clone(), app.url("/api/bridge/v1/messages/send"), key.clone(), body.clone());
@@ -204,7 +189,7 @@ async fn one_idempotency_key_gives_one_message_and_another_body_conflicts() {
     insta::assert_json_snapshot!("idempotency_conflict", conflict);
     // Keys belong to the account: another account may use the same one.
     let (_, _, other_key) = app.account("pro").await;
-    let other_line = connected_line(&app, &other_key, "+34600000032").await;
+    let other_line = app.connected_line(&other_key, "+34600000032").await;
     let (status, _) =
         post_with_key(&app, &other_key, "order-1001", json!({"line_id": other_line, "to": "+34600000000", "message": "x"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -229,10 +214,10 @@ async fn sends_are_refused_with_the_published_codes_and_append_nothing() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
     let (_, _, other_key) = app.account("pro").await;
-    let connected = connected_line(&app, &key, "+34600000041").await;
-    let (_, pending) = post(&app, &key, "/v1/lines", json!({})).await;
+    let connected = app.connected_line(&key, "+34600000041").await;
+    let (_, pending) = app.post(&key, "/v1/lines", json!({})).await;
     let pending = pending["line"]["line_id"].as_str().unwrap().to_owned();
-    let theirs = connected_line(&app, &other_key, "+34600000042").await;
+    let theirs = app.connected_line(&other_key, "+34600000042").await;
     let before = count(&app, "SELECT count(*) FROM events").await;
 
     let long = "x".repeat(4097);
@@ -302,7 +287,7 @@ async fn sends_are_refused_with_the_published_codes_and_append_nothing() {
         ),
     ];
     for (name, path, body, status, code) in cases {
-        let (got, response) = post(&app, &key, path, body).await;
+        let (got, response) = app.post(&key, path, body).await;
         assert_eq!((got, response["error"].as_str()), (status, Some(code)), "{name}: {response}");
         insta::assert_json_snapshot!(format!("send_refused_{name}"), response);
     }
@@ -314,10 +299,10 @@ async fn sends_are_refused_with_the_published_codes_and_append_nothing() {
 async fn a_failing_network_marks_the_message_failed_with_the_reason() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000051").await;
-    let (status, _) = post(&app, &key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "fail"})).await;
+    let line = app.connected_line(&key, "+34600000051").await;
+    let (status, _) = app.post(&key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "fail"})).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, sent) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "hi"})).await;
+    let (_, sent) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "hi"})).await;
     let message_id = sent["message_id"].as_str().unwrap().to_owned();
     app.eventually("the send fails", Duration::from_secs(15), || async {
         event_types(&app, &message_id).await.last().map(String::as_str) == Some("message.failed")
@@ -340,9 +325,9 @@ async fn a_hanging_network_times_out_and_the_line_moves_on() {
     })
     .await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000061").await;
-    post(&app, &key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "hang"})).await;
-    let (_, hung) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "1"})).await;
+    let line = app.connected_line(&key, "+34600000061").await;
+    app.post(&key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "hang"})).await;
+    let (_, hung) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "1"})).await;
     let hung = hung["message_id"].as_str().unwrap().to_owned();
     app.eventually("the hung send fails", Duration::from_secs(15), || async {
         event_types(&app, &hung).await.last().map(String::as_str) == Some("message.failed")
@@ -354,8 +339,8 @@ async fn a_hanging_network_times_out_and_the_line_moves_on() {
         .unwrap();
     assert_eq!(reason, "the engine did not answer within 300 ms");
 
-    post(&app, &key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "none"})).await;
-    let (_, next) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "2"})).await;
+    app.post(&key, &format!("/v1/sandbox/lines/{line}/fault"), json!({"mode": "none"})).await;
+    let (_, next) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": "2"})).await;
     let next = next["message_id"].as_str().unwrap().to_owned();
     app.eventually("the next send goes out", Duration::from_secs(15), || async {
         event_types(&app, &next).await.contains(&"message.sent".to_owned())

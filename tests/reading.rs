@@ -18,32 +18,19 @@ async fn app() -> TestApp {
     .await
 }
 
-async fn post(app: &TestApp, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = app.http.post(app.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
-    (r.status(), r.json().await.unwrap())
-}
-
 async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
     let r = app.get(path, key).await;
     (r.status(), r.json().await.unwrap())
-}
-
-async fn connected_line(app: &TestApp, key: &str, phone: &str) -> String {
-    let (_, created) = post(app, key, "/v1/lines", json!({})).await;
-    let line_id = created["line"]["line_id"].as_str().unwrap().to_owned();
-    post(app, key, &format!("/v1/sandbox/lines/{line_id}/scan"), json!({"phone": phone})).await;
-    line_id
 }
 
 #[tokio::test]
 async fn a_client_that_sends_and_then_reads_sees_its_message() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000101").await;
+    let line = app.connected_line(&key, "+34600000101").await;
     for i in 0..5 {
         let (status, sent) =
-            post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000001", "message": format!("n{i}")}))
-                .await;
+            app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000001", "message": format!("n{i}")})).await;
         assert_eq!(status, StatusCode::OK);
         // Immediately after each send: no waiting on the client's side.
         let (status, page) = get(&app, &key, &format!("/v1/messages?line_id={line}&phone=%2B34699000001")).await;
@@ -63,11 +50,11 @@ async fn a_client_that_sends_and_then_reads_sees_its_message() {
 async fn inbound_messages_count_as_unread_and_statuses_follow_receipts() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let a = connected_line(&app, &key, "+34600000111").await;
-    let b = connected_line(&app, &key, "+34600000112").await;
+    let a = app.connected_line(&key, "+34600000111").await;
+    let b = app.connected_line(&key, "+34600000112").await;
     for text in ["hola", "¿estás?"] {
         let (status, _) =
-            post(&app, &key, &format!("/v1/sandbox/lines/{b}/inbound"), json!({"from": "+34655555555", "message": text})).await;
+            app.post(&key, &format!("/v1/sandbox/lines/{b}/inbound"), json!({"from": "+34655555555", "message": text})).await;
         assert_eq!(status, StatusCode::OK);
     }
     let (_, chats) = get(&app, &key, &format!("/v1/chats?line_id={b}")).await;
@@ -78,13 +65,13 @@ async fn inbound_messages_count_as_unread_and_statuses_follow_receipts() {
     assert_eq!(page["messages"][0]["direction"], "inbound");
 
     // From line A to line B: A sees it go to read; B sees it arrive with the same WhatsApp id.
-    let (_, sent) = post(&app, &key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000112", "message": "ping"})).await;
+    let (_, sent) = app.post(&key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000112", "message": "ping"})).await;
     let phone_b = "%2B34600000112";
     app.eventually("A's message reaches B", Duration::from_secs(15), || async {
         get(&app, &key, &format!("/v1/messages?line_id={b}&phone=%2B34600000111")).await.1["messages"][0]["text"] == "ping"
     })
     .await;
-    let (status, read) = post(&app, &key, "/v1/messages/read", json!({"line_id": b, "jid": "34600000111@s.whatsapp.net"})).await;
+    let (status, read) = app.post(&key, "/v1/messages/read", json!({"line_id": b, "jid": "34600000111@s.whatsapp.net"})).await;
     assert_eq!(status, StatusCode::OK, "{read}");
     app.eventually("A's message is read", Duration::from_secs(15), || async {
         get(&app, &key, &format!("/v1/messages?line_id={a}&phone={phone_b}")).await.1["messages"][0]["status"] == "read"
@@ -106,17 +93,17 @@ async fn inbound_messages_count_as_unread_and_statuses_follow_receipts() {
 async fn the_archive_policy_of_a_send_is_honoured() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000121").await;
+    let line = app.connected_line(&key, "+34600000121").await;
     let send = |policy: &'static str| {
         let (app, key, line) = (&app, key.clone(), line.clone());
         async move {
-            let (status, _) = post(
-                app,
-                &key,
-                "/v1/messages/send",
-                json!({"line_id": line, "to": "+34677777777", "message": policy, "archive_policy": policy}),
-            )
-            .await;
+            let (status, _) = app
+                .post(
+                    &key,
+                    "/v1/messages/send",
+                    json!({"line_id": line, "to": "+34677777777", "message": policy, "archive_policy": policy}),
+                )
+                .await;
             assert_eq!(status, StatusCode::OK);
             get(app, &key, &format!("/v1/chats?line_id={line}")).await.1["chats"][0]["archived"].as_bool().unwrap()
         }
@@ -159,7 +146,7 @@ async fn inbound_burst(app: &TestApp, key: &str, line: &str, n: usize, phone: im
 async fn chats_are_capped_at_500_and_messages_at_200_with_a_cursor_for_the_rest() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000131").await;
+    let line = app.connected_line(&key, "+34600000131").await;
     inbound_burst(&app, &key, &line, 501, |i| format!("+3461{i:07}")).await;
     inbound_burst(&app, &key, &line, 205, |_| "+34622222222".to_owned()).await;
 
@@ -209,8 +196,8 @@ async fn receipts_out_of_order_never_move_a_status_backwards() {
     })
     .await;
     let (_, _, key) = app.account("pro").await;
-    let line = connected_line(&app, &key, "+34600000141").await;
-    let (_, sent) = post(&app, &key, "/v1/messages/send", json!({"line_id": line, "to": "+34688888888", "message": "hi"})).await;
+    let line = app.connected_line(&key, "+34600000141").await;
+    let (_, sent) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34688888888", "message": "hi"})).await;
     let id = domain::ids::MessageId::parse(sent["message_id"].as_str().unwrap()).unwrap();
     let page = format!("/v1/messages?line_id={line}&phone=%2B34688888888");
     app.eventually("sent", Duration::from_secs(15), || async {
@@ -237,11 +224,11 @@ async fn receipts_out_of_order_never_move_a_status_backwards() {
 async fn rebuilding_the_read_models_from_the_log_gives_the_same_chats_and_messages() {
     let mut app = app().await;
     let (_, _, key) = app.account("pro").await;
-    let a = connected_line(&app, &key, "+34600000151").await;
-    let b = connected_line(&app, &key, "+34600000152").await;
+    let a = app.connected_line(&key, "+34600000151").await;
+    let b = app.connected_line(&key, "+34600000152").await;
     inbound_burst(&app, &key, &b, 12, |i| format!("+3463{:07}", i % 4)).await;
     for i in 0..4 {
-        post(&app, &key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000152", "message": format!("x{i}"), "archive_policy": if i % 2 == 0 { "always" } else { "never" }})).await;
+        app.post(&key, "/v1/messages/send", json!({"line_id": a, "to": "+34600000152", "message": format!("x{i}"), "archive_policy": if i % 2 == 0 { "always" } else { "never" }})).await;
     }
     app.eventually("everything is delivered", Duration::from_secs(20), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages WHERE direction = 'outbound' AND status = 'delivered'")
@@ -251,7 +238,7 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_chats_and_messag
             == 4
     })
     .await;
-    let (status, _) = post(&app, &key, "/v1/messages/read", json!({"line_id": b, "phone": "+34600000151"})).await;
+    let (status, _) = app.post(&key, "/v1/messages/read", json!({"line_id": b, "phone": "+34600000151"})).await;
     assert_eq!(status, StatusCode::OK);
     app.eventually("and read", Duration::from_secs(20), || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages WHERE direction = 'outbound' AND status = 'read'")

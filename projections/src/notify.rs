@@ -15,6 +15,28 @@ pub struct Announcement {
     pub stream_types: Vec<String>,
 }
 
+/// One NOTIFY's payload: the announcements of one append, or of many coalesced appends. `None`
+/// means there were too many to list: listeners treat it as "anything may have changed".
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Notice {
+    pub appended: Option<Vec<Announcement>>,
+}
+
+/// NOTIFY payloads must stay under 8000 bytes.
+pub const MAX_PAYLOAD: usize = 7000;
+
+impl Notice {
+    /// The payload for these announcements, falling back to "anything" when too long.
+    pub fn payload(announcements: Vec<Announcement>) -> String {
+        let full = serde_json::to_string(&Notice { appended: Some(announcements) }).expect("serializes");
+        if full.len() <= MAX_PAYLOAD {
+            full
+        } else {
+            serde_json::to_string(&Notice { appended: None }).expect("serializes")
+        }
+    }
+}
+
 /// Something that may have changed. `Reset` means notifications may have been missed (the
 /// connection dropped): anything cached from the log must be dropped.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,9 +107,13 @@ impl LogWatcher {
                     n = listener.try_recv() => n,
                 };
                 match next {
-                    Ok(Some(n)) => match serde_json::from_str::<Announcement>(n.payload()) {
-                        Ok(a) => self.publish(Change::Appended(a)),
-                        Err(_) => self.publish(Change::Reset),
+                    Ok(Some(n)) => match serde_json::from_str::<Notice>(n.payload()) {
+                        Ok(Notice { appended: Some(announcements) }) => {
+                            for a in announcements {
+                                self.publish(Change::Appended(a));
+                            }
+                        }
+                        _ => self.publish(Change::Reset),
                     },
                     // The connection was lost; sqlx reconnects on the next call.
                     Ok(None) => self.publish(Change::Reset),

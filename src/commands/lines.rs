@@ -51,6 +51,7 @@ pub async fn create(
     };
     store.append_in(&mut tx, &append).await.map_err(CommandError::Store)?;
     tx.commit().await.map_err(CommandError::Db)?;
+    store.committed(&append);
     Ok(Line::from_events(&events).line.expect("created"))
 }
 

@@ -145,6 +145,7 @@ pub async fn send(
     };
     store.append_in(&mut tx, &append).await?;
     tx.commit().await?;
+    store.committed(&append);
     Ok(SendOutcome::Accepted { status: 200, body, line_id: send.line_id })
 }
 
@@ -158,13 +159,8 @@ pub struct Inbound {
     pub quoted_engine_message_id: Option<String>,
 }
 
-/// Record an inbound message on a line of `account_id`. Returns its id.
-pub async fn receive(
-    store: &EventStore,
-    metadata: &Metadata,
-    account_id: &AccountId,
-    inbound: Inbound,
-) -> Result<MessageId, CommandError<MessageError>> {
+/// The append that records an inbound message on a line of `account_id`, and the message's id.
+pub fn inbound_append(metadata: &Metadata, account_id: &AccountId, inbound: Inbound) -> (Append, MessageId) {
     let message_id = MessageId::new();
     let received = Received {
         message_id: message_id.clone(),
@@ -175,16 +171,25 @@ pub async fn receive(
         content: inbound.content,
         quoted_engine_message_id: inbound.quoted_engine_message_id,
     };
-    let command = MessageCommand::Receive(Box::new(received));
-    let tenant = account_id.to_string();
-    execute::<Message, _>(
-        store,
-        message_id.as_str(),
-        |_| Some(tenant.clone()),
-        metadata,
-        |m: &Message| m.decide(command.clone(), &()),
-    )
-    .await?;
+    let events =
+        Message::default().decide(MessageCommand::Receive(Box::new(received)), &()).expect("a new message can be received");
+    let append = Append {
+        tenant_id: account_id.to_string(),
+        metadata: metadata.clone(),
+        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), 0, &events)],
+    };
+    (append, message_id)
+}
+
+/// Record an inbound message on a line of `account_id`. Returns its id.
+pub async fn receive(
+    store: &EventStore,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    inbound: Inbound,
+) -> Result<MessageId, CommandError<MessageError>> {
+    let (append, message_id) = inbound_append(metadata, account_id, inbound);
+    store.append(&append).await?;
     Ok(message_id)
 }
 
@@ -268,5 +273,6 @@ pub async fn dispatch_step(
     };
     store.append_in(&mut tx, &append).await.map_err(CommandError::Store)?;
     tx.commit().await.map_err(CommandError::Db)?;
+    store.committed(&append);
     Ok(events)
 }

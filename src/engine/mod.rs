@@ -46,6 +46,22 @@ pub trait SessionEngine: Send + Sync + 'static {
 
     /// Tell the other party that these messages of the chat were read (read receipts).
     fn mark_read<'a>(&'a self, line_id: &'a LineId, chat: &'a PhoneNumber, engine_message_ids: &'a [String]) -> EngineFuture<'a>;
+
+    /// Archive or unarchive the chat on the linked phone.
+    fn archive<'a>(&'a self, line_id: &'a LineId, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a>;
+
+    /// Unlink the line from WhatsApp for good.
+    fn logout<'a>(&'a self, line_id: &'a LineId) -> EngineFuture<'a>;
+
+    /// The QR code a line waiting to be linked shows now.
+    fn qr_code(&self, line_id: &LineId) -> QrCode;
+}
+
+/// A QR code to scan with WhatsApp (Linked devices), valid until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrCode {
+    pub payload: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A new engine message id in WhatsApp Web's style (`3EB0` and 16 hex digits).

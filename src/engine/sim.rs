@@ -9,7 +9,7 @@
 //! [`QR_ROTATION_SECS`] seconds while the line waits for a scan. They are deterministic (derived
 //! from the line id and the rotation), so any node shows the same code at the same moment.
 
-use super::{EngineError, EngineFuture, Outbound, SessionEngine};
+use super::{EngineError, EngineFuture, Outbound, QrCode, SessionEngine};
 use crate::commands::messages as message_commands;
 use crate::store::{Actor, EventStore, Metadata};
 use chrono::{DateTime, TimeZone, Utc};
@@ -49,11 +49,14 @@ impl SimNetwork {
             Some("hang") => std::future::pending::<()>().await,
             _ => {}
         }
-        // The network remembers every id it carried: the same id twice is delivered once.
+        // The network remembers every id it carried: the same id twice is delivered once. The
+        // record and the delivery commit together, so a crash between them cannot lose a message
+        // that a retry would then drop as a duplicate.
+        let unavailable = |e: sqlx::Error| EngineError::Unavailable(e.to_string());
+        let mut tx = pool.begin().await.map_err(unavailable)?;
         let first: Option<i32> = sqlx::query_scalar(
             "INSERT INTO sim_deliveries (engine_message_id, from_line, to_phone, delivered_at, message_id, media_bytes, media_content_type) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (engine_message_id) DO NOTHING RETURNING 1",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (engine_message_id) DO NOTHING RETURNING 1",
         )
         .bind(&message.engine_message_id)
         .bind(message.line_id.as_str())
@@ -62,9 +65,9 @@ impl SimNetwork {
         .bind(message.message_id.as_str())
         .bind(message.media.as_ref().map(|m| m.bytes.len() as i32))
         .bind(message.media.as_ref().map(|m| m.content_type.as_str()))
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        .map_err(unavailable)?;
         if first.is_none() {
             tracing::info!(engine_message_id = %message.engine_message_id, "sim: duplicate send dropped");
             return Ok(());
@@ -75,10 +78,11 @@ impl SimNetwork {
         )
         .bind(message.to.as_str())
         .bind(message.line_id.as_str())
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        .map_err(unavailable)?;
         let to_sim_line = !recipients.is_empty();
+        let mut appends = Vec::with_capacity(recipients.len());
         for (line_id, account_id) in recipients {
             let (Ok(line_id), Ok(account_id)) = (LineId::parse(&line_id), AccountId::parse(&account_id)) else { continue };
             let inbound = message_commands::Inbound {
@@ -89,9 +93,13 @@ impl SimNetwork {
                 quoted_engine_message_id: message.quoted_engine_message_id.clone(),
             };
             let metadata = Metadata::new(Actor::Engine { line_id: line_id.to_string() });
-            message_commands::receive(&self.store, &metadata, &account_id, inbound)
-                .await
-                .map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
+            let (append, _) = message_commands::inbound_append(&metadata, &account_id, inbound);
+            self.store.append_in(&mut tx, &append).await.map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
+            appends.push(append);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        for append in &appends {
+            self.store.committed(append);
         }
         if !matches!(message.content, domain::message::Content::Reaction { .. }) {
             self.schedule_receipts(message, to_sim_line);
@@ -155,15 +163,23 @@ impl SessionEngine for SimNetwork {
             Ok(())
         })
     }
+
+    /// The simulated phone keeps no archive of its own: the read model is the whole state.
+    fn archive<'a>(&'a self, _line_id: &'a LineId, _chat: &'a PhoneNumber, _archived: bool) -> EngineFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A logged-out sim line stops being reachable: `deliver` only finds connected lines.
+    fn logout<'a>(&'a self, _line_id: &'a LineId) -> EngineFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn qr_code(&self, line_id: &LineId) -> QrCode {
+        qr_code(line_id, Utc::now())
+    }
 }
 
 pub const QR_ROTATION_SECS: i64 = 20;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QrCode {
-    pub payload: String,
-    pub expires_at: DateTime<Utc>,
-}
 
 /// The QR code a waiting sim line shows at `now`.
 pub fn qr_code(line_id: &LineId, now: DateTime<Utc>) -> QrCode {

@@ -208,6 +208,23 @@ impl TestApp {
         (account_id, key["key_id"].as_str().unwrap().to_owned(), key["api_key"].as_str().unwrap().to_owned())
     }
 
+    /// POST a JSON body with the key; the status and the JSON answer.
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    /// A new sim line of the key's account, linked to `phone` by a sandbox scan.
+    pub async fn connected_line(&self, key: &str, phone: &str) -> String {
+        let (status, created) = self.post(key, "/v1/lines", serde_json::json!({})).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+        let line_id = created["line"]["line_id"].as_str().unwrap().to_owned();
+        let (status, scanned) =
+            self.post(key, &format!("/v1/sandbox/lines/{line_id}/scan"), serde_json::json!({"phone": phone})).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{scanned}");
+        line_id
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
         self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap()
     }

@@ -192,7 +192,7 @@ pub async fn qr(
         )
         .with("status", line.status));
     }
-    let code = crate::engine::sim::qr_code(&line_id, Utc::now());
+    let code = state.engine.qr_code(&line_id);
     match query.format.as_deref() {
         None | Some("json") => {
             Ok(axum::Json(QrResponse { ok: true, line_id: line.line_id, qr: code.payload, expires_at: code.expires_at })
