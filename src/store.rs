@@ -115,7 +115,10 @@ static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Insert the events and NOTIFY in the same transaction (delivered when, and only if, it commits).
 static INSERT_AND_NOTIFY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("WITH inserted AS ({}), announced AS (SELECT pg_notify($10, $11)) SELECT inserted.* FROM inserted, announced", *INSERT_SQL)
+    format!(
+        "WITH inserted AS ({}), announced AS (SELECT pg_notify($10, $11)) SELECT inserted.* FROM inserted, announced",
+        *INSERT_SQL
+    )
 });
 
 /// Streams whose changes must reach every node's caches even if this process dies right after
@@ -149,7 +152,8 @@ impl Announcer {
                         batch.push(more);
                     }
                 }
-                let notify = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(batch)).execute(&pool).await;
+                let notify =
+                    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(batch)).execute(&pool).await;
                 if let Err(e) = notify {
                     // Readers still poll: a lost wake-up delays them by one poll interval.
                     tracing::warn!(error = %e, "announcing appends failed");
@@ -276,13 +280,10 @@ impl EventStore {
         if in_transaction {
             query = query.bind(CHANNEL).bind(Notice::payload(vec![Self::announcement(append)]));
         }
-        let mut stored: Vec<StoredEvent> = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| match AppendError::from(e) {
-                AppendError::Conflict { .. } => conflict_of(append),
-                other => other,
-            })?;
+        let mut stored: Vec<StoredEvent> = query.fetch_all(&mut *conn).await.map_err(|e| match AppendError::from(e) {
+            AppendError::Conflict { .. } => conflict_of(append),
+            other => other,
+        })?;
         stored.sort_by_key(|e| e.global_position);
         for event in &stored {
             for projection in self.inline.iter() {

@@ -348,3 +348,36 @@ async fn a_hanging_network_times_out_and_the_line_moves_on() {
     .await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn messages_queued_on_a_line_that_logs_out_fail_with_the_reason() {
+    let app = TestApp::spawn_with(|c| {
+        c.line_send_interval_ms = 60_000; // the first send goes at once, the second would wait a minute
+        c.line_send_jitter_ms = 0;
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000071").await;
+    let mut ids = Vec::new();
+    for text in ["1", "2"] {
+        let (_, sent) =
+            app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34600000000", "message": text})).await;
+        ids.push(sent["message_id"].as_str().unwrap().to_owned());
+    }
+    app.eventually("the first is sent", Duration::from_secs(15), || async {
+        event_types(&app, &ids[0]).await.contains(&"message.sent".to_owned())
+    })
+    .await;
+    let out = app.http.delete(app.url(&format!("/v1/lines/{line}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    app.eventually("the second fails", Duration::from_secs(15), || async {
+        event_types(&app, &ids[1]).await.last().map(String::as_str) == Some("message.failed")
+    })
+    .await;
+    let reason: String = sqlx::query_scalar("SELECT payload->>'reason' FROM events WHERE event_type = 'message.failed'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "the line was logged out before the message could be sent");
+    app.shutdown().await;
+}

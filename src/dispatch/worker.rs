@@ -61,10 +61,18 @@ pub async fn run(
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(%line_id, error = %e, "dispatcher: reading the queue failed");
-                None
+                Next::Wait
             }
         };
-        let Some((message_id, from)) = next else {
+        if let Next::Abandon(message_id) = &next {
+            let failed = MessageCommand::MarkFailed { reason: "the line was logged out before the message could be sent".into() };
+            if let Err(e) = dispatch_step(&store, &lease, message_id, failed).await {
+                tracing::warn!(%line_id, %message_id, error = ?e, "dispatcher: failing a message of a logged-out line failed");
+                return;
+            }
+            continue;
+        }
+        let Next::Send(message_id, from) = next else {
             if idle_since.elapsed() > config.idle_timeout {
                 break;
             }
@@ -75,9 +83,22 @@ pub async fn run(
             }
             continue;
         };
+        // Wait for the pacer, but let a wake-up (a logout, a disconnect) interrupt the wait: an
+        // unfinished wait takes no permit, and the queue is read again.
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = wake.recv() => continue,
             _ = pacer.until_ready_with_jitter(jitter) => {}
+        }
+        // The wait may have been long: send only if this is still the next message of a
+        // connected line.
+        match next_message(&pool, &line_id).await {
+            Ok(Next::Send(still, _)) if still == message_id => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(%line_id, error = %e, "dispatcher: reading the queue failed");
+                continue;
+            }
         }
         match send_one(&store, engine.as_ref(), &config, &lease, &message_id, from, &mut last_call).await {
             Ok(()) => {}
@@ -92,17 +113,32 @@ pub async fn run(
     let _ = lease::release(&pool, &lease).await;
 }
 
-/// The oldest queued message of the line, if the line is connected (a disconnected line keeps its
-/// queue until it is back).
-async fn next_message(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Option<(MessageId, PhoneNumber)>, sqlx::Error> {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT q.message_id, l.phone FROM dispatch_queue q JOIN lines l ON l.line_id = q.line_id \
-         WHERE q.line_id = $1 AND l.status = 'connected' ORDER BY q.queued_position LIMIT 1",
+/// What the line's queue holds next.
+enum Next {
+    /// The oldest queued message, and the line's phone to send it from.
+    Send(MessageId, PhoneNumber),
+    /// The line was logged out with this message still queued: it can never be sent.
+    Abandon(MessageId),
+    /// Nothing to send now (empty queue, or a line that is not connected: it keeps its queue
+    /// until it is back).
+    Wait,
+}
+
+async fn next_message(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Next, sqlx::Error> {
+    let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT q.message_id, l.status, l.phone FROM dispatch_queue q JOIN lines l ON l.line_id = q.line_id \
+         WHERE q.line_id = $1 ORDER BY q.queued_position LIMIT 1",
     )
     .bind(line_id.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id, phone)| Some((MessageId::parse(&id).ok()?, PhoneNumber::parse(&phone).ok()?))))
+    let Some((id, status, phone)) = row else { return Ok(Next::Wait) };
+    let Ok(message_id) = MessageId::parse(&id) else { return Ok(Next::Wait) };
+    Ok(match (status.as_str(), phone.and_then(|p| PhoneNumber::parse(&p).ok())) {
+        ("connected", Some(phone)) => Next::Send(message_id, phone),
+        ("logged_out", _) => Next::Abandon(message_id),
+        _ => Next::Wait,
+    })
 }
 
 async fn send_one(

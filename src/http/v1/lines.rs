@@ -150,9 +150,16 @@ pub async fn logout(
 ) -> Result<axum::Json<LineResponse>, ApiError> {
     let line_id = parse_line_id(&line_id)?;
     let account_id = &tenant.identity.account_id;
-    line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Logout)
+    let (_, events) = line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Logout)
         .await
         .map_err(line_error)?;
+    if !events.is_empty() {
+        // Its worker fails whatever is still queued.
+        state.dispatcher.wake(&line_id);
+        if let Err(e) = state.engine.logout(&line_id).await {
+            tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
+        }
+    }
     Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
 }
 

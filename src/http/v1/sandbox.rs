@@ -48,6 +48,8 @@ pub async fn scan(
     line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Connect { phone })
         .await
         .map_err(line_error)?;
+    // A line that comes back sends what queued up while it was away.
+    state.dispatcher.wake(&line_id);
     Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
 }
 
@@ -71,6 +73,7 @@ pub async fn disconnect(
     line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Disconnect { reason })
         .await
         .map_err(line_error)?;
+    state.dispatcher.wake(&line_id);
     Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
 }
 
