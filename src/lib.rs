@@ -11,6 +11,7 @@ pub mod engine;
 pub mod http;
 pub mod media;
 pub mod net;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod usage;

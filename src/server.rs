@@ -92,7 +92,8 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         let _ = supervisor.await;
     });
 
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine };
+    let master_key = Arc::new(crate::secrets::MasterKey::load(&config)?);
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

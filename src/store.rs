@@ -224,6 +224,7 @@ impl EventStore {
             Arc::new(messaging::UsageCounters),
             Arc::new(messaging::IdempotencyKeys),
             Arc::new(messaging::DispatchQueue),
+            Arc::new(webhooks::Webhooks),
         ]
     }
 

@@ -15,6 +15,7 @@ pub mod line;
 pub mod message;
 pub mod phone;
 pub mod plan;
+pub mod webhook;
 
 pub use aggregate::Aggregate;
 pub use event::{DomainEvent, EventDecodeError};

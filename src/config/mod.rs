@@ -37,6 +37,9 @@ pub struct Config {
     pub sim_read_after_ms: u64,
     #[serde(default)]
     pub database_url: Option<Secret>,
+    /// Seals webhook secrets (BRIDGE_MASTER_KEY): 32 bytes, hex or base64.
+    #[serde(default)]
+    pub master_key: Option<Secret>,
     pub database: DatabaseConfig,
     pub plans: BTreeMap<String, PlanLimits>,
 }
@@ -81,6 +84,9 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024 (got {})", self.max_body_bytes);
+        }
+        if let Some(key) = &self.master_key {
+            crate::secrets::MasterKey::from_secret(key).context("BRIDGE_MASTER_KEY")?;
         }
         if self.line_lease_secs < 2 {
             bail!("line_lease_secs must be at least 2");

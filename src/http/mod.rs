@@ -31,6 +31,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub dispatcher: crate::dispatch::Dispatcher,
     pub engine: Arc<dyn crate::engine::SessionEngine>,
+    pub master_key: Arc<crate::secrets::MasterKey>,
 }
 
 pub fn router(state: AppState) -> Router {

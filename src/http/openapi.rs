@@ -24,6 +24,12 @@ use utoipa::{Modify, OpenApi};
         super::v1::messages::read,
         super::v1::chats::list,
         super::v1::chats::archive,
+        super::v1::webhooks::list,
+        super::v1::webhooks::create,
+        super::v1::webhooks::get,
+        super::v1::webhooks::update,
+        super::v1::webhooks::delete,
+        super::v1::webhooks::rotate_secret,
         super::v1::message_history::list,
     ),
     modifiers(&Security),
@@ -31,6 +37,7 @@ use utoipa::{Modify, OpenApi};
         (name = "account", description = "Account, plan, limits and usage"),
         (name = "lines", description = "WhatsApp lines linked by QR code"),
         (name = "messages", description = "Sending and reading messages"),
+        (name = "webhooks", description = "Signed event deliveries to your URL"),
     ),
 )]
 pub struct ApiDoc;

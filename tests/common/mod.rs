@@ -175,7 +175,7 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new().await;
-        let mut config = Config::defaults();
+        let mut config = test_config();
         configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = wazion_bridge::server::start(config, db.pool.clone(), listener).await.expect("server starts");
@@ -250,7 +250,7 @@ impl TestApp {
     /// Start a server again on this test's database (after `stop_server`).
     pub async fn start_server(&mut self, configure: impl FnOnce(&mut Config)) {
         assert!(self.server.is_none(), "stop the running server first");
-        let mut config = Config::defaults();
+        let mut config = test_config();
         configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = wazion_bridge::server::start(config, self.db.pool.clone(), listener).await.expect("server starts");
@@ -270,6 +270,13 @@ impl TestApp {
             server.shutdown().await;
         }
     }
+}
+
+/// The embedded defaults, with a fixed master key (no key file is written).
+pub fn test_config() -> Config {
+    let mut config = Config::defaults();
+    config.master_key = Some(wazion_bridge::config::Secret::new("7e".repeat(32)));
+    config
 }
 
 /// insta settings that redact what changes from run to run: ids, times, request ids.

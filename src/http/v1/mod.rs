@@ -8,6 +8,7 @@ pub mod messages;
 pub mod reads;
 pub mod sandbox;
 pub mod usage;
+pub mod webhooks;
 
 use super::AppState;
 use axum::routing::{get, post};
@@ -30,6 +31,9 @@ pub fn router() -> Router<AppState> {
         .route("/messages/react", post(messages::react))
         .route("/messages/read", post(messages::read))
         .route("/messages", get(message_history::list))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
         .route("/messages/send", post(messages::send))
         .route("/messages/send-media", post(messages::send_media))
         .route("/openapi.json", get(super::openapi::document))

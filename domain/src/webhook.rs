@@ -1,0 +1,233 @@
+//! The webhook aggregate: an endpoint of a tenant that receives signed events.
+//!
+//! The signing secret never appears here in clear: commands and events carry it encrypted with the
+//! operator's master key (the server encrypts before deciding and decrypts only to sign).
+
+use crate::aggregate::Aggregate;
+use crate::event::DomainEvent;
+use crate::ids::{AccountId, LineId, WebhookId};
+use serde::{Deserialize, Serialize};
+
+/// The events a webhook can subscribe to.
+pub const EVENT_TYPES: [&str; 4] = ["message.received", "message.sent", "message.status", "line.status"];
+
+/// A subscribed event type, one of [`EVENT_TYPES`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventType(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    #[error("`{0}` is not an event type; use message.received, message.sent, message.status or line.status")]
+    UnknownEvent(String),
+    #[error("at least one event type is required")]
+    NoEvents,
+    #[error("description must be at most 500 characters")]
+    DescriptionTooLong,
+    #[error("webhook not found")]
+    NotFound,
+    #[error("webhook already exists")]
+    AlreadyExists,
+}
+
+impl EventType {
+    pub fn parse(value: &str) -> Result<Self, WebhookError> {
+        if EVENT_TYPES.contains(&value) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(WebhookError::UnknownEvent(value.chars().take(64).collect()))
+        }
+    }
+
+    pub fn all() -> Vec<EventType> {
+        EVENT_TYPES.iter().map(|t| EventType(t.to_string())).collect()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EventType {
+    type Error = WebhookError;
+    fn try_from(v: String) -> Result<Self, WebhookError> {
+        Self::parse(&v)
+    }
+}
+
+impl From<EventType> for String {
+    fn from(e: EventType) -> String {
+        e.0
+    }
+}
+
+/// A webhook's signing secret, encrypted (nonce and ciphertext, base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedSecret(pub String);
+
+#[derive(Debug, Clone)]
+pub enum WebhookCommand {
+    Create {
+        webhook_id: WebhookId,
+        account_id: AccountId,
+        url: String,
+        events: Vec<EventType>,
+        line_id: Option<LineId>,
+        description: Option<String>,
+        secret: SealedSecret,
+    },
+    Update {
+        url: Option<String>,
+        events: Option<Vec<EventType>>,
+        enabled: Option<bool>,
+        description: Option<String>,
+    },
+    RotateSecret {
+        secret: SealedSecret,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum WebhookEvent {
+    #[serde(rename = "webhook.created")]
+    Created {
+        webhook_id: WebhookId,
+        account_id: AccountId,
+        url: String,
+        events: Vec<EventType>,
+        line_id: Option<LineId>,
+        description: Option<String>,
+        secret: SealedSecret,
+    },
+    #[serde(rename = "webhook.updated")]
+    Updated { url: Option<String>, events: Option<Vec<EventType>>, enabled: Option<bool>, description: Option<String> },
+    #[serde(rename = "webhook.secret_rotated")]
+    SecretRotated { secret: SealedSecret },
+    #[serde(rename = "webhook.deleted")]
+    Deleted {},
+}
+
+impl DomainEvent for WebhookEvent {}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Webhook {
+    pub state: Option<WebhookState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookState {
+    pub webhook_id: WebhookId,
+    pub account_id: AccountId,
+    pub deleted: bool,
+}
+
+fn check_description(description: &Option<String>) -> Result<(), WebhookError> {
+    match description {
+        Some(d) if d.chars().count() > 500 => Err(WebhookError::DescriptionTooLong),
+        _ => Ok(()),
+    }
+}
+
+fn dedup(mut events: Vec<EventType>) -> Result<Vec<EventType>, WebhookError> {
+    events.sort();
+    events.dedup();
+    if events.is_empty() {
+        return Err(WebhookError::NoEvents);
+    }
+    Ok(events)
+}
+
+impl Aggregate for Webhook {
+    const STREAM_TYPE: &'static str = "webhook";
+    type Command = WebhookCommand;
+    type Event = WebhookEvent;
+    type Error = WebhookError;
+    type Context<'a> = ();
+
+    fn decide(&self, command: WebhookCommand, _: &()) -> Result<Vec<WebhookEvent>, WebhookError> {
+        match (command, &self.state) {
+            (WebhookCommand::Create { webhook_id, account_id, url, events, line_id, description, secret }, None) => {
+                check_description(&description)?;
+                Ok(vec![WebhookEvent::Created {
+                    webhook_id,
+                    account_id,
+                    url,
+                    events: dedup(events)?,
+                    line_id,
+                    description,
+                    secret,
+                }])
+            }
+            (WebhookCommand::Create { .. }, Some(_)) => Err(WebhookError::AlreadyExists),
+            (_, None) => Err(WebhookError::NotFound),
+            (_, Some(s)) if s.deleted => Err(WebhookError::NotFound),
+            (WebhookCommand::Update { url, events, enabled, description }, Some(_)) => {
+                check_description(&description)?;
+                let events = events.map(dedup).transpose()?;
+                if url.is_none() && events.is_none() && enabled.is_none() && description.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![WebhookEvent::Updated { url, events, enabled, description }])
+            }
+            (WebhookCommand::RotateSecret { secret }, Some(_)) => Ok(vec![WebhookEvent::SecretRotated { secret }]),
+            (WebhookCommand::Delete, Some(_)) => Ok(vec![WebhookEvent::Deleted {}]),
+        }
+    }
+
+    fn apply(&mut self, event: &WebhookEvent) {
+        match (event, &mut self.state) {
+            (WebhookEvent::Created { webhook_id, account_id, .. }, _) => {
+                self.state = Some(WebhookState { webhook_id: webhook_id.clone(), account_id: account_id.clone(), deleted: false })
+            }
+            (WebhookEvent::Deleted {}, Some(s)) => s.deleted = true,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> WebhookEvent {
+        WebhookEvent::Created {
+            webhook_id: WebhookId::parse("wh_0000000000000000000000000a").unwrap(),
+            account_id: AccountId::parse("acc_0000000000000000000000000a").unwrap(),
+            url: "https://example.com/hook".into(),
+            events: EventType::all(),
+            line_id: None,
+            description: None,
+            secret: SealedSecret("sealed".into()),
+        }
+    }
+
+    fn given_when(events: &[WebhookEvent], command: WebhookCommand) -> Result<Vec<WebhookEvent>, WebhookError> {
+        Webhook::from_events(events).decide(command, &())
+    }
+
+    #[test]
+    fn event_types_are_the_four_published_ones() {
+        assert!(EventType::parse("message.received").is_ok());
+        assert_eq!(EventType::parse("message.deleted"), Err(WebhookError::UnknownEvent("message.deleted".into())));
+    }
+
+    #[test]
+    fn an_update_needs_events_when_it_sets_them_and_changes_nothing_when_empty() {
+        let update = |events| WebhookCommand::Update { url: None, events, enabled: None, description: None };
+        assert_eq!(given_when(&[created()], update(Some(vec![]))), Err(WebhookError::NoEvents));
+        assert_eq!(given_when(&[created()], update(None)), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_deleted_webhook_is_gone() {
+        let gone = [created(), WebhookEvent::Deleted {}];
+        assert_eq!(given_when(&gone, WebhookCommand::Delete), Err(WebhookError::NotFound));
+        assert_eq!(
+            given_when(&gone, WebhookCommand::RotateSecret { secret: SealedSecret("x".into()) }),
+            Err(WebhookError::NotFound)
+        );
+    }
+}

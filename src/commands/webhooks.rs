@@ -1,0 +1,32 @@
+//! Webhook commands: create, update, rotate the secret, delete. Always scoped to the account.
+
+use super::{execute, CommandError};
+use crate::store::{EventStore, Metadata};
+use domain::ids::{AccountId, WebhookId};
+use domain::webhook::{Webhook, WebhookCommand, WebhookError};
+use domain::Aggregate;
+
+/// Run `command` on the account's webhook; another account's webhook is `NotFound`.
+pub async fn handle(
+    store: &EventStore,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    webhook_id: &WebhookId,
+    command: WebhookCommand,
+) -> Result<(), CommandError<WebhookError>> {
+    let tenant = account_id.to_string();
+    let is_create = matches!(command, WebhookCommand::Create { .. });
+    execute::<Webhook, _>(
+        store,
+        webhook_id.as_str(),
+        |_| Some(tenant.clone()),
+        metadata,
+        |w: &Webhook| match &w.state {
+            Some(s) if s.account_id != *account_id => Err(WebhookError::NotFound),
+            None if !is_create => Err(WebhookError::NotFound),
+            _ => w.decide(command.clone(), &()),
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Webhook registration: list, create, read, update, delete, rotate the secret. The secret
+//! (`wzb_whsec_…`) is in the create and rotate responses only.
+
+use super::messages::required;
+use crate::commands::webhooks as webhook_commands;
+use crate::commands::CommandError;
+use crate::http::error::ApiError;
+use crate::http::extract::{Json, Tenant};
+use crate::http::AppState;
+use crate::net::is_public;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use domain::ids::{LineId, WebhookId};
+use domain::webhook::{EventType, WebhookCommand, WebhookError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct WebhookView {
+    #[sqlx(rename = "webhook_id")]
+    #[schema(example = "wh_01jdzq2m9a8x0v3k1s5t7w9y2b")]
+    pub id: String,
+    pub url: String,
+    /// Subscribed events.
+    pub events: Vec<String>,
+    /// Only events of this line, if set.
+    pub line_id: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookResponse {
+    pub ok: bool,
+    pub webhook: WebhookView,
+    /// The signing secret: only when the webhook is created or its secret rotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhooksResponse {
+    pub ok: bool,
+    pub webhooks: Vec<WebhookView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// A public https URL (http only where the operator allows private URLs).
+    pub url: Option<String>,
+    /// Any of message.received, message.sent, message.status, line.status; all four by default.
+    pub events: Option<Vec<String>>,
+    /// Only events of this line.
+    pub line_id: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhookRequest {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub description: Option<String>,
+}
+
+const COLUMNS: &str = "webhook_id, url, events, line_id, description, enabled, created_at, updated_at";
+
+fn not_found() -> ApiError {
+    ApiError::not_found("webhook_not_found", "The webhook does not exist in your account.")
+}
+
+fn webhook_error(e: CommandError<WebhookError>) -> ApiError {
+    match e {
+        CommandError::Rejected(WebhookError::NotFound) => not_found(),
+        CommandError::Rejected(e @ WebhookError::NoEvents) | CommandError::Rejected(e @ WebhookError::UnknownEvent(_)) => {
+            ApiError::invalid_field("events", format!("{e}."))
+        }
+        CommandError::Rejected(e @ WebhookError::DescriptionTooLong) => ApiError::invalid_field("description", format!("{e}.")),
+        other => ApiError::server(other),
+    }
+}
+
+/// A URL the server may call: https (http where private URLs are allowed), a host, no user info,
+/// and, unless private URLs are allowed, a host whose every address is public. The check is made
+/// again, on the address connected to, at every delivery.
+async fn checked_url(raw: &str, allow_private: bool) -> Result<String, ApiError> {
+    let invalid = |why: &str| ApiError::invalid_field("url", format!("`url` {why}."));
+    let url = reqwest::Url::parse(raw).map_err(|_| invalid("is not a URL"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private => {}
+        _ => return Err(invalid("must be an https URL")),
+    }
+    if raw.len() > 2048 || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("must be at most 2048 characters, without user or password"));
+    }
+    let host = url.host().ok_or_else(|| invalid("has no host"))?;
+    if !allow_private {
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addresses: Vec<std::net::IpAddr> = match host {
+            url::Host::Ipv4(ip) => vec![ip.into()],
+            url::Host::Ipv6(ip) => vec![ip.into()],
+            url::Host::Domain(name) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|_| invalid("has a host name that does not resolve"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if let Some(bad) = addresses.iter().find(|ip| !is_public(**ip)) {
+            return Err(invalid(&format!("resolves to {bad}, which is not a public address")));
+        }
+    }
+    Ok(url.to_string())
+}
+
+fn event_types(raw: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, ApiError> {
+    raw.map(|list| {
+        list.iter().map(|e| EventType::parse(e).map_err(|e| ApiError::invalid_field("events", format!("{e}.")))).collect()
+    })
+    .transpose()
+}
+
+async fn fetch(state: &AppState, tenant: &Tenant, id: &WebhookId) -> Result<WebhookView, ApiError> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE webhook_id = $1 AND account_id = $2"))
+        .bind(id.as_str())
+        .bind(tenant.identity.account_id.as_str())
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(not_found)
+}
+
+fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
+    WebhookId::parse(raw).map_err(|_| not_found())
+}
+
+/// List webhooks.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = WebhooksResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<WebhooksResponse>, ApiError> {
+    let webhooks = sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE account_id = $1 ORDER BY webhook_id"))
+        .bind(tenant.identity.account_id.as_str())
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(axum::Json(WebhooksResponse { ok: true, webhooks }))
+}
+
+/// Create a webhook. The response is the only place its secret is ever shown.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhookRequest,
+    responses((status = 201, body = WebhookResponse), (status = 400, description = "validation_error")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Json(body): Json<CreateWebhookRequest>,
+) -> Result<(StatusCode, axum::Json<WebhookResponse>), ApiError> {
+    let url = checked_url(required("url", &body.url)?, state.config.allow_private_urls).await?;
+    let events = event_types(body.events)?.unwrap_or_else(EventType::all);
+    let line_id = match &body.line_id {
+        Some(raw) => {
+            let line = LineId::parse(raw).map_err(|_| super::lines::line_not_found())?;
+            super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line).await?;
+            Some(line)
+        }
+        None => None,
+    };
+    let secret = crate::secrets::new_webhook_secret();
+    let webhook_id = WebhookId::new();
+    let command = WebhookCommand::Create {
+        webhook_id: webhook_id.clone(),
+        account_id: tenant.identity.account_id.clone(),
+        url,
+        events,
+        line_id,
+        description: body.description,
+        secret: state.master_key.seal(secret.expose()),
+    };
+    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &webhook_id, command)
+        .await
+        .map_err(webhook_error)?;
+    let webhook = fetch(&state, &tenant, &webhook_id).await?;
+    Ok((StatusCode::CREATED, axum::Json(WebhookResponse { ok: true, webhook, secret: Some(secret.expose().to_owned()) })))
+}
+
+/// Read a webhook.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WebhookResponse>, ApiError> {
+    let webhook = fetch(&state, &tenant, &parse_id(&id)?).await?;
+    Ok(axum::Json(WebhookResponse { ok: true, webhook, secret: None }))
+}
+
+/// Change a webhook's URL, events, description, or whether it is enabled.
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhookRequest,
+    responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateWebhookRequest>,
+) -> Result<axum::Json<WebhookResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    let url = match &body.url {
+        Some(raw) => Some(checked_url(raw, state.config.allow_private_urls).await?),
+        None => None,
+    };
+    let command =
+        WebhookCommand::Update { url, events: event_types(body.events)?, enabled: body.enabled, description: body.description };
+    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, command)
+        .await
+        .map_err(webhook_error)?;
+    Ok(axum::Json(WebhookResponse { ok: true, webhook: fetch(&state, &tenant, &id).await?, secret: None }))
+}
+
+/// Delete a webhook.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200), (status = 404, description = "webhook_not_found")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, WebhookCommand::Delete)
+        .await
+        .map_err(webhook_error)?;
+    Ok(axum::Json(serde_json::json!({"ok": true, "id": id, "deleted": true})))
+}
+
+/// Replace the signing secret; the old one stops signing at once.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<axum::Json<WebhookResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    let secret = crate::secrets::new_webhook_secret();
+    let command = WebhookCommand::RotateSecret { secret: state.master_key.seal(secret.expose()) };
+    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, command)
+        .await
+        .map_err(webhook_error)?;
+    Ok(axum::Json(WebhookResponse {
+        ok: true,
+        webhook: fetch(&state, &tenant, &id).await?,
+        secret: Some(secret.expose().to_owned()),
+    }))
+}

@@ -1,0 +1,118 @@
+//! The operator's master key, and webhook signing secrets sealed with it (AES-256-GCM).
+//!
+//! `BRIDGE_MASTER_KEY` is 32 bytes, as 64 hex digits or base64. Without one, a development key is
+//! generated into the data directory (`master.key`, mode 0600) with a warning: fine for a laptop,
+//! not for production, where losing the file makes every webhook secret unreadable.
+
+use crate::config::{Config, Secret};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use anyhow::{anyhow, bail, Context};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use domain::webhook::SealedSecret;
+use rand::Rng;
+use std::io::Write;
+
+pub const WEBHOOK_SECRET_PREFIX: &str = "wzb_whsec_";
+
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+fn decode_key(raw: &str) -> anyhow::Result<[u8; 32]> {
+    let raw = raw.trim();
+    let bytes = if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(raw)?
+    } else {
+        B64.decode(raw).map_err(|_| anyhow!("master_key must be 32 bytes as 64 hex digits or base64"))?
+    };
+    bytes.try_into().map_err(|_| anyhow!("master_key must be exactly 32 bytes"))
+}
+
+impl MasterKey {
+    pub fn from_secret(secret: &Secret) -> anyhow::Result<Self> {
+        let key = decode_key(secret.expose())?;
+        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)) })
+    }
+
+    /// The configured key, or the development key of the data directory (made on first use).
+    pub fn load(config: &Config) -> anyhow::Result<Self> {
+        if let Some(secret) = &config.master_key {
+            return Self::from_secret(secret);
+        }
+        let path = config.data_dir.join("master.key");
+        if !path.exists() {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let key: [u8; 32] = rand::rngs::OsRng.gen();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
+                Ok(mut file) => {
+                    file.write_all(hex::encode(key).as_bytes())?;
+                    tracing::warn!(path = %path.display(), "no BRIDGE_MASTER_KEY set: generated a development master key; set one in production");
+                }
+                // Another process made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).context(format!("creating {}", path.display())),
+            }
+        }
+        let raw = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_secret(&Secret::new(raw))
+    }
+
+    pub fn seal(&self, plaintext: &str) -> SealedSecret {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self.cipher.encrypt(&nonce, plaintext.as_bytes()).expect("AES-GCM encryption does not fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ciphertext);
+        SealedSecret(B64.encode(out))
+    }
+
+    pub fn open(&self, sealed: &SealedSecret) -> anyhow::Result<Secret> {
+        let bytes = B64.decode(&sealed.0).map_err(|_| anyhow!("a sealed secret is not base64"))?;
+        if bytes.len() < 12 + 16 {
+            bail!("a sealed secret is too short");
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .map_err(|_| anyhow!("a sealed secret does not open with this master key"))?;
+        Ok(Secret::new(String::from_utf8(plain)?))
+    }
+}
+
+/// A new webhook signing secret: `wzb_whsec_` and 40 base62 characters.
+pub fn new_webhook_secret() -> Secret {
+    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rngs::OsRng;
+    let body: String = (0..40).map(|_| BASE62[rng.gen_range(0..62)] as char).collect();
+    Secret::new(format!("{WEBHOOK_SECRET_PREFIX}{body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_never_show_the_secret() {
+        let key = MasterKey::from_secret(&Secret::new("11".repeat(32))).unwrap();
+        let secret = new_webhook_secret();
+        assert!(secret.expose().starts_with("wzb_whsec_"));
+        let sealed = key.seal(secret.expose());
+        assert!(!sealed.0.contains(secret.expose()));
+        assert_ne!(key.seal(secret.expose()), sealed, "a fresh nonce every time");
+        assert_eq!(key.open(&sealed).unwrap().expose(), secret.expose());
+        let other = MasterKey::from_secret(&Secret::new("22".repeat(32))).unwrap();
+        assert!(other.open(&sealed).is_err());
+        assert!(MasterKey::from_secret(&Secret::new("short")).is_err());
+    }
+}
