@@ -9,6 +9,7 @@ pub mod db;
 pub mod dispatch;
 pub mod engine;
 pub mod http;
+pub mod maintenance;
 pub mod media;
 pub mod net;
 pub mod secrets;

@@ -61,6 +61,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     });
 
     tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
+    tasks.spawn(crate::maintenance::run(pool.clone(), Duration::from_secs(600), shutdown.clone()));
     tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));
     for projection in async_projections() {
         let runner = Runner::new(pool.clone(), projection, watcher.wakeups(), RunnerConfig::default());

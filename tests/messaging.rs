@@ -381,3 +381,21 @@ async fn messages_queued_on_a_line_that_logs_out_fail_with_the_reason() {
     assert_eq!(reason, "the line was logged out before the message could be sent");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn expired_idempotency_records_are_purged_and_the_key_can_be_used_again() {
+    let app = app().await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000081").await;
+    let (first_status, first) =
+        post_with_key(&app, &key, "order-7", json!({"line_id": line, "to": "+34600000000", "message": "a"})).await;
+    assert_eq!(first_status, StatusCode::OK);
+    // A day and a bit later.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'").execute(&app.db.pool).await.unwrap();
+    assert_eq!(wazion_bridge::maintenance::purge_expired(&app.db.pool).await.unwrap(), 1);
+    let (status, again) =
+        post_with_key(&app, &key, "order-7", json!({"line_id": line, "to": "+34600000000", "message": "b"})).await;
+    assert_eq!(status, StatusCode::OK, "an expired key is a new request, not a conflict: {again}");
+    assert_ne!(again["message_id"], first["message_id"]);
+    app.shutdown().await;
+}

@@ -1,5 +1,7 @@
-//! Sending: one short transaction that checks the Idempotency-Key, the line and the quota, and
-//! appends the `message.queued` event. Everything a decision depends on is read in that
+//! Message commands: sending, receiving, receipts, and the dispatcher's lease-guarded steps.
+//!
+//! A send is one short transaction that checks the Idempotency-Key, the line and the quota, and
+//! appends the `message.queued` event. Everything the decision depends on is read in that
 //! transaction, so it holds under concurrency:
 //!
 //! - an advisory lock on (account, Idempotency-Key) makes concurrent requests with one key wait for
