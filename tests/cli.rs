@@ -62,10 +62,7 @@ async fn key_changes_are_events_and_no_secret_reaches_the_log() {
         assert_eq!(metadata["actor"]["kind"], "operator", "the operator is named as the actor");
     }
 
-    let whole_log: String = sqlx::query_scalar("SELECT string_agg(payload::text || metadata::text, ' ') FROM events")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let whole_log = app.whole_log().await;
     for secret in [&first, &second] {
         assert!(!whole_log.contains(secret.as_str()), "a key secret is in the log");
         let body = secret.trim_start_matches("wzb_live_");

@@ -214,6 +214,14 @@ impl TestApp {
         (r.status(), r.json().await.unwrap())
     }
 
+    /// Every payload and metadata of the event log, as one text (to prove what it does not hold).
+    pub async fn whole_log(&self) -> String {
+        sqlx::query_scalar("SELECT COALESCE(string_agg(payload::text || metadata::text, ' '), '') FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     /// A new sim line of the key's account, linked to `phone` by a sandbox scan.
     pub async fn connected_line(&self, key: &str, phone: &str) -> String {
         let (status, created) = self.post(key, "/v1/lines", serde_json::json!({})).await;
