@@ -378,8 +378,7 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
         }
         KeysCommand::Rotate { key_id, grace, out } => {
             let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
-            let (key, secret) = keys::rotate(store, &operator(), &id, grace).await.map_err(|e| key_error(&key_id, e))?;
-            let until = grace.map(|g| chrono::Utc::now() + g);
+            let (key, secret, until) = keys::rotate(store, &operator(), &id, grace).await.map_err(|e| key_error(&key_id, e))?;
             print(
                 out.json,
                 json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose(), "previous_valid_until": until}),

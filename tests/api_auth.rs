@@ -115,10 +115,11 @@ async fn rotation_with_grace_keeps_the_old_secret_until_the_grace_ends() {
     let again = app.cli(&["keys", "rotate", &key_id, "--grace", "2s", "--json"]).await.json();
     let newest = again["api_key"].as_str().unwrap().to_owned();
     assert_eq!(app.get("/v1/me", &new).await.status(), StatusCode::OK);
-    app.eventually("the graced secret expires", Duration::from_secs(10), || async {
-        app.get("/v1/me", &new).await.status() == StatusCode::UNAUTHORIZED
-    })
-    .await;
+    // Wait for the very instant the grace ends, as recorded in the event; then it is refused.
+    let until: chrono::DateTime<chrono::Utc> = again["previous_valid_until"].as_str().unwrap().parse().unwrap();
+    let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep_until(tokio::time::Instant::now() + left + Duration::from_millis(1)).await;
+    assert_eq!(app.get("/v1/me", &new).await.status(), StatusCode::UNAUTHORIZED, "the graced secret expired");
     assert_eq!(app.get("/v1/me", &newest).await.status(), StatusCode::OK);
     // The first secret keeps its own 24h grace: rotating again does not cut it short.
     assert_eq!(app.get("/v1/me", &old).await.status(), StatusCode::OK);

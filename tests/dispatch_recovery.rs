@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `bridge serve` as a real process on the test database; returns it and its base URL.
-async fn serve(db: &TestDb) -> (tokio::process::Child, String) {
+async fn serve(db: &TestDb) -> (tokio::process::Child, String, std::path::PathBuf) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
         .arg("serve")
         .env("DATABASE_URL", &db.url)
@@ -36,9 +36,17 @@ async fn serve(db: &TestDb) -> (tokio::process::Child, String) {
     })
     .await
     .expect("the server starts");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+    // Keep draining its log (so it never blocks on a full pipe), and keep it for failure messages.
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}.log", child.id().unwrap_or(0)));
+    let path = log.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push(line);
+            let _ = std::fs::write(&path, out.join("\n"));
+        }
+    });
+    (child, format!("http://{addr}"), log)
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
@@ -77,7 +85,7 @@ async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_a
         .unwrap()
         .to_owned();
 
-    let (mut first, base) = serve(&db).await;
+    let (mut first, base, _) = serve(&db).await;
     let http = reqwest::Client::new();
     let post = |base: String, path: &'static str, body: Value| {
         let (http, key) = (http.clone(), key.clone());
@@ -112,24 +120,30 @@ async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_a
         assert_eq!(status, StatusCode::OK);
     }
     // Kill it (no graceful shutdown) once some, but not all, have gone out.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&db, "SELECT count(*) FROM sim_deliveries").await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing was sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    db.await_condition("the first sends go out", Duration::from_secs(20), || async {
+        count(&db, "SELECT count(*) FROM sim_deliveries").await >= 2
+    })
+    .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let before_restart = count(&db, "SELECT count(*) FROM sim_deliveries").await;
     assert!((before_restart as usize) < N, "the queue was still pending when the server died");
 
-    let (mut second, _) = serve(&db).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (mut second, _, second_log) = serve(&db).await;
     // Until every send's outcome is recorded (arrival on line B comes just before it).
-    while count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.sent'").await < N as i64 {
-        if tokio::time::Instant::now() > deadline {
-            panic!("not everything was sent after the restart; state: {}", diagnose(&db).await);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let all_sent = db
+        .condition_within(Duration::from_secs(30), || async {
+            count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.sent'").await >= N as i64
+        })
+        .await;
+    if !all_sent {
+        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!(
+            "not everything was sent after the restart; state: {}\nrestarted server's log:\n{}",
+            diagnose(&db).await,
+            tail.join("\n")
+        );
     }
     second.start_kill().unwrap();
 

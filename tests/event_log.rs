@@ -45,7 +45,7 @@ async fn the_reader_never_skips_a_lower_position_that_commits_later() {
     assert!(early.is_empty(), "read {early:?} while an earlier transaction was open");
 
     a.commit().await.unwrap();
-    let all = read_until(&db.pool, LogPosition::START, 2).await;
+    let all = read_until(&db, LogPosition::START, 2).await;
     let streams: Vec<&str> = all.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, ["a", "b"], "both, in commit-safe order");
     // And a reader that had stopped anywhere before sees the rest.
@@ -98,18 +98,16 @@ async fn the_log_refuses_updates_and_deletes() {
     assert!(delete.to_string().contains("append-only"), "{delete}");
 }
 
-/// Read after `from` until `n` events are readable. The horizon is the oldest transaction running
-/// anywhere on the PostgreSQL server (other tests' databases included), so readers may briefly see
-/// less than is committed; they never see out of order.
-async fn read_until(pool: &sqlx::PgPool, from: LogPosition, n: usize) -> Vec<projections::StoredEvent> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let events = read_after(pool, from, 100).await.unwrap();
-        if events.len() >= n || tokio::time::Instant::now() > deadline {
-            return events;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+/// Read after `from` once `n` events are readable. The horizon is the oldest transaction running
+/// anywhere on the PostgreSQL server, so a reader may briefly see less than is committed (never
+/// out of order); this binary runs alone (.config/nextest.toml), so that is rare, and the wait is
+/// on the log's NOTIFY.
+async fn read_until(db: &TestDb, from: LogPosition, n: usize) -> Vec<projections::StoredEvent> {
+    db.condition_within(std::time::Duration::from_secs(10), || async {
+        read_after(&db.pool, from, 100).await.unwrap().len() >= n
+    })
+    .await;
+    read_after(&db.pool, from, 100).await.unwrap()
 }
 
 async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {

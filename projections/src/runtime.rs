@@ -176,6 +176,9 @@ pub async fn apply_batch(
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events = read_after(&mut *tx, from, batch_size).await?;
     let Some(last) = events.last().map(|e| e.position()) else {
+        // End the transaction now: a dropped one is only rolled back on the connection's next
+        // use, and until then it sits "idle in transaction" holding a snapshot.
+        tx.rollback().await?;
         return Ok(Applied { count: 0, last: None });
     };
     for event in &events {

@@ -4,7 +4,7 @@
 use super::{execute, load, CommandError};
 use crate::store::{EventStore, Metadata};
 use domain::account::Account;
-use domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyContext, ApiKeyError, ApiKeySecret, KeyState};
+use domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyContext, ApiKeyError, ApiKeyEvent, ApiKeySecret, KeyState};
 use domain::ids::{AccountId, KeyId};
 use domain::Aggregate;
 
@@ -53,17 +53,22 @@ pub async fn create(
     Ok((state.key.expect("created"), secret))
 }
 
-/// A new secret for the key; the old one ends now or after `grace`.
+/// A new secret for the key; the old one ends now or after `grace`. Returns the key, the new secret
+/// and when the old secret stops working (`None`: already).
 pub async fn rotate(
     store: &EventStore,
     metadata: &Metadata,
     key_id: &KeyId,
     grace: Option<chrono::Duration>,
-) -> Result<(KeyState, ApiKeySecret), CommandError<ApiKeyError>> {
+) -> Result<(KeyState, ApiKeySecret, Option<chrono::DateTime<chrono::Utc>>), CommandError<ApiKeyError>> {
     let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
     let command = ApiKeyCommand::Rotate { hash: secret.hash(), grace };
-    let (state, _) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
-    Ok((state.key.expect("exists"), secret))
+    let (state, stored) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
+    let until = stored.iter().find_map(|e| match e.decode::<ApiKeyEvent>() {
+        Ok(ApiKeyEvent::Rotated { previous_valid_until, .. }) => previous_valid_until,
+        _ => None,
+    });
+    Ok((state.key.expect("exists"), secret, until))
 }
 
 /// Revoke the key: it stops authenticating at once. Returns whether it was active before.

@@ -69,6 +69,7 @@ impl SimNetwork {
         .await
         .map_err(unavailable)?;
         if first.is_none() {
+            tx.rollback().await.map_err(unavailable)?;
             tracing::info!(engine_message_id = %message.engine_message_id, "sim: duplicate send dropped");
             return Ok(());
         }

@@ -97,18 +97,12 @@ impl TestDb {
         let server = pg_server().await;
         let name = format!("bridge_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect_with(&server.admin).await.expect("admin connection");
-        let mut attempt = 0;
-        loop {
-            match sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")).execute(&mut admin).await {
-                Ok(_) => break,
-                // "source database is being accessed by other users": another test is cloning it.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") && attempt < 50 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => panic!("creating the test database: {e}"),
-            }
-        }
+        // PostgreSQL refuses to clone a template that another CREATE DATABASE is reading, so test
+        // processes take turns (each clone takes milliseconds).
+        sqlx::query("SELECT pg_advisory_lock(1463943171)").execute(&mut admin).await.unwrap();
+        let created = sqlx::query(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")).execute(&mut admin).await;
+        sqlx::query("SELECT pg_advisory_unlock(1463943171)").execute(&mut admin).await.unwrap();
+        created.unwrap_or_else(|e| panic!("creating the test database: {e}"));
         admin.close().await.ok();
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(10)
@@ -117,6 +111,45 @@ impl TestDb {
             .expect("test database");
         let url = format!("{}/{name}{}", server.url_base, server.url_query);
         Self { name, pool, url }
+    }
+}
+
+impl TestDb {
+    /// Await `check` becoming true, within `timeout`. It is re-evaluated whenever the event log
+    /// announces an append on this database (LISTEN `bridge_events`, which every server and CLI
+    /// process notifies), so a test reacts to the change itself, across processes. Effects that
+    /// no append announces (a key cache dropped just after the NOTIFY, PostgreSQL's transaction
+    /// horizon moving) are re-checked at least every 100 ms.
+    pub async fn await_condition<F, Fut>(&self, what: &str, timeout: Duration, check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        assert!(self.condition_within(timeout, check).await, "timed out waiting for: {what}");
+    }
+
+    /// Like [`TestDb::await_condition`], but says whether the condition held in time.
+    pub async fn condition_within<F, Fut>(&self, timeout: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut changes = sqlx::postgres::PgListener::connect_with(&self.pool).await.expect("a listener");
+        changes.listen(projections::notify::CHANNEL).await.expect("LISTEN");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check().await {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(100));
+            if let Ok(received) = tokio::time::timeout(wait, changes.recv()).await {
+                received.expect("the listener works");
+            }
+        }
     }
 }
 
@@ -237,22 +270,13 @@ impl TestApp {
         self.http.get(self.url(path)).bearer_auth(key).send().await.unwrap()
     }
 
-    /// Await `check` becoming true, re-evaluating it until `timeout` (for effects that cross
-    /// processes, like a revocation made by the CLI reaching the server's key cache).
-    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    /// Await `check` becoming true (see [`TestDb::await_condition`]).
+    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if check().await {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.db.await_condition(what, timeout, check).await
     }
 
     /// Start a server again on this test's database (after `stop_server`).
