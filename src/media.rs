@@ -3,11 +3,8 @@
 //! only public addresses. The check is made on the addresses DNS returns, inside the client's own
 //! resolver, so the address checked is the address connected to (no rebinding between the two).
 
-use crate::net::is_public;
+use crate::net::{innermost, literal_not_public, outbound_client, refusal};
 use domain::message::MediaType;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -36,24 +33,6 @@ pub enum MediaError {
     ContentType { found: String, expected: &'static str },
 }
 
-/// Resolves like the system does, then keeps only public addresses.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                let shown = all.first().map_or(host.clone(), |a| a.ip().to_string());
-                return Err(Box::new(MediaError::NotPublic(shown)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(public.into_iter()) as Addrs)
-        })
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct MediaFetcher {
     client: reqwest::Client,
@@ -64,14 +43,9 @@ pub struct MediaFetcher {
 
 impl MediaFetcher {
     pub fn new(max_bytes: usize, timeout: Duration, allow_private: bool) -> Self {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("wazion-bridge/", env!("CARGO_PKG_VERSION")));
-        if !allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
-        }
-        Self { client: builder.build().expect("an HTTP client"), max_bytes, timeout, allow_private }
+        let client =
+            outbound_client(allow_private).connect_timeout(timeout.min(Duration::from_secs(10))).build().expect("an HTTP client");
+        Self { client, max_bytes, timeout, allow_private }
     }
 
     pub async fn fetch(&self, url: &str, media_type: MediaType) -> Result<MediaFile, MediaError> {
@@ -87,13 +61,8 @@ impl MediaFetcher {
             return Err(MediaError::Scheme);
         }
         // Literal addresses never reach the resolver: check them here.
-        let literal = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal.filter(|ip| !self.allow_private && !is_public(*ip)) {
-            return Err(MediaError::NotPublic(ip.to_string()));
+        if let Some(refused) = literal_not_public(&parsed).filter(|_| !self.allow_private) {
+            return Err(MediaError::NotPublic(refused.0));
         }
         let mut response = self.client.get(parsed).send().await.map_err(describe)?;
         let status = response.status();
@@ -141,12 +110,8 @@ impl MediaFetcher {
 
 /// The innermost cause, which is what says what went wrong (and our own resolver's refusal).
 fn describe(error: reqwest::Error) -> MediaError {
-    let mut source: &dyn std::error::Error = &error;
-    while let Some(next) = source.source() {
-        if let Some(refused) = next.downcast_ref::<MediaError>() {
-            return refused.clone();
-        }
-        source = next;
+    match refusal(&error) {
+        Some(refused) => MediaError::NotPublic(refused.0),
+        None => MediaError::Fetch(innermost(&error)),
     }
-    MediaError::Fetch(source.to_string())
 }

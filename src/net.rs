@@ -107,3 +107,73 @@ mod tests {
         }
     }
 }
+
+/// A connection refused because the address is not public.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a public address")]
+pub struct NotPublic(pub String);
+
+/// A DNS resolver for outbound HTTP that resolves like the system does, then keeps only public
+/// addresses. The check is made inside the client's own resolver, so the address checked is the
+/// address connected to (no DNS rebinding between a check and the connection).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let shown = all.first().map_or(host.clone(), |a| a.ip().to_string());
+                return Err(Box::new(NotPublic(shown)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An HTTP client builder for calls to tenants' URLs: no redirects followed and, unless private
+/// URLs are allowed, host names resolved to public addresses only. Literal addresses never reach
+/// a resolver: check them with [`literal_not_public`] before each request.
+pub fn outbound_client(allow_private: bool) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("wazion-bridge/", env!("CARGO_PKG_VERSION")));
+    if allow_private {
+        builder
+    } else {
+        builder.dns_resolver(std::sync::Arc::new(PublicOnly))
+    }
+}
+
+/// The URL's host when it is a literal address that is not public.
+pub fn literal_not_public(url: &reqwest::Url) -> Option<NotPublic> {
+    let ip = match url.host()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    (!is_public(ip)).then(|| NotPublic(ip.to_string()))
+}
+
+/// The resolver's refusal, if that is what made a request fail.
+pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<NotPublic> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<NotPublic>() {
+            return Some(refused.clone());
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The innermost cause of an error: what actually went wrong (e.g. "connection refused").
+pub fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = error;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}

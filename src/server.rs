@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// The asynchronous projections this server keeps up to date.
 pub fn async_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(projections::conversations::Messages), Arc::new(projections::conversations::Chats)]
+    vec![
+        Arc::new(projections::conversations::Messages),
+        Arc::new(projections::conversations::Chats),
+        Arc::new(projections::webhook_deliveries::WebhookDeliveries),
+    ]
 }
 
 pub struct RunningServer {
@@ -63,8 +67,12 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
     tasks.spawn(crate::maintenance::run(pool.clone(), Duration::from_secs(600), shutdown.clone()));
     tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));
+    let mut webhook_projector = None;
     for projection in async_projections() {
-        let runner = Runner::new(pool.clone(), projection, watcher.wakeups(), RunnerConfig::default());
+        let runner = Runner::new(pool.clone(), projection.clone(), watcher.wakeups(), RunnerConfig::default());
+        if projection.name() == projections::webhook_deliveries::WebhookDeliveries.name() {
+            webhook_projector = Some(runner.progress());
+        }
         tasks.spawn(runner.run(shutdown.clone()));
     }
 
@@ -94,7 +102,15 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     });
 
     let master_key = Arc::new(crate::secrets::MasterKey::load(&config)?);
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key };
+    let deliverer = crate::webhook_delivery::Deliverer::new(
+        store.clone(),
+        plans.clone(),
+        master_key.clone(),
+        crate::webhook_delivery::DeliveryConfig::from_config(&config),
+    );
+    let projector_progress = webhook_projector.expect("the webhook projector is one of the async projections");
+    tasks.spawn(deliverer.clone().run(projector_progress, watcher.changes(), shutdown.clone()));
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key, deliverer };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

@@ -3,8 +3,30 @@
 use chrono::{DateTime, Utc};
 use domain::ids::AccountId;
 use domain::plan::Metric;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
+
+/// Lock (creating it if need be) the counter of `metric` for the cycle, and return its count.
+/// Compared to the limit while the lock is held, in the transaction that would add to it, the
+/// count cannot overshoot under concurrent commands.
+pub async fn lock_counter(
+    conn: &mut PgConnection,
+    account_id: &str,
+    cycle_start: DateTime<Utc>,
+    metric: Metric,
+) -> Result<u64, sqlx::Error> {
+    let used: i64 = sqlx::query_scalar(
+        "INSERT INTO usage_counters (account_id, cycle_start, metric, used) VALUES ($1, $2, $3, 0) \
+         ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used \
+         RETURNING used",
+    )
+    .bind(account_id)
+    .bind(cycle_start)
+    .bind(metric.as_str())
+    .fetch_one(conn)
+    .await?;
+    Ok(used.max(0) as u64)
+}
 
 /// Used counts of the cycle that starts at `cycle_start`, and the lines the account has now (those
 /// not logged out), in one query.

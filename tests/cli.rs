@@ -98,7 +98,7 @@ async fn accounts_commands_print_one_json_object() {
 
     let status = app.cli(&["projections", "status", "--json"]).await.json();
     let names: Vec<&str> = status["projections"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["chats", "messages"]);
+    assert_eq!(names, ["chats", "messages", "webhook_deliveries"]);
     for p in status["projections"].as_array().unwrap() {
         assert!(p["checkpoint"]["global_position"].is_i64() && p["lag"].is_i64(), "{p}");
     }

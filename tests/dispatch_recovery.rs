@@ -6,47 +6,15 @@ mod common;
 use common::{TestApp, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// `bridge serve` as a real process on the test database; returns it and its base URL.
+/// `bridge serve` as a real process on the test database, quick to send.
 async fn serve(db: &TestDb) -> (tokio::process::Child, String, std::path::PathBuf) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("BRIDGE_LISTEN", "127.0.0.1:0")
-        .env("BRIDGE_NODE_ID", "node-a")
-        .env("BRIDGE_LINE_SEND_INTERVAL_MS", "150")
-        .env("BRIDGE_LINE_SEND_JITTER_MS", "0")
-        .env("BRIDGE_SIM_DELIVERED_AFTER_MS", "10")
-        .env("BRIDGE_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(i) = line.find("addr=") {
-                return line[i + 5..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
-            }
-        }
-        panic!("the server exited before listening");
-    })
+    common::serve_process(
+        db,
+        &[("BRIDGE_LINE_SEND_INTERVAL_MS", "150"), ("BRIDGE_LINE_SEND_JITTER_MS", "0"), ("BRIDGE_SIM_DELIVERED_AFTER_MS", "10")],
+    )
     .await
-    .expect("the server starts");
-    // Keep draining its log (so it never blocks on a full pipe), and keep it for failure messages.
-    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}.log", child.id().unwrap_or(0)));
-    let path = log.clone();
-    tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            out.push(line);
-            let _ = std::fs::write(&path, out.join("\n"));
-        }
-    });
-    (child, format!("http://{addr}"), log)
 }
 
 async fn count(db: &TestDb, sql: &str) -> i64 {

@@ -268,7 +268,8 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_chats_and_messag
     assert_eq!(live.0.as_array().unwrap().len(), 12 + 4 + 4);
     sqlx::query("TRUNCATE rm_messages, rm_chats").execute(&pool).await.unwrap();
     sqlx::query("DELETE FROM projection_checkpoints WHERE name IN ('messages', 'chats')").execute(&pool).await.unwrap();
-    for projection in wazion_bridge::server::async_projections() {
+    let rebuilt = wazion_bridge::server::async_projections().into_iter().filter(|p| ["messages", "chats"].contains(&p.name()));
+    for projection in rebuilt {
         let mut applied = 0;
         while projections::runtime::catch_up_once(&pool, projection.as_ref(), 100).await.unwrap().unwrap() > 0 {
             applied += 1;

@@ -104,6 +104,8 @@ typed_id!(/// A webhook endpoint.
     WebhookId, "wh_", "webhook");
 typed_id!(/// An event of the log.
     EventId, "evt_", "event");
+typed_id!(/// One event on its way to one webhook.
+    DeliveryId, "dlv_", "delivery");
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ pub mod message;
 pub mod phone;
 pub mod plan;
 pub mod webhook;
+pub mod webhook_delivery;
 
 pub use aggregate::Aggregate;
 pub use event::{DomainEvent, EventDecodeError};

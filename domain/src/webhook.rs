@@ -86,6 +86,10 @@ pub enum WebhookCommand {
     RotateSecret {
         secret: SealedSecret,
     },
+    /// Stop deliveries because the endpoint is failing; `reason` is shown to the tenant.
+    Disable {
+        reason: String,
+    },
     Delete,
 }
 
@@ -106,6 +110,10 @@ pub enum WebhookEvent {
     Updated { url: Option<String>, events: Option<Vec<EventType>>, enabled: Option<bool>, description: Option<String> },
     #[serde(rename = "webhook.secret_rotated")]
     SecretRotated { secret: SealedSecret },
+    /// Disabled by the delivery worker (410 Gone, or failing for too long). Enabling it again
+    /// with an update clears the reason.
+    #[serde(rename = "webhook.disabled")]
+    Disabled { reason: String },
     #[serde(rename = "webhook.deleted")]
     Deleted {},
 }
@@ -121,6 +129,7 @@ pub struct Webhook {
 pub struct WebhookState {
     pub webhook_id: WebhookId,
     pub account_id: AccountId,
+    pub enabled: bool,
     pub deleted: bool,
 }
 
@@ -173,6 +182,9 @@ impl Aggregate for Webhook {
                 Ok(vec![WebhookEvent::Updated { url, events, enabled, description }])
             }
             (WebhookCommand::RotateSecret { secret }, Some(_)) => Ok(vec![WebhookEvent::SecretRotated { secret }]),
+            // Already disabled (by the tenant or an earlier failure): nothing to record.
+            (WebhookCommand::Disable { .. }, Some(s)) if !s.enabled => Ok(vec![]),
+            (WebhookCommand::Disable { reason }, Some(_)) => Ok(vec![WebhookEvent::Disabled { reason }]),
             (WebhookCommand::Delete, Some(_)) => Ok(vec![WebhookEvent::Deleted {}]),
         }
     }
@@ -180,8 +192,15 @@ impl Aggregate for Webhook {
     fn apply(&mut self, event: &WebhookEvent) {
         match (event, &mut self.state) {
             (WebhookEvent::Created { webhook_id, account_id, .. }, _) => {
-                self.state = Some(WebhookState { webhook_id: webhook_id.clone(), account_id: account_id.clone(), deleted: false })
+                self.state = Some(WebhookState {
+                    webhook_id: webhook_id.clone(),
+                    account_id: account_id.clone(),
+                    enabled: true,
+                    deleted: false,
+                })
             }
+            (WebhookEvent::Updated { enabled: Some(enabled), .. }, Some(s)) => s.enabled = *enabled,
+            (WebhookEvent::Disabled { .. }, Some(s)) => s.enabled = false,
             (WebhookEvent::Deleted {}, Some(s)) => s.deleted = true,
             _ => {}
         }
@@ -219,6 +238,18 @@ mod tests {
         let update = |events| WebhookCommand::Update { url: None, events, enabled: None, description: None };
         assert_eq!(given_when(&[created()], update(Some(vec![]))), Err(WebhookError::NoEvents));
         assert_eq!(given_when(&[created()], update(None)), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_failing_webhook_is_disabled_once() {
+        let disable = || WebhookCommand::Disable { reason: "410 Gone".into() };
+        assert_eq!(given_when(&[created()], disable()), Ok(vec![WebhookEvent::Disabled { reason: "410 Gone".into() }]));
+        assert_eq!(given_when(&[created(), WebhookEvent::Disabled { reason: "x".into() }], disable()), Ok(vec![]));
+        let enabled_again = WebhookEvent::Updated { url: None, events: None, enabled: Some(true), description: None };
+        assert_eq!(
+            given_when(&[created(), WebhookEvent::Disabled { reason: "x".into() }, enabled_again], disable()).unwrap().len(),
+            1
+        );
     }
 
     #[test]

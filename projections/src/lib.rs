@@ -13,6 +13,7 @@ pub mod log;
 pub mod messaging;
 pub mod notify;
 pub mod runtime;
+pub mod webhook_deliveries;
 pub mod webhooks;
 
 use std::future::Future;

@@ -3,6 +3,7 @@
 
 use crate::{ApplyFuture, Projection, StoredEvent};
 use domain::message::{Message, MessageEvent, Queued};
+use domain::webhook_delivery::{self, DeliveryEvent};
 use domain::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -18,7 +19,7 @@ pub fn accepted_response(q: &Queued) -> Value {
     })
 }
 
-/// `sent_messages` per account and billing cycle.
+/// `sent_messages` and `webhook_events` per account and billing cycle.
 pub struct UsageCounters;
 
 impl Projection for UsageCounters {
@@ -28,16 +29,24 @@ impl Projection for UsageCounters {
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
-            if event.stream_type != Message::STREAM_TYPE || event.event_type != "message.queued" {
-                return Ok(());
-            }
-            let MessageEvent::Queued(q) = event.decode()? else { return Ok(()) };
+            let (account_id, cycle_start, metric) = match (event.stream_type.as_str(), event.event_type.as_str()) {
+                (Message::STREAM_TYPE, "message.queued") => {
+                    let MessageEvent::Queued(q) = event.decode()? else { return Ok(()) };
+                    (q.account_id, q.cycle_start, "sent_messages")
+                }
+                (webhook_delivery::STREAM_TYPE, _) => {
+                    let DeliveryEvent::Charged { account_id, cycle_start, .. } = event.decode()?;
+                    (account_id, cycle_start, "webhook_events")
+                }
+                _ => return Ok(()),
+            };
             sqlx::query(
-                "INSERT INTO usage_counters (account_id, cycle_start, metric, used) VALUES ($1, $2, 'sent_messages', 1) \
+                "INSERT INTO usage_counters (account_id, cycle_start, metric, used) VALUES ($1, $2, $3, 1) \
                  ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used + 1",
             )
-            .bind(q.account_id.as_str())
-            .bind(q.cycle_start)
+            .bind(account_id.as_str())
+            .bind(cycle_start)
+            .bind(metric)
             .execute(conn)
             .await?;
             Ok(())

@@ -40,7 +40,9 @@ impl Projection for Webhooks {
                     let events: Option<Vec<String>> = events.map(|e| e.into_iter().map(String::from).collect());
                     sqlx::query(
                         "UPDATE webhooks SET url = COALESCE($2, url), events = COALESCE($3, events), enabled = COALESCE($4, enabled), \
-                             description = COALESCE($5, description), updated_at = $6 WHERE webhook_id = $1",
+                             description = COALESCE($5, description), updated_at = $6, \
+                             disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END \
+                         WHERE webhook_id = $1",
                     )
                     .bind(id)
                     .bind(url)
@@ -58,6 +60,16 @@ impl Projection for Webhooks {
                         .bind(at)
                         .execute(conn)
                         .await?;
+                }
+                WebhookEvent::Disabled { reason } => {
+                    sqlx::query(
+                        "UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE webhook_id = $1",
+                    )
+                    .bind(id)
+                    .bind(reason)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
                 }
                 WebhookEvent::Deleted {} => {
                     sqlx::query("DELETE FROM webhooks WHERE webhook_id = $1").bind(id).execute(conn).await?;

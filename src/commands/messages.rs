@@ -17,7 +17,7 @@ use domain::message::{
     ArchivePolicy, Content, Idempotency, Message, MessageCommand, MessageError, MessageEvent, MessageStatus, Queued, Received,
 };
 use domain::phone::PhoneNumber;
-use domain::plan::PlanCatalog;
+use domain::plan::{Metric, PlanCatalog};
 use domain::Aggregate;
 use serde_json::Value;
 
@@ -111,17 +111,7 @@ pub async fn send(
 
     let cycle = domain::billing::cycle_containing(anchor, Utc::now());
     let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
-    // Lock (creating if need be) this cycle's counter, then compare.
-    let used: i64 = sqlx::query_scalar(
-        "INSERT INTO usage_counters (account_id, cycle_start, metric, used) VALUES ($1, $2, 'sent_messages', 0) \
-         ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used \
-         RETURNING used",
-    )
-    .bind(account_id.as_str())
-    .bind(cycle.start)
-    .fetch_one(&mut *tx)
-    .await?;
-    let used = used.max(0) as u64;
+    let used = crate::usage::lock_counter(&mut tx, account_id.as_str(), cycle.start, Metric::SentMessages).await?;
     if used >= limit {
         return Err(SendError::QuotaExceeded { used, limit, plan });
     }

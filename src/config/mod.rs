@@ -41,7 +41,29 @@ pub struct Config {
     #[serde(default)]
     pub master_key: Option<Secret>,
     pub database: DatabaseConfig,
+    pub webhooks: WebhooksConfig,
     pub plans: BTreeMap<String, PlanLimits>,
+}
+
+/// Webhook delivery (the `[webhooks]` table; BRIDGE_WEBHOOKS__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How long a receiver may take to answer.
+    pub timeout_ms: u64,
+    /// The wait before each retry after a failed attempt; when the list is used up the delivery is
+    /// given up.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Each wait is spread by up to this fraction either way.
+    pub retry_jitter: f64,
+    /// A webhook that has failed for this long with no success in between is disabled.
+    pub disable_after_ms: u64,
+    /// Deliveries in flight at once per node.
+    pub concurrency: usize,
+    /// How often the worker looks for due deliveries when nothing wakes it.
+    pub poll_ms: u64,
+    /// How often deliveries held by the quota are checked again.
+    pub held_recheck_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +112,13 @@ impl Config {
         }
         if self.line_lease_secs < 2 {
             bail!("line_lease_secs must be at least 2");
+        }
+        let w = &self.webhooks;
+        if w.timeout_ms == 0 || w.concurrency == 0 || w.poll_ms == 0 || w.held_recheck_ms == 0 {
+            bail!("webhooks.timeout_ms, concurrency, poll_ms and held_recheck_ms must be positive");
+        }
+        if !(0.0..1.0).contains(&w.retry_jitter) {
+            bail!("webhooks.retry_jitter must be at least 0 and below 1 (got {})", w.retry_jitter);
         }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");

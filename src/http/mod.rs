@@ -32,6 +32,7 @@ pub struct AppState {
     pub dispatcher: crate::dispatch::Dispatcher,
     pub engine: Arc<dyn crate::engine::SessionEngine>,
     pub master_key: Arc<crate::secrets::MasterKey>,
+    pub deliverer: crate::webhook_delivery::Deliverer,
 }
 
 pub fn router(state: AppState) -> Router {

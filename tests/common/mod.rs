@@ -2,6 +2,8 @@
 //! the real server on port 0 over real HTTP. Background work is driven explicitly, never slept for.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -302,6 +304,46 @@ impl TestApp {
             server.shutdown().await;
         }
     }
+}
+
+/// `bridge serve` as a real process (node `node-a`) on the test database, with extra `BRIDGE_*`
+/// settings; returns it, its base URL, and the file its log is copied to (for failure messages).
+pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process::Child, String, std::path::PathBuf) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("BRIDGE_LISTEN", "127.0.0.1:0")
+        .env("BRIDGE_NODE_ID", "node-a")
+        .env("BRIDGE_LOG", "info")
+        .env_remove("BRIDGE_CONFIG")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(i) = line.find("addr=") {
+                return line[i + 5..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server starts");
+    // Keep draining its log (so it never blocks on a full pipe), and keep it for failure messages.
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}.log", child.id().unwrap_or(0)));
+    let path = log.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            out.push(line);
+            let _ = std::fs::write(&path, out.join("\n"));
+        }
+    });
+    (child, format!("http://{addr}"), log)
 }
 
 /// The embedded defaults, with a fixed master key (no key file is written).

@@ -59,13 +59,6 @@ pub struct MessagesResponse {
     pub next_cursor: Option<String>,
 }
 
-fn parse_cursor(raw: &str) -> Result<i64, ApiError> {
-    raw.strip_prefix('c')
-        .and_then(|p| p.parse::<i64>().ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ApiError::invalid_field("cursor", "`cursor` is not one this API returned."))
-}
-
 /// Read messages.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages",
     params(("line_id" = String, Query), ("phone" = String, Query, description = "The chat: a phone in international format, or its jid"),
@@ -81,11 +74,10 @@ pub async fn list(
     let phone = PhoneNumber::parse_phone_or_jid(reads::required(&params, "phone")?)
         .map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
     let limit = reads::limit(&params, 50, MAX_MESSAGES)?;
-    let before = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
+    let before = reads::cursor(&params)?;
     let account_id = &tenant.identity.account_id;
     fetch_line(&state.pool, account_id, &line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
-    // One row more than asked tells whether there is a next page.
     let mut messages: Vec<MessageView> = sqlx::query_as(
         "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
                 quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position \
@@ -98,11 +90,6 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = if messages.len() as i64 > limit {
-        messages.truncate(limit as usize);
-        messages.last().map(|m| format!("c{}", m.position))
-    } else {
-        None
-    };
+    let next_cursor = reads::next_page(&mut messages, limit, |m| m.position);
     Ok(Json(MessagesResponse { ok: true, messages, next_cursor }))
 }

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod reads;
 pub mod sandbox;
 pub mod usage;
+pub mod webhook_deliveries;
 pub mod webhooks;
 
 use super::AppState;
@@ -34,6 +35,9 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/webhooks/{id}/test", post(webhook_deliveries::test))
+        .route("/webhooks/{id}/deliveries", get(webhook_deliveries::list))
+        .route("/webhooks/{id}/deliveries/{delivery_id}/retry", post(webhook_deliveries::retry))
         .route("/messages/send", post(messages::send))
         .route("/messages/send-media", post(messages::send_media))
         .route("/openapi.json", get(super::openapi::document))

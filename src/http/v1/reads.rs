@@ -26,6 +26,29 @@ pub fn limit(params: &Params, default: i64, cap: i64) -> Result<i64, ApiError> {
     }
 }
 
+/// `cursor`: a `c<position>` this API returned, if one is given.
+pub fn cursor(params: &Params) -> Result<Option<i64>, ApiError> {
+    params
+        .get("cursor")
+        .map(|raw| {
+            raw.strip_prefix('c')
+                .and_then(|p| p.parse::<i64>().ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ApiError::invalid_field("cursor", "`cursor` is not one this API returned."))
+        })
+        .transpose()
+}
+
+/// Of the `limit + 1` rows fetched (one more than asked tells whether there is a next page), keep
+/// `limit`; the cursor of the next page, if there is one.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, position: impl Fn(&T) -> i64) -> Option<String> {
+    if rows.len() as i64 <= limit {
+        return None;
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(|row| format!("c{}", position(row)))
+}
+
 pub fn boolean(params: &Params, name: &str) -> Result<Option<bool>, ApiError> {
     match params.get(name).map(String::as_str) {
         None => Ok(None),

@@ -28,6 +28,9 @@ pub struct WebhookView {
     pub line_id: Option<String>,
     pub description: Option<String>,
     pub enabled: bool,
+    /// Why deliveries stopped, when the server disabled the webhook (410 Gone, or failing for too
+    /// long). Enabling it again clears it.
+    pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -68,9 +71,9 @@ pub struct UpdateWebhookRequest {
     pub description: Option<String>,
 }
 
-const COLUMNS: &str = "webhook_id, url, events, line_id, description, enabled, created_at, updated_at";
+const COLUMNS: &str = "webhook_id, url, events, line_id, description, enabled, disabled_reason, created_at, updated_at";
 
-fn not_found() -> ApiError {
+pub fn not_found() -> ApiError {
     ApiError::not_found("webhook_not_found", "The webhook does not exist in your account.")
 }
 
@@ -125,7 +128,7 @@ fn event_types(raw: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, ApiEr
     .transpose()
 }
 
-async fn fetch(state: &AppState, tenant: &Tenant, id: &WebhookId) -> Result<WebhookView, ApiError> {
+pub async fn fetch(state: &AppState, tenant: &Tenant, id: &WebhookId) -> Result<WebhookView, ApiError> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE webhook_id = $1 AND account_id = $2"))
         .bind(id.as_str())
         .bind(tenant.identity.account_id.as_str())
@@ -134,7 +137,7 @@ async fn fetch(state: &AppState, tenant: &Tenant, id: &WebhookId) -> Result<Webh
         .ok_or_else(not_found)
 }
 
-fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
+pub fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(raw).map_err(|_| not_found())
 }
 
@@ -218,6 +221,10 @@ pub async fn update(
     webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, command)
         .await
         .map_err(webhook_error)?;
+    if body.enabled == Some(true) {
+        // Deliveries that waited while it was disabled may go now.
+        state.deliverer.wake();
+    }
     Ok(axum::Json(WebhookResponse { ok: true, webhook: fetch(&state, &tenant, &id).await?, secret: None }))
 }
 
