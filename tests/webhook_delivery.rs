@@ -471,3 +471,24 @@ async fn two_nodes_share_the_deliveries_without_sending_any_twice_and_keep_each_
     node_b.shutdown().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_delivery_waiting_for_its_retry_does_not_hold_back_the_lines_next_events() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.webhooks.retry_schedule_ms = vec![1500];
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000108").await;
+    webhook(&app, &key, json!({"url": receiver.url, "events": ["message.received"]})).await;
+    inbound(&app, &key, &line, "first").await;
+    receiver.wait_for(1, WAIT).await;
+    inbound(&app, &key, &line, "second").await;
+    let requests = receiver.wait_for(3, WAIT).await;
+    let texts: Vec<Value> = requests.iter().map(|r| r.json()["data"]["text"].clone()).collect();
+    assert_eq!(texts, ["first", "second", "first"], "the second went out while the first waited for its retry");
+    app.shutdown().await;
+}

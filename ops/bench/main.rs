@@ -37,6 +37,48 @@ impl Figures {
     }
 }
 
+/// Arrivals at the bench receiver: for each request, how long after the event it carries was
+/// recorded (its `created_at`) it arrived.
+type Arrivals = Arc<std::sync::Mutex<Vec<Duration>>>;
+
+/// A webhook receiver on loopback that answers 200 and notes each arrival's lag.
+async fn receiver() -> anyhow::Result<(String, Arrivals)> {
+    let arrivals: Arrivals = Arc::default();
+    let noted = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let noted = noted.clone();
+            async move {
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let lag = event["created_at"]
+                    .as_str()
+                    .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                    .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                    .unwrap_or_default();
+                noted.lock().unwrap().push(lag);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, arrivals))
+}
+
+async fn wait_for_arrivals(arrivals: &Arrivals, n: usize, timeout: Duration) -> Vec<Duration> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = arrivals.lock().unwrap().clone();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        // A benchmark may poll: nothing here is a test.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Run `op(i)` `n` times on `concurrency` tasks; collect throughput and latencies.
 async fn measure<F, Fut>(name: &'static str, n: usize, concurrency: usize, op: F) -> Figures
 where
@@ -80,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = arg("--concurrency", 16);
     let mut config = Config::defaults();
     config.database.max_connections = (concurrency as u32 + 4).max(8);
+    // The webhook receiver is on loopback.
+    config.allow_private_urls = true;
     let server = wazion_bridge::db::locate_server(&config).await?;
     let mut admin = PgConnection::connect_with(&server.admin).await?;
     sqlx::query("DROP DATABASE IF EXISTS bridge_bench WITH (FORCE)").execute(&mut admin).await?;
@@ -252,7 +296,84 @@ async fn main() -> anyhow::Result<()> {
         })
         .await,
     );
+
+    // 6. Webhooks end to end: inbound messages appended to the log, turned into deliveries by the
+    //    projector, signed and POSTed by the worker to a receiver on loopback, outcomes recorded.
+    //    Latency is from the event's time in the log to its arrival at the receiver.
+    let (receiver_url, arrivals) = receiver().await?;
+    let (status, _) = {
+        let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(&key).json(&json!({"url": receiver_url, "events": ["message.received"]}));
+        let r = r.send().await?;
+        (r.status(), r.bytes().await?)
+    };
+    anyhow::ensure!(status.is_success(), "creating the bench webhook: {status}");
+    let started = Instant::now();
+    let (st, ac) = (store.clone(), accounts.clone());
+    let receive = move |i: usize| {
+        let (s, a) = (st.clone(), ac.clone());
+        async move {
+            let (account, line) = &a[0];
+            let inbound = wazion_bridge::commands::messages::Inbound {
+                line_id: line.clone(),
+                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                engine_message_id: format!("3EB0BENCH{i:08}"),
+                content: domain::message::Content::Text { text: domain::message::MessageText::parse("Pedido confirmado").unwrap() },
+                quoted_engine_message_id: None,
+            };
+            wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();
+        }
+    };
+    measure("(appending the inbound messages)", n, concurrency, receive).await;
+    let arrived = wait_for_arrivals(&arrivals, n, Duration::from_secs(600)).await;
+    rows.push(Figures { name: "webhooks, 1 line: append → POST received", ops: n, elapsed: started.elapsed(), latencies: arrived });
+
+    // The same over the other accounts' lines, each with its own webhook: lines go in parallel
+    // (one line's events go out one at a time, in order).
+    for (account, _) in accounts.iter().skip(1) {
+        let (_, secret) = wazion_bridge::commands::keys::create(&store, &operator, account, None).await?;
+        let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(secret.expose());
+        let r = r.json(&json!({"url": receiver_url, "events": ["message.received"]})).send().await?;
+        anyhow::ensure!(r.status().is_success(), "creating a bench webhook: {}", r.status());
+    }
+    let started = Instant::now();
+    let (st, ac) = (store.clone(), accounts.clone());
+    let receive = move |i: usize| {
+        let (s, a) = (st.clone(), ac.clone());
+        async move {
+            let (account, line) = &a[1 + i % (a.len() - 1)];
+            let inbound = wazion_bridge::commands::messages::Inbound {
+                line_id: line.clone(),
+                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                engine_message_id: format!("3EB0MANY{i:08}"),
+                content: domain::message::Content::Text { text: domain::message::MessageText::parse("Pedido confirmado").unwrap() },
+                quoted_engine_message_id: None,
+            };
+            wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();
+        }
+    };
+    measure("(appending the inbound messages)", n, concurrency, receive).await;
+    let arrived = wait_for_arrivals(&arrivals, 2 * n, Duration::from_secs(600)).await;
+    rows.push(Figures {
+        name: "webhooks, 15 lines: append → POST received",
+        ops: n,
+        elapsed: started.elapsed(),
+        latencies: arrived[n..].to_vec(),
+    });
     running.shutdown().await;
+
+    // 7. Plain HTTP: the same number of POSTs of a similar body, straight to the receiver.
+    let body = json!({"id": "evt_x", "event": "message.received", "data": {"text": "Pedido confirmado"}}).to_string();
+    let (h, u) = (http.clone(), receiver_url.clone());
+    rows.push(
+        measure("plain HTTP: POST the same bodies to the receiver", n, concurrency, move |_| {
+            let (h, u, body) = (h.clone(), u.clone(), body.clone());
+            async move {
+                let r = h.post(&u).header("content-type", "application/json").body(body).send().await.unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+        .await,
+    );
 
     println!(
         "\n{n} operations each, {concurrency} concurrent clients, {} cores\n",

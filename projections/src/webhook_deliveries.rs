@@ -96,7 +96,12 @@ async fn subscriptions(conn: &mut PgConnection, event: &StoredEvent) -> Result<(
             sqlx::query("UPDATE webhook_subscriptions SET enabled = false WHERE webhook_id = $1").bind(id).execute(conn).await?;
         }
         WebhookEvent::Deleted {} => {
-            sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1").bind(id).execute(conn).await?;
+            sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1").bind(id).execute(&mut *conn).await?;
+            // What was still waiting has nowhere to go.
+            sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND state IN ('pending', 'held')")
+                .bind(id)
+                .execute(conn)
+                .await?;
         }
         WebhookEvent::SecretRotated { .. } => {}
     }

@@ -140,26 +140,16 @@ impl Deliverer {
         let mut in_flight = JoinSet::new();
         // The earliest retry this node scheduled: waited for exactly, not until the next poll.
         let mut next_due: Option<chrono::DateTime<Utc>> = None;
+        let mut look = true;
         loop {
             let free = self.config.concurrency.saturating_sub(in_flight.len());
             let mut full_batch = false;
-            if free > 0 {
+            if look && free > 0 {
                 match queue::claim_due(&pool, &self.config.node, self.config.lease(), free as i64).await {
                     Ok(claimed) => {
                         full_batch = claimed.len() == free;
                         for c in claimed {
-                            let me = self.clone();
-                            in_flight.spawn(async move {
-                                match me.attempt(c, true).await {
-                                    Ok(report) => report.next_attempt_at,
-                                    Err(RetryError::Held { .. }) => Some(Utc::now() + me.config.held_recheck),
-                                    Err(RetryError::InFlight | RetryError::NotFound) => None,
-                                    Err(e) => {
-                                        tracing::error!(error = ?e, "webhook delivery attempt failed");
-                                        None
-                                    }
-                                }
-                            });
+                            in_flight.spawn(self.clone().lane(c, shutdown.clone()));
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "could not claim webhook deliveries"),
@@ -173,17 +163,18 @@ impl Deliverer {
                 next_due = None;
             }
             let wait = next_due.map_or(self.config.poll, |at| (at - now).to_std().unwrap_or_default().min(self.config.poll));
+            look = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 changed = projector.changed() => if changed.is_err() { tokio::time::sleep(self.config.poll).await },
                 Ok(Change::Appended(a)) = changes.recv() => {
                     // A plan change may make room in the quota: held deliveries are due at once.
-                    if a.stream_types.iter().any(|t| t == Account::STREAM_TYPE) {
-                        if let Err(e) = queue::release_held(&pool, &a.tenant).await {
+                    // Other appends concern the projector, whose progress wakes this loop.
+                    look = a.stream_types.iter().any(|t| t == Account::STREAM_TYPE)
+                        && queue::release_held(&pool, &a.tenant).await.inspect_err(|e| {
                             tracing::warn!(error = %e, "could not release held webhook deliveries");
-                        }
-                    }
+                        }).is_ok_and(|n| n > 0);
                 }
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Ok(Some(at)) = done {
@@ -195,6 +186,37 @@ impl Deliverer {
         }
         // Attempts end within their timeout; let them record what they got.
         while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Deliver `claimed`, then, while they succeed, the next deliveries of the same webhook and
+    /// line, in order. Returns when the worker should look again: the earliest retry or recheck
+    /// this scheduled.
+    async fn lane(self, mut claimed: Claimed, shutdown: CancellationToken) -> Option<chrono::DateTime<Utc>> {
+        loop {
+            let (webhook_id, line_key) = (claimed.webhook_id.clone(), claimed.line_key.clone());
+            match self.attempt(claimed, true).await {
+                Ok(report) if report.delivered => {}
+                Ok(report) => return report.next_attempt_at,
+                Err(RetryError::Held { .. }) => return Some(Utc::now() + self.config.held_recheck),
+                Err(RetryError::InFlight | RetryError::NotFound) => return None,
+                Err(e) => {
+                    tracing::error!(error = ?e, "webhook delivery attempt failed");
+                    return None;
+                }
+            }
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let pool = self.store.pool();
+            match queue::claim_next_in_lane(pool, &self.config.node, self.config.lease(), &webhook_id, &line_key).await {
+                Ok(Some(next)) => claimed = next,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not claim the next webhook delivery of a line");
+                    return None;
+                }
+            }
+        }
     }
 
     /// One attempt of a claimed delivery: charge it if it was never sent, sign and send it, record

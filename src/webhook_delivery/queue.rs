@@ -20,6 +20,8 @@ use std::time::Duration;
 pub struct Claimed {
     pub delivery_id: String,
     pub webhook_id: String,
+    /// The line the event is about: deliveries of one webhook and line go out in order.
+    pub line_key: String,
     pub account_id: String,
     pub event_id: String,
     pub event_type: String,
@@ -32,7 +34,7 @@ pub struct Claimed {
     pub secret_sealed: String,
 }
 
-const RETURNING: &str = "RETURNING d.delivery_id, d.webhook_id, d.account_id, d.event_id, d.event_type, d.body, d.attempts, \
+const RETURNING: &str = "RETURNING d.delivery_id, d.webhook_id, d.line_key, d.account_id, d.event_id, d.event_type, d.body, d.attempts, \
      d.billable, d.charged_cycle IS NOT NULL AS charged, w.url, w.secret_sealed";
 
 /// The SET clause of a claim, with the placeholders of the node and the lease's seconds.
@@ -48,27 +50,70 @@ fn claim(node: &str, lease_secs: &str) -> String {
 /// same webhook and line is in flight or not yet tried, so each line's events arrive in the log's
 /// order; one waiting for a retry does not hold the others back.
 pub async fn claim_due(pool: &PgPool, node: &str, lease: Duration, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "WITH due AS ( \
-             SELECT d.delivery_id FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id \
+    sqlx::query_as(&CLAIM_DUE).bind(limit).bind(node).bind(lease.as_secs_f64()).fetch_all(pool).await
+}
+
+/// Claim the next delivery of one webhook and line, if it may go now (see [`claim_due`]): a
+/// worker that has just delivered one event of a line goes on with the line's next, without
+/// searching the whole queue.
+pub async fn claim_next_in_lane(
+    pool: &PgPool,
+    node: &str,
+    lease: Duration,
+    webhook_id: &str,
+    line_key: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(&CLAIM_IN_LANE)
+        .bind(1_i64)
+        .bind(node)
+        .bind(lease.as_secs_f64())
+        .bind(webhook_id)
+        .bind(line_key)
+        .fetch_optional(pool)
+        .await
+}
+
+static CLAIM_DUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(claim_due_sql);
+
+/// The lane's first unfinished delivery, if it is due: one index probe. Not SKIP LOCKED: a locked
+/// head is being claimed by someone else, and skipping it would send the next one out of order.
+static CLAIM_IN_LANE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH head AS ( \
+             SELECT d.delivery_id FROM webhook_deliveries d \
+             WHERE d.webhook_id = $4 AND d.line_key = $5 AND d.state IN ('pending', 'held', 'in_flight') \
+             ORDER BY d.seq LIMIT $1 FOR UPDATE) \
+         UPDATE webhook_deliveries d {} FROM head, webhooks w \
+         WHERE d.delivery_id = head.delivery_id AND w.webhook_id = d.webhook_id AND w.enabled \
+           AND d.state IN ('pending', 'held') AND d.next_attempt_at <= now() {RETURNING}",
+        claim("$2", "$3")
+    )
+});
+
+fn claim_due_sql() -> String {
+    // `blocking`: per webhook and line, the first delivery that later ones must wait for (one in
+    // flight, or one never tried). Deliveries up to it may go (those before it wait for a retry).
+    // MATERIALIZED: computed once per claim, never again for each candidate row (which a plan
+    // made on stale statistics would otherwise do, quadratically in the queue's length).
+    format!(
+        "WITH blocking AS MATERIALIZED ( \
+             SELECT d.webhook_id, d.line_key, min(d.seq) AS seq FROM webhook_deliveries d \
+             WHERE d.state = 'in_flight' OR (d.state IN ('pending', 'held') AND d.attempts = 0) \
+             GROUP BY d.webhook_id, d.line_key), \
+         due AS ( \
+             SELECT d.delivery_id FROM webhook_deliveries d \
+             JOIN webhooks w ON w.webhook_id = d.webhook_id \
+             LEFT JOIN blocking b ON b.webhook_id = d.webhook_id AND b.line_key = d.line_key \
              WHERE w.enabled \
                AND ((d.state IN ('pending', 'held') AND d.next_attempt_at <= now()) \
                     OR (d.state = 'in_flight' AND d.lease_until < now())) \
-               AND NOT EXISTS ( \
-                   SELECT 1 FROM webhook_deliveries e \
-                   WHERE e.webhook_id = d.webhook_id AND e.line_key = d.line_key AND e.seq < d.seq \
-                     AND (e.state = 'in_flight' OR (e.state IN ('pending', 'held') AND e.attempts = 0))) \
+               AND (b.seq IS NULL OR d.seq <= b.seq) \
              ORDER BY d.seq LIMIT $1 \
              FOR UPDATE OF d SKIP LOCKED) \
          UPDATE webhook_deliveries d {} FROM due, webhooks w \
          WHERE d.delivery_id = due.delivery_id AND w.webhook_id = d.webhook_id {RETURNING}",
         claim("$2", "$3")
-    ))
-    .bind(limit)
-    .bind(node)
-    .bind(lease.as_secs_f64())
-    .fetch_all(pool)
-    .await
+    )
 }
 
 /// Why one delivery could not be claimed for a manual retry.
@@ -133,7 +178,7 @@ pub async fn claim_test(
                  now() + make_interval(secs => $3), now(), now() \
              FROM webhooks w WHERE w.webhook_id = $5 AND w.account_id = $1 \
              RETURNING *) \
-         SELECT d.delivery_id, d.webhook_id, d.account_id, d.event_id, d.event_type, d.body, d.attempts, d.billable, \
+         SELECT d.delivery_id, d.webhook_id, d.line_key, d.account_id, d.event_id, d.event_type, d.body, d.attempts, d.billable, \
              false AS charged, w.url, w.secret_sealed FROM d JOIN webhooks w ON w.webhook_id = d.webhook_id",
     )
     .bind(account_id)
