@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod http;
 pub mod maintenance;
+pub mod mcp;
 pub mod media;
 pub mod net;
 pub mod secrets;

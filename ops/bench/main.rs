@@ -302,7 +302,10 @@ async fn main() -> anyhow::Result<()> {
     //    Latency is from the event's time in the log to its arrival at the receiver.
     let (receiver_url, arrivals) = receiver().await?;
     let (status, _) = {
-        let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(&key).json(&json!({"url": receiver_url, "events": ["message.received"]}));
+        let r = http
+            .post(format!("{base}/v1/webhooks"))
+            .bearer_auth(&key)
+            .json(&json!({"url": receiver_url, "events": ["message.received"]}));
         let r = r.send().await?;
         (r.status(), r.bytes().await?)
     };
@@ -317,7 +320,9 @@ async fn main() -> anyhow::Result<()> {
                 line_id: line.clone(),
                 from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
                 engine_message_id: format!("3EB0BENCH{i:08}"),
-                content: domain::message::Content::Text { text: domain::message::MessageText::parse("Pedido confirmado").unwrap() },
+                content: domain::message::Content::Text {
+                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
+                },
                 quoted_engine_message_id: None,
             };
             wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();
@@ -325,7 +330,12 @@ async fn main() -> anyhow::Result<()> {
     };
     measure("(appending the inbound messages)", n, concurrency, receive).await;
     let arrived = wait_for_arrivals(&arrivals, n, Duration::from_secs(600)).await;
-    rows.push(Figures { name: "webhooks, 1 line: append → POST received", ops: n, elapsed: started.elapsed(), latencies: arrived });
+    rows.push(Figures {
+        name: "webhooks, 1 line: append → POST received",
+        ops: n,
+        elapsed: started.elapsed(),
+        latencies: arrived,
+    });
 
     // The same over the other accounts' lines, each with its own webhook: lines go in parallel
     // (one line's events go out one at a time, in order).
@@ -345,7 +355,9 @@ async fn main() -> anyhow::Result<()> {
                 line_id: line.clone(),
                 from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
                 engine_message_id: format!("3EB0MANY{i:08}"),
-                content: domain::message::Content::Text { text: domain::message::MessageText::parse("Pedido confirmado").unwrap() },
+                content: domain::message::Content::Text {
+                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
+                },
                 quoted_engine_message_id: None,
             };
             wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();

@@ -27,6 +27,9 @@ pub struct Config {
     pub allow_private_urls: bool,
     pub line_send_interval_ms: u64,
     pub line_send_jitter_ms: u64,
+    /// Host names (or host:port) the MCP endpoint answers to: a list, or a comma-separated string
+    /// (BRIDGE_PUBLIC_HOSTS=bridge.example.com,api.example.com).
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub public_hosts: Vec<String>,
     pub node_id: String,
     pub line_lease_secs: u64,
@@ -162,4 +165,33 @@ fn describe(error: figment::Error) -> String {
         out.push_str(&format!("\n  - {key}: {} (from {source})", e.kind));
     }
     out
+}
+
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Hosts {
+        List(Vec<String>),
+        Text(String),
+    }
+    let hosts = match Hosts::deserialize(deserializer)? {
+        Hosts::List(list) => list,
+        Hosts::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_hosts_take_a_list_or_a_comma_separated_string() {
+        let with = |value: figment::value::Value| -> Config {
+            Figment::from(Toml::string(DEFAULTS)).merge(("public_hosts", value)).extract().unwrap()
+        };
+        let from_env = with("bridge.example.com, api.example.com:8443".into());
+        assert_eq!(from_env.public_hosts, ["bridge.example.com", "api.example.com:8443"]);
+        assert_eq!(Config::defaults().public_hosts, ["localhost", "127.0.0.1"]);
+    }
 }

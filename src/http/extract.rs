@@ -21,6 +21,7 @@ pub struct AnyTenant {
 }
 
 /// A caller with a valid key and an active subscription.
+#[derive(Clone)]
 pub struct Tenant {
     pub identity: Arc<Identity>,
     pub request_id: Option<String>,

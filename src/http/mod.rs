@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/bridge/v1", api.clone())
         .nest("/v1", api)
+        .merge(crate::mcp::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

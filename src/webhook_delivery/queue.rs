@@ -34,7 +34,8 @@ pub struct Claimed {
     pub secret_sealed: String,
 }
 
-const RETURNING: &str = "RETURNING d.delivery_id, d.webhook_id, d.line_key, d.account_id, d.event_id, d.event_type, d.body, d.attempts, \
+const RETURNING: &str =
+    "RETURNING d.delivery_id, d.webhook_id, d.line_key, d.account_id, d.event_id, d.event_type, d.body, d.attempts, \
      d.billable, d.charged_cycle IS NOT NULL AS charged, w.url, w.secret_sealed";
 
 /// The SET clause of a claim, with the placeholders of the node and the lease's seconds.
