@@ -53,7 +53,7 @@ async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_a
         .unwrap()
         .to_owned();
 
-    let (mut first, base, _) = serve(&db).await;
+    let (mut first, base, first_log) = serve(&db).await;
     let http = reqwest::Client::new();
     let post = |base: String, path: &'static str, body: Value| {
         let (http, key) = (http.clone(), key.clone());
@@ -88,10 +88,12 @@ async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_a
         assert_eq!(status, StatusCode::OK);
     }
     // Kill it (no graceful shutdown) once some, but not all, have gone out.
-    db.await_condition("the first sends go out", Duration::from_secs(20), || async {
-        count(&db, "SELECT count(*) FROM sim_deliveries").await >= 2
-    })
-    .await;
+    let first_sent = db
+        .condition_within(Duration::from_secs(20), || async { count(&db, "SELECT count(*) FROM sim_deliveries").await >= 2 })
+        .await;
+    if !first_sent {
+        panic!("the first sends did not go out; state: {}\nserver's log:\n{}", diagnose(&db).await, log_tail(&first_log));
+    }
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let before_restart = count(&db, "SELECT count(*) FROM sim_deliveries").await;
@@ -105,12 +107,10 @@ async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_a
         })
         .await;
     if !all_sent {
-        let log = std::fs::read_to_string(&second_log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
         panic!(
             "not everything was sent after the restart; state: {}\nrestarted server's log:\n{}",
             diagnose(&db).await,
-            tail.join("\n")
+            log_tail(&second_log)
         );
     }
     second.start_kill().unwrap();
@@ -216,6 +216,41 @@ async fn an_attempt_recorded_before_a_crash_is_retried_under_the_same_whatsapp_i
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_receipt_that_arrives_before_the_send_is_recorded_does_not_leave_the_message_queued() {
+    use wazion_bridge::commands::messages::{dispatch_step, receipt};
+    use wazion_bridge::dispatch::lease;
+    let mut app = TestApp::spawn().await;
+    let (account_id, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000321").await;
+    let store = app.server.as_ref().unwrap().state.store.clone();
+    let plans = app.server.as_ref().unwrap().state.plans.clone();
+    app.stop_server().await;
+
+    // The dispatcher announced the attempt and the network delivered it; the recipient's receipt
+    // is recorded before the dispatcher records the send.
+    let line_id = domain::ids::LineId::parse(&line).unwrap();
+    let account = domain::ids::AccountId::parse(&account_id).unwrap();
+    let guard = lease::acquire(store.pool(), &line_id, "node-a", Duration::from_secs(60)).await.unwrap().unwrap();
+    let message_id = queue_text(&store, &plans, &account, &line_id, "raced").await;
+    let started = domain::message::MessageCommand::StartDispatch { engine_message_id: "3EB0RACE".into() };
+    dispatch_step(&store, &guard, &message_id, started).await.unwrap();
+    let engine = wazion_bridge::store::Metadata::new(wazion_bridge::store::Actor::Engine { line_id: line.clone() });
+    receipt(&store, &engine, &message_id, domain::message::MessageStatus::Delivered).await.unwrap();
+    let sent = domain::message::MessageCommand::MarkSent { engine_message_id: "3EB0RACE".into() };
+    let recorded = dispatch_step(&store, &guard, &message_id, sent).await.unwrap();
+    assert!(recorded.is_empty(), "the send was already recorded by the receipt");
+
+    let types: Vec<String> = sqlx::query_scalar("SELECT event_type FROM events WHERE stream_id = $1 ORDER BY global_position")
+        .bind(message_id.as_str())
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(types, ["message.queued", "message.dispatch_started", "message.sent", "message.delivered"]);
+    assert_eq!(count(&app.db, "SELECT count(*) FROM dispatch_queue").await, 0, "the line's queue is not stuck behind it");
+    app.shutdown().await;
+}
+
 /// Queue a text from `line` to +34600000312 through the library, as a node would.
 async fn queue_text(
     store: &wazion_bridge::store::EventStore,
@@ -238,6 +273,13 @@ async fn queue_text(
         panic!("queued")
     };
     domain::ids::MessageId::parse(body["message_id"].as_str().unwrap()).unwrap()
+}
+
+/// The last 40 lines of a server's log, for a failure message.
+fn log_tail(path: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    tail.join("\n")
 }
 
 /// What the queue, the lease and the database's sessions look like, for a failure message.

@@ -348,6 +348,12 @@ impl Aggregate for Message {
             (MessageCommand::MarkSent { engine_message_id }, s) if s.status == Queued => {
                 Ok(vec![MessageEvent::Sent { engine_message_id }])
             }
+            // A receipt recorded the send first (see `Receipt` below): nothing left to record.
+            (MessageCommand::MarkSent { .. } | MessageCommand::MarkFailed { .. }, s)
+                if matches!(s.status, Sent | Delivered | Read) =>
+            {
+                Ok(vec![])
+            }
             (MessageCommand::MarkFailed { reason }, s) if s.status == Queued => Ok(vec![MessageEvent::Failed { reason }]),
             (MessageCommand::StartDispatch { .. } | MessageCommand::MarkSent { .. } | MessageCommand::MarkFailed { .. }, _) => {
                 Err(MessageError::NotDispatchable)
@@ -357,7 +363,17 @@ impl Aggregate for Message {
                 if s.status == Failed || status <= s.status || !matches!(status, Delivered | Read) {
                     return Ok(vec![]);
                 }
-                Ok(vec![if status == Delivered { MessageEvent::Delivered {} } else { MessageEvent::Read {} }])
+                let mut events = Vec::with_capacity(2);
+                if s.status == Queued {
+                    // The recipient acknowledged a message whose send the dispatcher has not
+                    // recorded yet (the receipt won the race with that record): it was sent, under
+                    // the id its dispatch announced. Without this the message would be delivered
+                    // but still queued, and its line's queue stuck behind it.
+                    let Some(engine_message_id) = s.engine_message_id.clone() else { return Ok(vec![]) };
+                    events.push(MessageEvent::Sent { engine_message_id });
+                }
+                events.push(if status == Delivered { MessageEvent::Delivered {} } else { MessageEvent::Read {} });
+                Ok(events)
             }
             (MessageCommand::Queue(_) | MessageCommand::Receive(_), _) => unreachable!("handled above"),
         }
@@ -466,5 +482,24 @@ mod tests {
         assert_eq!(given_when(&read, MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
         let failed = [queued(), MessageEvent::Failed { reason: "x".into() }];
         assert_eq!(given_when(&failed, MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_receipt_that_beats_the_dispatchers_record_records_the_send_and_the_record_is_then_a_no_op() {
+        let started = [queued(), MessageEvent::DispatchStarted { attempt: 1, engine_message_id: "A".into() }];
+        assert_eq!(
+            given_when(&started, MessageCommand::Receipt { status: MessageStatus::Delivered }),
+            Ok(vec![MessageEvent::Sent { engine_message_id: "A".into() }, MessageEvent::Delivered {}])
+        );
+        let delivered = [
+            started[0].clone(),
+            started[1].clone(),
+            MessageEvent::Sent { engine_message_id: "A".into() },
+            MessageEvent::Delivered {},
+        ];
+        assert_eq!(given_when(&delivered, MessageCommand::MarkSent { engine_message_id: "A".into() }), Ok(vec![]));
+        assert_eq!(given_when(&delivered, MessageCommand::MarkFailed { reason: "timeout".into() }), Ok(vec![]));
+        // Never dispatched: the network cannot have it.
+        assert_eq!(given_when(&[queued()], MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
     }
 }
