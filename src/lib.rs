@@ -1,5 +1,6 @@
 //! WAzion Bridge: an event-sourced WhatsApp API gateway. The binary is `bridge` (see `cli`).
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod commands;

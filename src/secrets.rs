@@ -18,6 +18,8 @@ pub const WEBHOOK_SECRET_PREFIX: &str = "wzb_whsec_";
 
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// Signs the audit digests of the event log (derived, so the master key itself signs nothing).
+    audit_key: [u8; 32],
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -39,7 +41,15 @@ fn decode_key(raw: &str) -> anyhow::Result<[u8; 32]> {
 impl MasterKey {
     pub fn from_secret(secret: &Secret) -> anyhow::Result<Self> {
         let key = decode_key(secret.expose())?;
-        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)) })
+        Ok(Self {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            audit_key: derive(&key, b"wazion-bridge/audit-digest/v1"),
+        })
+    }
+
+    /// The key that signs audit digests.
+    pub fn audit_key(&self) -> &[u8; 32] {
+        &self.audit_key
     }
 
     /// The configured key, or the development key of the data directory (made on first use).
@@ -88,6 +98,14 @@ impl MasterKey {
             .map_err(|_| anyhow!("a sealed secret does not open with this master key"))?;
         Ok(Secret::new(String::from_utf8(plain)?))
     }
+}
+
+/// A key for one purpose, derived from the master key (HMAC-SHA256 of the purpose's label).
+fn derive(master: &[u8; 32], label: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
 }
 
 /// A new webhook signing secret: `wzb_whsec_` and 40 base62 characters.

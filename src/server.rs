@@ -102,6 +102,12 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     });
 
     let master_key = Arc::new(crate::secrets::MasterKey::load(&config)?);
+    tasks.spawn(crate::audit::digest::run(
+        pool.clone(),
+        *master_key.audit_key(),
+        Duration::from_secs(config.audit_digest_interval_secs),
+        shutdown.clone(),
+    ));
     let deliverer = crate::webhook_delivery::Deliverer::new(
         store.clone(),
         plans.clone(),

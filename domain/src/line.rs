@@ -5,6 +5,7 @@ use crate::event::DomainEvent;
 use crate::ids::{AccountId, LineId};
 use crate::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,15 +75,36 @@ pub enum LineCommand {
 pub enum LineEvent {
     #[serde(rename = "line.created")]
     Created { line_id: LineId, account_id: AccountId, engine: EngineKind },
+    /// Schema 2 added `jid`, the WhatsApp identity the engine linked (a real engine reports its
+    /// device's jid; the sim, a phone's personal jid). Schema 1 rows are upcast on reading.
     #[serde(rename = "line.connected")]
-    Connected { phone: PhoneNumber },
+    Connected { phone: PhoneNumber, jid: String },
     #[serde(rename = "line.disconnected")]
     Disconnected { reason: String },
     #[serde(rename = "line.logged_out")]
     LoggedOut {},
 }
 
-impl DomainEvent for LineEvent {}
+impl DomainEvent for LineEvent {
+    fn schema_version(&self) -> i32 {
+        match self {
+            LineEvent::Connected { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcast(event_type: &str, schema_version: i32, mut payload: Value) -> Value {
+        // line.connected 1 → 2: the lines linked before engines reported a jid were all linked
+        // by the phone's own account, whose jid is the phone's personal jid.
+        if event_type == "line.connected" && schema_version < 2 {
+            let jid = payload.get("phone").and_then(Value::as_str).and_then(|p| PhoneNumber::parse(p).ok()).map(|p| p.jid());
+            if let (Some(object), Some(jid)) = (payload.as_object_mut(), jid) {
+                object.entry("jid").or_insert(Value::String(jid));
+            }
+        }
+        payload
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LineError {
@@ -137,7 +159,7 @@ impl Aggregate for Line {
                 (Connected, Some(p)) if *p == phone => Ok(vec![]),
                 // A linked line belongs to its number: another phone cannot take it over.
                 (_, Some(p)) if *p != phone => Err(LineError::LinkedToAnother(p.clone())),
-                _ => Ok(vec![LineEvent::Connected { phone }]),
+                _ => Ok(vec![LineEvent::Connected { jid: phone.jid(), phone }]),
             },
             (LineCommand::Disconnect { reason }, l) => match l.status {
                 Connected => Ok(vec![LineEvent::Disconnected { reason }]),
@@ -158,7 +180,7 @@ impl Aggregate for Line {
                     phone: None,
                 })
             }
-            (LineEvent::Connected { phone }, Some(l)) => {
+            (LineEvent::Connected { phone, .. }, Some(l)) => {
                 l.status = LineStatus::Connected;
                 l.phone = Some(phone.clone());
             }
@@ -185,25 +207,39 @@ mod tests {
         PhoneNumber::parse(p).unwrap()
     }
 
+    fn connected(p: &str) -> LineEvent {
+        LineEvent::Connected { phone: phone(p), jid: phone(p).jid() }
+    }
+
+    #[test]
+    fn a_connected_event_of_schema_1_is_upcast_with_the_phones_jid() {
+        let stored = serde_json::json!({"phone": "+34600000001"});
+        let event = LineEvent::from_stored("line.connected", 1, stored).unwrap();
+        assert_eq!(event, connected("+34600000001"));
+        let (event_type, payload) = event.to_stored();
+        assert_eq!((event_type.as_str(), event.schema_version()), ("line.connected", 2));
+        assert_eq!(payload["jid"], "34600000001@s.whatsapp.net");
+        // Without the upcast, the old shape does not decode.
+        assert!(
+            serde_json::from_value::<LineEvent>(serde_json::json!({"type": "line.connected", "phone": "+34600000001"})).is_err()
+        );
+    }
+
     fn given_when(events: &[LineEvent], command: LineCommand) -> Result<Vec<LineEvent>, LineError> {
         Line::from_events(events).decide(command, &())
     }
 
     #[test]
     fn a_scan_connects_a_pending_line_to_the_scanning_phone() {
-        let connected = given_when(&[created()], LineCommand::Connect { phone: phone("+34600000001") });
-        assert_eq!(connected, Ok(vec![LineEvent::Connected { phone: phone("+34600000001") }]));
-        let line = Line::from_events(&[created(), LineEvent::Connected { phone: phone("+34600000001") }]);
+        let decided = given_when(&[created()], LineCommand::Connect { phone: phone("+34600000001") });
+        assert_eq!(decided, Ok(vec![connected("+34600000001")]));
+        let line = Line::from_events(&[created(), connected("+34600000001")]);
         assert_eq!(line.line.unwrap().status, LineStatus::Connected);
     }
 
     #[test]
     fn a_disconnected_line_reconnects_only_to_its_own_number() {
-        let history = [
-            created(),
-            LineEvent::Connected { phone: phone("+34600000001") },
-            LineEvent::Disconnected { reason: "network".into() },
-        ];
+        let history = [created(), connected("+34600000001"), LineEvent::Disconnected { reason: "network".into() }];
         assert!(given_when(&history, LineCommand::Connect { phone: phone("+34600000001") }).is_ok());
         assert_eq!(
             given_when(&history, LineCommand::Connect { phone: phone("+34600000002") }),

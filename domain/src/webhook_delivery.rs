@@ -161,7 +161,7 @@ pub fn line_status_data(line_id: &str, event: &LineEvent, phone: Option<&PhoneNu
         LineEvent::Created { .. } => return None,
     };
     let phone = match event {
-        LineEvent::Connected { phone } => Some(phone),
+        LineEvent::Connected { phone, .. } => Some(phone),
         _ => phone,
     };
     let mut data = json!({

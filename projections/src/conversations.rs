@@ -53,6 +53,10 @@ impl Projection for Messages {
         "messages"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_messages"]
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
             if event.stream_type == Chat::STREAM_TYPE {
@@ -172,6 +176,10 @@ pub struct Chats;
 impl Projection for Chats {
     fn name(&self) -> &'static str {
         "chats"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_chats"]
     }
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {

@@ -12,6 +12,7 @@ pub mod lines;
 pub mod log;
 pub mod messaging;
 pub mod notify;
+pub mod rebuild;
 pub mod runtime;
 pub mod webhook_deliveries;
 pub mod webhooks;
@@ -37,6 +38,13 @@ pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProjectionErro
 pub trait Projection: Send + Sync + 'static {
     /// A stable name: the checkpoint's key and the advisory lock's seed.
     fn name(&self) -> &'static str;
+
+    /// The tables the projection writes and nothing else does: what a rebuild builds anew. Empty
+    /// for a projection that cannot be rebuilt from the log alone (one whose rows record what was
+    /// done in the world, such as the webhook delivery queue).
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Fold one event. Runs inside the caller's transaction; events the projection does not care
     /// about are ignored.

@@ -31,7 +31,7 @@ impl Projection for Lines {
                     .execute(conn)
                     .await?;
                 }
-                LineEvent::Connected { phone } => {
+                LineEvent::Connected { phone, .. } => {
                     sqlx::query(
                         "UPDATE lines SET status = 'connected', phone = $2, connected_at = $3, updated_at = $3 WHERE line_id = $1",
                     )

@@ -55,13 +55,33 @@ pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint A
 
 /// Up to `limit` events after `after`, in log order, that no running transaction can precede.
 pub async fn read_after<'c>(conn: impl PgExecutor<'c>, after: LogPosition, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
-         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position LIMIT $3"
-    );
-    sqlx::query_as(&sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit).fetch_all(conn).await
+    read_between(conn, after, None, limit).await
+}
+
+/// Like [`read_after`], but never past `upto` (inclusive) when it is given.
+pub async fn read_between<'c>(
+    conn: impl PgExecutor<'c>,
+    after: LogPosition,
+    upto: Option<LogPosition>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND ($4::text IS NULL OR (transaction_id, global_position) <= ($4::text::xid8, $5)) \
+             ORDER BY transaction_id, global_position LIMIT $3"
+        )
+    });
+    sqlx::query_as(&SQL)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(upto.map(|p| p.transaction_id.to_string()))
+        .bind(upto.map_or(0, |p| p.global_position))
+        .fetch_all(conn)
+        .await
 }
 
 /// Every event of one stream, in stream order.

@@ -7,7 +7,7 @@
 //! checkpoint written in one transaction, so a batch that fails or is interrupted is re-run whole
 //! and no event is ever applied twice.
 
-use crate::log::{read_after, LogPosition};
+use crate::log::{read_between, LogPosition};
 use crate::{Projection, ProjectionError};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 const LOCK_CLASS: i32 = 0x5742_0001;
 
 /// A stable 32-bit key per projection name (FNV-1a), the second half of its advisory lock.
-fn lock_key(name: &str) -> i32 {
+pub(crate) fn lock_key(name: &str) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h ^= u32::from(b);
@@ -147,13 +147,16 @@ async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Err
     sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)").bind(LOCK_CLASS).bind(lock_key(name)).fetch_one(conn).await
 }
 
-/// The projection's checkpoint (the start of the log if it has none).
+/// The projection's checkpoint (the start of the log if it has none), locked until the caller's
+/// transaction ends. Every batch takes this lock first, which is how a rebuild pauses the live
+/// runner for the moment it switches tables (see [`crate::rebuild`]).
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
     Ok(row.map_or(LogPosition::START, |(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
 }
 
@@ -172,9 +175,21 @@ pub async fn apply_batch(
     projection: &dyn Projection,
     batch_size: i64,
 ) -> Result<Applied, ProjectionError> {
+    apply_batch_to(conn, projection, projection.name(), None, batch_size).await
+}
+
+/// [`apply_batch`] with the checkpoint kept under `checkpoint_name`, and never past `upto`. Inside
+/// a transaction already open on `conn`, the batch is a savepoint of it.
+pub async fn apply_batch_to(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    checkpoint_name: &str,
+    upto: Option<LogPosition>,
+    batch_size: i64,
+) -> Result<Applied, ProjectionError> {
     let mut tx = conn.begin().await?;
-    let from = checkpoint(&mut tx, projection.name()).await?;
-    let events = read_after(&mut *tx, from, batch_size).await?;
+    let from = checkpoint(&mut tx, checkpoint_name).await?;
+    let events = read_between(&mut *tx, from, upto, batch_size).await?;
     let Some(last) = events.last().map(|e| e.position()) else {
         // End the transaction now: a dropped one is only rolled back on the connection's next
         // use, and until then it sits "idle in transaction" holding a snapshot.
@@ -190,7 +205,7 @@ pub async fn apply_batch(
          ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
              global_position = EXCLUDED.global_position, updated_at = now()",
     )
-    .bind(projection.name())
+    .bind(checkpoint_name)
     .bind(last.transaction_id.to_string())
     .bind(last.global_position)
     .execute(&mut *tx)

@@ -41,7 +41,7 @@ impl Projection for WebhookDeliveries {
 async fn line(conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
     let line_event = event.decode::<LineEvent>()?;
     let phone: Option<String> = match &line_event {
-        LineEvent::Connected { phone } => {
+        LineEvent::Connected { phone, .. } => {
             sqlx::query(
                 "INSERT INTO webhook_line_phones (line_id, phone) VALUES ($1, $2) ON CONFLICT (line_id) DO UPDATE SET phone = $2",
             )

@@ -1,6 +1,10 @@
 //! The `bridge` command: `serve`, `migrate`, and the operator commands. With `--json` a command
 //! prints exactly one JSON object on stdout (scripts rely on the field names); logs go to stderr.
 
+mod audit;
+mod progress;
+mod projections;
+
 use crate::commands::{accounts, keys, CommandError};
 use crate::config::{Config, LogFormat};
 use crate::db;
@@ -36,9 +40,15 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Inspect the asynchronous projections.
+    /// Inspect, rebuild and verify the asynchronous projections.
     #[command(subcommand)]
-    Projections(ProjectionsCommand),
+    Projections(projections::ProjectionsCommand),
+    /// For auditors: verify the log's integrity, replay an account's history, its past state.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// For billing: usage per account and billing cycle.
+    #[command(subcommand)]
+    Usage(audit::UsageCommand),
     /// Drive the simulated WhatsApp network.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -133,12 +143,6 @@ enum KeysCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum ProjectionsCommand {
-    /// Each projection's checkpoint, lag and whether a runner is active.
-    Status(JsonFlag),
-}
-
 /// `30s`, `15m`, `24h`, `7d`, or a bare number of seconds.
 fn parse_duration(value: &str) -> Result<chrono::Duration, String> {
     let value = value.trim();
@@ -167,7 +171,7 @@ pub fn main() -> ExitCode {
     init_tracing(&config, matches!(cli.command, Command::Serve { .. }));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -203,7 +207,7 @@ fn print(json_out: bool, value: Value, text: impl FnOnce() -> String) {
     }
 }
 
-async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let database = db::open(&config).await?;
     let pool = database.pool.clone();
     let is_serve = matches!(cli.command, Command::Serve { .. });
@@ -227,31 +231,24 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await?,
         Command::Keys(command) => keys_command(command, &store, &pool).await?,
         Command::Sim(SimCommand::Scan { line_id, phone, out }) => sim_scan(&store, &line_id, &phone, out).await?,
-        Command::Projections(ProjectionsCommand::Status(out)) => {
-            let names: Vec<&str> = crate::server::async_projections().iter().map(|p| p.name()).collect();
-            let status = projections::runtime::status(&pool, &names).await?;
-            print(out.json, json!({"projections": status}), || {
-                if status.is_empty() {
-                    return "no asynchronous projections".into();
-                }
-                status
-                    .iter()
-                    .map(|s| {
-                        format!(
-                            "{:<20} position {:>10}  lag {:>8}  {}",
-                            s.name,
-                            s.checkpoint.global_position,
-                            s.lag,
-                            if s.active { "active" } else { "idle" }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+        Command::Projections(command) => {
+            let code = projections::run(command, &pool).await?;
+            drop(database);
+            return Ok(code);
+        }
+        Command::Audit(command) => {
+            let code = audit::audit(command, &config, &pool).await?;
+            drop(database);
+            return Ok(code);
+        }
+        Command::Usage(command) => {
+            let code = audit::usage(command, &plans, &pool).await?;
+            drop(database);
+            return Ok(code);
         }
     }
     drop(database);
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(

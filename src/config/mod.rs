@@ -43,6 +43,11 @@ pub struct Config {
     /// Seals webhook secrets (BRIDGE_MASTER_KEY): 32 bytes, hex or base64.
     #[serde(default)]
     pub master_key: Option<Secret>,
+    /// Guards the operator HTTP API (BRIDGE_OPERATOR_TOKEN); without one that API is off.
+    #[serde(default)]
+    pub operator_token: Option<Secret>,
+    /// How often the server signs a digest of the event log's stream heads.
+    pub audit_digest_interval_secs: u64,
     pub database: DatabaseConfig,
     pub webhooks: WebhooksConfig,
     pub plans: BTreeMap<String, PlanLimits>,
@@ -112,6 +117,12 @@ impl Config {
         }
         if let Some(key) = &self.master_key {
             crate::secrets::MasterKey::from_secret(key).context("BRIDGE_MASTER_KEY")?;
+        }
+        if self.audit_digest_interval_secs == 0 {
+            bail!("audit_digest_interval_secs must be positive");
+        }
+        if self.operator_token.as_ref().is_some_and(|t| t.expose().len() < 32) {
+            bail!("BRIDGE_OPERATOR_TOKEN must be at least 32 characters");
         }
         if self.line_lease_secs < 2 {
             bail!("line_lease_secs must be at least 2");

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod openapi;
+pub mod operator;
 pub mod request_id;
 pub mod v1;
 
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/bridge/v1", api.clone())
         .nest("/v1", api)
+        .nest("/operator/v1", operator::router())
         .merge(crate::mcp::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

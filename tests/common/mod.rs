@@ -227,6 +227,7 @@ impl TestApp {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
             .args(args)
             .env("DATABASE_URL", &self.db.url)
+            .env("BRIDGE_MASTER_KEY", TEST_MASTER_KEY)
             .env_remove("BRIDGE_CONFIG")
             .env("BRIDGE_LOG", "warn")
             .output()
@@ -346,10 +347,13 @@ pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process
     (child, format!("http://{addr}"), log)
 }
 
+/// The master key of every test server and CLI run (so no key file is written).
+pub const TEST_MASTER_KEY: &str = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e";
+
 /// The embedded defaults, with a fixed master key (no key file is written).
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
-    config.master_key = Some(wazion_bridge::config::Secret::new("7e".repeat(32)));
+    config.master_key = Some(wazion_bridge::config::Secret::new(TEST_MASTER_KEY));
     config
 }
 

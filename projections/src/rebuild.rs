@@ -1,0 +1,334 @@
+//! Rebuilding a read model from the log while it keeps serving, and checking one against a fresh
+//! replay.
+//!
+//! A rebuild builds the projection's tables anew in a schema of their own (`rebuild_<name>`), with
+//! the same columns, constraints and index names, by running the projection from the start of the
+//! log on a connection whose `search_path` puts that schema first, so the projection's own SQL
+//! writes there unchanged. Its checkpoint is kept as `rebuild:<name>`, in the same transactions as
+//! its rows, so an interrupted rebuild resumes where it stopped. Once it has caught up, one short
+//! transaction switches: it locks the live checkpoint (every batch of the live runner takes that
+//! lock first, so the live runner waits), applies the last few events, moves the live tables out
+//! and the new ones into `public`, and hands the new checkpoint to the live runner. Readers wait
+//! for that transaction only; the old tables are dropped after it.
+//!
+//! A verification builds into a scratch schema (`verify_<name>`) up to where the live projection
+//! is, then compares the two row by row while the live runner waits.
+
+use crate::log::{head, LogPosition};
+use crate::runtime::{apply_batch_to, checkpoint, lock_key, Applied};
+use crate::{Projection, ProjectionError};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::time::Instant;
+
+/// First half of the advisory lock a rebuild or verification holds for its projection.
+const LOCK_CLASS: i32 = 0x5742_0003;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("{0} cannot be rebuilt: its rows record what was done (deliveries made), which the log alone cannot recreate")]
+    NotRebuildable(&'static str),
+    #[error("a rebuild or verification of {0} is already running")]
+    Busy(&'static str),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+impl From<sqlx::Error> for RebuildError {
+    fn from(e: sqlx::Error) -> Self {
+        RebuildError::Projection(ProjectionError::Db(e))
+    }
+}
+
+/// How far a rebuild has got, for progress displays.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Progress {
+    pub applied: u64,
+    /// Events between the start and the log's head when the rebuild started (an estimate: the
+    /// log keeps growing).
+    pub total: u64,
+    pub position: i64,
+    pub elapsed_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rebuilt {
+    pub projection: &'static str,
+    pub events: u64,
+    /// Whether an interrupted rebuild was taken up again rather than started over.
+    pub resumed: bool,
+    pub checkpoint: LogPosition,
+    pub elapsed_secs: f64,
+}
+
+/// Rows that differ between the live tables and a fresh replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub table: &'static str,
+    /// `live` (only in the live table) or `replayed` (only in the fresh replay).
+    pub side: &'static str,
+    pub row: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub projection: &'static str,
+    pub checkpoint: LogPosition,
+    pub rows_compared: i64,
+    pub differences: Vec<Difference>,
+    /// Differences beyond those listed.
+    pub more_differences: i64,
+}
+
+const MAX_LISTED_DIFFERENCES: i64 = 100;
+
+/// A connection of its own holding the rebuild lock of `projection`.
+async fn locked_connection(pool: &PgPool, name: &'static str) -> Result<PgConnection, RebuildError> {
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(lock_key(name))
+        .fetch_one(&mut conn)
+        .await?;
+    if !locked {
+        conn.close().await.ok();
+        return Err(RebuildError::Busy(name));
+    }
+    Ok(conn)
+}
+
+async fn exists(conn: &mut PgConnection, sql: &str, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(sql).bind(name).fetch_one(conn).await
+}
+
+/// Create `schema` with empty copies of the live `tables`: same columns, defaults, checks, keys
+/// and index names (index names are per schema, so they can be the same).
+async fn create_copies(conn: &mut PgConnection, schema: &str, tables: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut *conn).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut *conn).await?;
+    for table in tables {
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        // Keys and unique constraints, under their own names.
+        let constraints: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (name, definition) in constraints {
+            sqlx::query(&format!("ALTER TABLE {schema}.{table} ADD CONSTRAINT {name} {definition}")).execute(&mut *conn).await?;
+        }
+        // The other indexes, with the definition pointed at the copy.
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             WHERE i.indrelid = ('public.' || $1)::regclass \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) \
+             ORDER BY i.indexrelid",
+        )
+        .bind(table)
+        .fetch_all(&mut *conn)
+        .await?;
+        for definition in indexes {
+            let pointed = definition.replacen(&format!(" ON public.{table} "), &format!(" ON {schema}.{table} "), 1);
+            sqlx::query(&pointed).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Apply batches into the schema `conn` writes to, under `checkpoint_name`, until the log (or
+/// `upto`) is reached.
+async fn catch_up<F: FnMut(Progress)>(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    checkpoint_name: &str,
+    upto: Option<LogPosition>,
+    batch_size: i64,
+    tracker: &mut Tracker<F>,
+) -> Result<(), ProjectionError> {
+    loop {
+        let applied = apply_batch_to(conn, projection, checkpoint_name, upto, batch_size).await?;
+        tracker.batch(&applied);
+        if (applied.count as i64) < batch_size {
+            return Ok(());
+        }
+    }
+}
+
+/// Counts what a rebuild or verification applied and reports it after every batch.
+struct Tracker<F: FnMut(Progress)> {
+    started: Instant,
+    /// The estimate of what there is to apply, from the log's head when counting started.
+    total: u64,
+    applied: u64,
+    position: i64,
+    report: F,
+}
+
+impl<F: FnMut(Progress)> Tracker<F> {
+    async fn new(conn: &mut PgConnection, started: Instant, from: LogPosition, report: F) -> Result<Self, sqlx::Error> {
+        let head = head(&mut *conn).await?.map_or(0, |p| p.global_position);
+        let total = (head - from.global_position).max(0) as u64;
+        Ok(Self { started, total, applied: 0, position: from.global_position, report })
+    }
+
+    fn batch(&mut self, applied: &Applied) {
+        self.applied += applied.count as u64;
+        if let Some(last) = applied.last {
+            self.position = last.global_position;
+        }
+        (self.report)(Progress {
+            applied: self.applied,
+            total: self.total.max(self.applied),
+            position: self.position,
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+        });
+    }
+}
+
+/// The projection's tables, and a connection of its own holding its rebuild lock.
+async fn start(pool: &PgPool, projection: &dyn Projection) -> Result<(&'static [&'static str], PgConnection), RebuildError> {
+    let tables = projection.tables();
+    if tables.is_empty() {
+        return Err(RebuildError::NotRebuildable(projection.name()));
+    }
+    Ok((tables, locked_connection(pool, projection.name()).await?))
+}
+
+/// Rebuild `projection`'s tables from the log while the live ones keep serving (see the module
+/// docs). Safe to interrupt and run again: it resumes.
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+    progress: impl FnMut(Progress),
+) -> Result<Rebuilt, RebuildError> {
+    let (name, started) = (projection.name(), Instant::now());
+    let (tables, mut conn) = start(pool, projection).await?;
+    let (schema, retired, shadow_checkpoint) = (format!("rebuild_{name}"), format!("retired_{name}"), format!("rebuild:{name}"));
+    // What a run interrupted right after its switch left behind.
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {retired} CASCADE")).execute(&mut conn).await?;
+
+    let schema_exists = exists(&mut conn, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &schema).await?;
+    let checkpoint_exists =
+        exists(&mut conn, "SELECT EXISTS (SELECT 1 FROM projection_checkpoints WHERE name = $1)", &shadow_checkpoint).await?;
+    let mut tables_exist = true;
+    for table in tables {
+        let qualified = format!("{schema}.{table}");
+        tables_exist &= exists(&mut conn, "SELECT to_regclass($1) IS NOT NULL", &qualified).await?;
+    }
+    let resumed = schema_exists && checkpoint_exists && tables_exist;
+    if !resumed {
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&shadow_checkpoint).execute(&mut conn).await?;
+        create_copies(&mut conn, &schema, tables).await?;
+    }
+    // From here on, the projection's unqualified table names are the copies.
+    sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
+
+    let from = checkpoint(&mut conn, &shadow_checkpoint).await?;
+    let mut tracker = Tracker::new(&mut conn, started, from, progress).await?;
+    catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+
+    // The switch: one transaction, with the live runner waiting on its checkpoint.
+    let mut tx = conn.begin().await?;
+    sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    checkpoint(&mut tx, name).await?;
+    catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+    let new_checkpoint = checkpoint(&mut tx, &shadow_checkpoint).await?;
+    sqlx::query(&format!("CREATE SCHEMA {retired}")).execute(&mut *tx).await?;
+    for table in tables {
+        sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {retired}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public")).execute(&mut *tx).await?;
+    }
+    sqlx::query(
+        "UPDATE public.projection_checkpoints SET transaction_id = $2::text::xid8, global_position = $3, updated_at = now() \
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(new_checkpoint.transaction_id.to_string())
+    .bind(new_checkpoint.global_position)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM public.projection_checkpoints WHERE name = $1").bind(&shadow_checkpoint).execute(&mut *tx).await?;
+    tx.commit().await?;
+
+    sqlx::query(&format!("DROP SCHEMA {retired} CASCADE")).execute(&mut conn).await?;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(Rebuilt {
+        projection: name,
+        events: tracker.applied,
+        resumed,
+        checkpoint: new_checkpoint,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Replay `projection` from the start of the log into scratch tables and compare them with the
+/// live ones at the same log position. The live runner waits during the comparison; the API
+/// does not.
+pub async fn verify(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+    progress: impl FnMut(Progress),
+) -> Result<Verified, RebuildError> {
+    let (name, started) = (projection.name(), Instant::now());
+    let (tables, mut conn) = start(pool, projection).await?;
+    let (schema, scratch_checkpoint) = (format!("verify_{name}"), format!("verify:{name}"));
+    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1").bind(&scratch_checkpoint).execute(&mut conn).await?;
+    create_copies(&mut conn, &schema, tables).await?;
+    sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
+
+    // Never past the live projection, which only moves forward: up to where it is now, then, with
+    // it waiting, up to where it stopped.
+    let live_now = {
+        let mut tx = conn.begin().await?;
+        let position = checkpoint(&mut tx, name).await?;
+        tx.rollback().await?;
+        position
+    };
+    let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
+    catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, &mut tracker).await?;
+
+    let mut tx = conn.begin().await?;
+    let live = checkpoint(&mut tx, name).await?;
+    catch_up(&mut tx, projection, &scratch_checkpoint, Some(live), batch_size, &mut tracker).await?;
+    let (mut differences, mut more, mut rows_compared) = (Vec::new(), 0i64, 0i64);
+    for table in tables {
+        let compared: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM public.{table}")).fetch_one(&mut *tx).await?;
+        rows_compared += compared;
+        let rows: Vec<(String, Value, i64)> = sqlx::query_as(&format!(
+            "WITH d AS (SELECT 'live' AS side, to_jsonb(x) AS row FROM (TABLE public.{table} EXCEPT ALL TABLE {schema}.{table}) x \
+                        UNION ALL \
+                        SELECT 'replayed', to_jsonb(y) FROM (TABLE {schema}.{table} EXCEPT ALL TABLE public.{table}) y) \
+             SELECT side, row, count(*) OVER () FROM d ORDER BY row::text, side LIMIT $1"
+        ))
+        .bind((MAX_LISTED_DIFFERENCES - differences.len() as i64).max(1))
+        .fetch_all(&mut *tx)
+        .await?;
+        let room = (MAX_LISTED_DIFFERENCES as usize).saturating_sub(differences.len());
+        if let Some((_, _, all)) = rows.first() {
+            more += all - rows.len().min(room) as i64;
+        }
+        differences.extend(rows.into_iter().take(room).map(|(side, row, _)| Difference {
+            table,
+            side: if side == "live" { "live" } else { "replayed" },
+            row,
+        }));
+    }
+    tx.rollback().await?;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await?;
+    sqlx::query("DELETE FROM public.projection_checkpoints WHERE name = $1").bind(&scratch_checkpoint).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(Verified { projection: name, checkpoint: live, rows_compared, differences, more_differences: more })
+}
