@@ -46,6 +46,12 @@ pub trait Projection: Send + Sync + 'static {
         &[]
     }
 
+    /// Whether the projection runs inside each append's transaction (an inline projection) rather
+    /// than behind a checkpoint of its own.
+    fn inline(&self) -> bool {
+        false
+    }
+
     /// Fold one event. Runs inside the caller's transaction; events the projection does not care
     /// about are ignored.
     fn apply<'a>(&'a self, conn: &'a mut sqlx::PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a>;

@@ -58,30 +58,38 @@ pub async fn read_after<'c>(conn: impl PgExecutor<'c>, after: LogPosition, limit
     read_between(conn, after, None, limit).await
 }
 
-/// Like [`read_after`], but never past `upto` (inclusive) when it is given.
+/// Like [`read_after`], but up to `upto` (inclusive) when it is given: a position the caller
+/// knows to be final (below the horizon when it was read, or with appends locked out), so the
+/// horizon is not consulted again.
 pub async fn read_between<'c>(
     conn: impl PgExecutor<'c>,
     after: LogPosition,
     upto: Option<LogPosition>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    static BELOW_HORIZON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-               AND ($4::text IS NULL OR (transaction_id, global_position) <= ($4::text::xid8, $5)) \
              ORDER BY transaction_id, global_position LIMIT $3"
         )
     });
-    sqlx::query_as(&SQL)
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .bind(upto.map(|p| p.transaction_id.to_string()))
-        .bind(upto.map_or(0, |p| p.global_position))
-        .fetch_all(conn)
-        .await
+    static UP_TO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+               AND (transaction_id, global_position) <= ($4::text::xid8, $5) \
+             ORDER BY transaction_id, global_position LIMIT $3"
+        )
+    });
+    let sql: &str = if upto.is_some() { &UP_TO } else { &BELOW_HORIZON };
+    let query = sqlx::query_as(sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit);
+    let query = match upto {
+        Some(upto) => query.bind(upto.transaction_id.to_string()).bind(upto.global_position),
+        None => query,
+    };
+    query.fetch_all(conn).await
 }
 
 /// Every event of one stream, in stream order.

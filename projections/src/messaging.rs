@@ -27,6 +27,14 @@ impl Projection for UsageCounters {
         "usage_counters"
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["usage_counters"]
+    }
+
+    fn inline(&self) -> bool {
+        true
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
             let (account_id, cycle_start, metric) = match (event.stream_type.as_str(), event.event_type.as_str()) {

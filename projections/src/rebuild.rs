@@ -11,8 +11,15 @@
 //! and the new ones into `public`, and hands the new checkpoint to the live runner. Readers wait
 //! for that transaction only; the old tables are dropped after it.
 //!
+//! An inline projection (the quota counters) has no runner: appends write it in their own
+//! transactions. Its switch locks appends out instead (`LOCK TABLE events IN EXCLUSIVE MODE`,
+//! which readers pass), applies the events up to the head, now final, and swaps; appends wait for
+//! those milliseconds.
+//!
 //! A verification builds into a scratch schema (`verify_<name>`) up to where the live projection
-//! is, then compares the two row by row while the live runner waits.
+//! is, then compares the two row by row while the live runner waits. For an inline projection it
+//! finishes and compares inside one snapshot, where the live rows are exactly those of the events
+//! visible in it, and nothing waits.
 
 use crate::log::{head, LogPosition};
 use crate::runtime::{apply_batch_to, checkpoint, lock_key, Applied};
@@ -113,10 +120,10 @@ async fn create_copies(conn: &mut PgConnection, schema: &str, tables: &[&str]) -
         ))
         .execute(&mut *conn)
         .await?;
-        // Keys and unique constraints, under their own names.
+        // Keys, unique constraints and foreign keys, under their own names.
         let constraints: Vec<(String, String)> = sqlx::query_as(
             "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
-             WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname",
+             WHERE conrelid = ('public.' || $1)::regclass AND contype IN ('p', 'u', 'x', 'f') ORDER BY conname",
         )
         .bind(table)
         .fetch_all(&mut *conn)
@@ -235,20 +242,36 @@ pub async fn rebuild(
     let mut tracker = Tracker::new(&mut conn, started, from, progress).await?;
     catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
 
-    // The switch: one transaction, with the live runner waiting on its checkpoint.
+    // The switch: one short transaction.
     let mut tx = conn.begin().await?;
-    sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    checkpoint(&mut tx, name).await?;
-    catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+    if projection.inline() {
+        // Appends write an inline projection in their own transactions, so they are kept out for
+        // the moment of the switch (readers of the log are not). The projection's tables are
+        // locked first: the commands that write them lock them before appending, and taking the
+        // two locks in their order cannot deadlock with them.
+        for table in tables {
+            sqlx::query(&format!("LOCK TABLE public.{table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+        }
+        sqlx::query("LOCK TABLE public.events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        // With appends locked out, the head is final.
+        let head = head(&mut *tx).await?.unwrap_or(LogPosition::START);
+        catch_up(&mut tx, projection, &shadow_checkpoint, Some(head), batch_size, &mut tracker).await?;
+    } else {
+        // The live runner waits on its checkpoint row from here to the commit.
+        sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        checkpoint(&mut tx, name).await?;
+        catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+    }
     let new_checkpoint = checkpoint(&mut tx, &shadow_checkpoint).await?;
     sqlx::query(&format!("CREATE SCHEMA {retired}")).execute(&mut *tx).await?;
     for table in tables {
         sqlx::query(&format!("ALTER TABLE public.{table} SET SCHEMA {retired}")).execute(&mut *tx).await?;
         sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public")).execute(&mut *tx).await?;
     }
+    // An inline projection has no row here, and the statement changes nothing.
     sqlx::query(
         "UPDATE public.projection_checkpoints SET transaction_id = $2::text::xid8, global_position = $3, updated_at = now() \
          WHERE name = $1",
@@ -289,20 +312,32 @@ pub async fn verify(
     create_copies(&mut conn, &schema, tables).await?;
     sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
 
-    // Never past the live projection, which only moves forward: up to where it is now, then, with
-    // it waiting, up to where it stopped.
-    let live_now = {
-        let mut tx = conn.begin().await?;
-        let position = checkpoint(&mut tx, name).await?;
-        tx.rollback().await?;
-        position
-    };
     let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
-    catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, &mut tracker).await?;
-
-    let mut tx = conn.begin().await?;
-    let live = checkpoint(&mut tx, name).await?;
-    catch_up(&mut tx, projection, &scratch_checkpoint, Some(live), batch_size, &mut tracker).await?;
+    let (mut tx, live) = if projection.inline() {
+        // Most of the log first, below the horizon (where nothing can still commit); then, in one
+        // snapshot, the rest: an inline projection's rows in a snapshot are exactly those of the
+        // events visible in it.
+        catch_up(&mut conn, projection, &scratch_checkpoint, None, batch_size, &mut tracker).await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+        let head = head(&mut *tx).await?.unwrap_or(LogPosition::START);
+        catch_up(&mut tx, projection, &scratch_checkpoint, Some(head), batch_size, &mut tracker).await?;
+        (tx, head)
+    } else {
+        // Never past the live projection, which only moves forward: up to where it is now, then,
+        // with it waiting, up to where it stopped.
+        let live_now = {
+            let mut tx = conn.begin().await?;
+            let position = checkpoint(&mut tx, name).await?;
+            tx.rollback().await?;
+            position
+        };
+        catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, &mut tracker).await?;
+        let mut tx = conn.begin().await?;
+        let live = checkpoint(&mut tx, name).await?;
+        catch_up(&mut tx, projection, &scratch_checkpoint, Some(live), batch_size, &mut tracker).await?;
+        (tx, live)
+    };
     let (mut differences, mut more, mut rows_compared) = (Vec::new(), 0i64, 0i64);
     for table in tables {
         let compared: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM public.{table}")).fetch_one(&mut *tx).await?;

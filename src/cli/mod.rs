@@ -220,35 +220,28 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let plans = config.plan_catalog()?;
     let store = EventStore::new(pool.clone(), EventStore::inline_projections());
 
-    match cli.command {
+    let code = match cli.command {
         Command::Migrate(out) => {
             let applied = db::MIGRATOR.iter().count();
             print(out.json, json!({"ok": true, "migrations": applied}), || {
                 format!("database is up to date ({applied} migrations)")
             });
+            ExitCode::SUCCESS
         }
-        Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await?,
-        Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await?,
-        Command::Keys(command) => keys_command(command, &store, &pool).await?,
-        Command::Sim(SimCommand::Scan { line_id, phone, out }) => sim_scan(&store, &line_id, &phone, out).await?,
-        Command::Projections(command) => {
-            let code = projections::run(command, &pool).await?;
-            drop(database);
-            return Ok(code);
+        Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await.map(|()| ExitCode::SUCCESS)?,
+        Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await.map(|()| ExitCode::SUCCESS)?,
+        Command::Keys(command) => keys_command(command, &store, &pool).await.map(|()| ExitCode::SUCCESS)?,
+        Command::Sim(SimCommand::Scan { line_id, phone, out }) => {
+            sim_scan(&store, &line_id, &phone, out).await.map(|()| ExitCode::SUCCESS)?
         }
-        Command::Audit(command) => {
-            let code = audit::audit(command, &config, &pool).await?;
-            drop(database);
-            return Ok(code);
-        }
-        Command::Usage(command) => {
-            let code = audit::usage(command, &plans, &pool).await?;
-            drop(database);
-            return Ok(code);
-        }
-    }
+        // These exit 1 when they find something (a break in the log, a differing read model).
+        Command::Projections(command) => projections::run(command, &pool).await?,
+        Command::Audit(command) => audit::audit(command, &config, &pool).await?,
+        Command::Usage(command) => audit::usage(command, &plans, &pool).await?,
+    };
+    // Last, so an embedded cluster stops only after everything is done with it.
     drop(database);
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 async fn serve(

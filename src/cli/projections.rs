@@ -16,7 +16,8 @@ pub enum ProjectionsCommand {
     Status(JsonFlag),
     /// Rebuild read models from the log while the API keeps serving; safe to interrupt and rerun.
     Rebuild {
-        /// The projection (`messages`, `chats`); see `projections status`.
+        /// The projection: `messages`, `chats` (read models) or `usage_counters` (the quota
+        /// counters, written inline: appends pause for the moment of the switch).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
         /// Every projection that can be rebuilt.
@@ -36,8 +37,14 @@ pub enum ProjectionsCommand {
 
 const BATCH_SIZE: i64 = 1000;
 
+/// The asynchronous projections, and the inline ones that can be rebuilt (the quota counters).
+fn known() -> Vec<Arc<dyn Projection>> {
+    let inline = crate::store::EventStore::inline_projections().into_iter().filter(|p| !p.tables().is_empty());
+    crate::server::async_projections().into_iter().chain(inline).collect()
+}
+
 fn find(name: &str) -> anyhow::Result<Arc<dyn Projection>> {
-    let all = crate::server::async_projections();
+    let all = known();
     let names: Vec<&str> = all.iter().map(|p| p.name()).collect();
     let known = names.join(", ");
     all.iter().find(|p| p.name() == name).cloned().ok_or_else(|| anyhow!("no projection `{name}` (there are: {known})"))
@@ -48,7 +55,7 @@ pub async fn run(command: ProjectionsCommand, pool: &sqlx::PgPool) -> anyhow::Re
         ProjectionsCommand::Status(out) => status(pool, out).await,
         ProjectionsCommand::Rebuild { name, all, out } => {
             let targets: Vec<Arc<dyn Projection>> = if all {
-                crate::server::async_projections().into_iter().filter(|p| !p.tables().is_empty()).collect()
+                known().into_iter().filter(|p| !p.tables().is_empty()).collect()
             } else {
                 vec![find(name.as_deref().unwrap_or_default())?]
             };
