@@ -199,6 +199,26 @@ impl<F: FnMut(Progress)> Tracker<F> {
     }
 }
 
+/// Make sure the live projection's checkpoint row exists, committed, before a switch or a
+/// comparison locks it to hold the live runner: a row inserted inside that transaction would stay
+/// invisible to the runner, which would then go on writing the tables being switched (and, on
+/// its own checkpoint write, wait for the switch that waits for it: a deadlock).
+async fn ensure_checkpoint_row(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Where a projection is now (its checkpoint row is locked and let go at once).
+async fn current_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let position = checkpoint(&mut tx, name).await?;
+    tx.rollback().await?;
+    Ok(position)
+}
+
 /// The projection's tables, and a connection of its own holding its rebuild lock.
 async fn start(pool: &PgPool, projection: &dyn Projection) -> Result<(&'static [&'static str], PgConnection), RebuildError> {
     let tables = projection.tables();
@@ -240,6 +260,9 @@ pub async fn rebuild(
 
     let from = checkpoint(&mut conn, &shadow_checkpoint).await?;
     let mut tracker = Tracker::new(&mut conn, started, from, progress).await?;
+    if !projection.inline() {
+        ensure_checkpoint_row(&mut conn, name).await?;
+    }
     catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
 
     // The switch: one short transaction.
@@ -257,11 +280,8 @@ pub async fn rebuild(
         let head = head(&mut *tx).await?.unwrap_or(LogPosition::START);
         catch_up(&mut tx, projection, &shadow_checkpoint, Some(head), batch_size, &mut tracker).await?;
     } else {
-        // The live runner waits on its checkpoint row from here to the commit.
-        sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        // The live runner waits on its checkpoint row from here to the commit. The horizon only
+        // moves forward, so the copy, read below it now, is at least where the live runner stopped.
         checkpoint(&mut tx, name).await?;
         catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
     }
@@ -313,6 +333,9 @@ pub async fn verify(
     sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
 
     let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
+    if !projection.inline() {
+        ensure_checkpoint_row(&mut conn, name).await?;
+    }
     let (mut tx, live) = if projection.inline() {
         // Most of the log first, below the horizon (where nothing can still commit); then, in one
         // snapshot, the rest: an inline projection's rows in a snapshot are exactly those of the
@@ -326,12 +349,7 @@ pub async fn verify(
     } else {
         // Never past the live projection, which only moves forward: up to where it is now, then,
         // with it waiting, up to where it stopped.
-        let live_now = {
-            let mut tx = conn.begin().await?;
-            let position = checkpoint(&mut tx, name).await?;
-            tx.rollback().await?;
-            position
-        };
+        let live_now = current_checkpoint(&mut conn, name).await?;
         catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, &mut tracker).await?;
         let mut tx = conn.begin().await?;
         let live = checkpoint(&mut tx, name).await?;
