@@ -199,18 +199,6 @@ impl<F: FnMut(Progress)> Tracker<F> {
     }
 }
 
-/// Make sure the live projection's checkpoint row exists, committed, before a switch or a
-/// comparison locks it to hold the live runner: a row inserted inside that transaction would stay
-/// invisible to the runner, which would then go on writing the tables being switched (and, on
-/// its own checkpoint write, wait for the switch that waits for it: a deadlock).
-async fn ensure_checkpoint_row(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO public.projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
 /// Where a projection is now (its checkpoint row is locked and let go at once).
 async fn current_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
     let mut tx = conn.begin().await?;
@@ -260,9 +248,6 @@ pub async fn rebuild(
 
     let from = checkpoint(&mut conn, &shadow_checkpoint).await?;
     let mut tracker = Tracker::new(&mut conn, started, from, progress).await?;
-    if !projection.inline() {
-        ensure_checkpoint_row(&mut conn, name).await?;
-    }
     catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
 
     // The switch: one short transaction.
@@ -333,9 +318,6 @@ pub async fn verify(
     sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
 
     let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
-    if !projection.inline() {
-        ensure_checkpoint_row(&mut conn, name).await?;
-    }
     let (mut tx, live) = if projection.inline() {
         // Most of the log first, below the horizon (where nothing can still commit); then, in one
         // snapshot, the rest: an inline projection's rows in a snapshot are exactly those of the

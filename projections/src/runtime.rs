@@ -149,15 +149,19 @@ async fn try_lock(conn: &mut PgConnection, name: &str) -> Result<bool, sqlx::Err
 
 /// The projection's checkpoint (the start of the log if it has none), locked until the caller's
 /// transaction ends. Every batch takes this lock first, which is how a rebuild pauses the live
-/// runner for the moment it switches tables (see [`crate::rebuild`]).
+/// runner for the moment it switches tables (see [`crate::rebuild`]). The row is created if it is
+/// missing, in the same statement, so that there is always a row to wait on: two transactions
+/// that each found no row would otherwise both go ahead.
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "INSERT INTO projection_checkpoints (name) VALUES ($1) \
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name \
+         RETURNING transaction_id::text::bigint, global_position",
     )
     .bind(name)
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(row.map_or(LogPosition::START, |(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
+    Ok(LogPosition { transaction_id, global_position })
 }
 
 /// What one batch did.
