@@ -61,6 +61,23 @@ pub struct ExportPeriod {
 }
 
 impl ExportPeriod {
+    /// The period asked for: a month (`cycle`), or `from` and `to`. On a bad request, the field at
+    /// fault and what is wrong with it.
+    pub fn choose(
+        cycle: Option<&str>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Self, (&'static str, String)> {
+        match (cycle, from, to) {
+            (Some(month), None, None) => {
+                Self::month(month).ok_or_else(|| ("cycle", format!("the cycle is a month as YYYY-MM, not `{month}`")))
+            }
+            (None, Some(from), Some(to)) if from < to => Ok(Self { from, to }),
+            (None, Some(_), Some(_)) => Err(("from", "from must be before to".into())),
+            _ => Err(("cycle", "give a cycle (YYYY-MM), or from and to, not both".into())),
+        }
+    }
+
     /// `YYYY-MM`: the cycles that start in that calendar month (UTC).
     pub fn month(value: &str) -> Option<Self> {
         let (year, month) = value.split_once('-')?;
@@ -192,6 +209,21 @@ pub fn to_csv(rows: &[UsageRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_period_is_a_month_or_a_range_never_both() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(ExportPeriod::choose(Some("2026-12"), None, None).unwrap().from, t("2026-12-01T00:00:00Z"));
+        let range = ExportPeriod::choose(None, Some(t("2026-01-01T00:00:00Z")), Some(t("2026-02-01T00:00:00Z"))).unwrap();
+        assert_eq!(range.to, t("2026-02-01T00:00:00Z"));
+        assert_eq!(ExportPeriod::choose(Some("2026-13"), None, None).unwrap_err().0, "cycle");
+        assert_eq!(
+            ExportPeriod::choose(None, Some(t("2026-02-01T00:00:00Z")), Some(t("2026-01-01T00:00:00Z"))).unwrap_err().0,
+            "from"
+        );
+        assert!(ExportPeriod::choose(Some("2026-12"), Some(t("2026-01-01T00:00:00Z")), None).is_err());
+        assert!(ExportPeriod::choose(None, None, None).is_err());
+    }
 
     #[test]
     fn a_month_names_the_cycles_starting_in_it() {

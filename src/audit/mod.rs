@@ -85,6 +85,15 @@ pub struct VerifyReport {
     pub breaks: Vec<Break>,
 }
 
+/// Whether the log has an account of this id (auditors may ask about closed or past accounts, so
+/// the log, not the `accounts` read model, is what answers).
+pub async fn account_exists(pool: &sqlx::PgPool, account_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_type = 'account' AND stream_id = $1)")
+        .bind(account_id)
+        .fetch_one(pool)
+        .await
+}
+
 /// Recompute every chain (of one account's streams, or of all) and check every digest.
 pub async fn verify(pool: &sqlx::PgPool, key: &[u8; 32], account_id: Option<&str>) -> Result<VerifyReport, sqlx::Error> {
     let chains = chain::verify(pool, account_id).await?;

@@ -77,12 +77,7 @@ fn parse_account(id: &str) -> anyhow::Result<String> {
 }
 
 async fn account_exists(pool: &sqlx::PgPool, account_id: &str) -> anyhow::Result<()> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_type = 'account' AND stream_id = $1)")
-            .bind(account_id)
-            .fetch_one(pool)
-            .await?;
-    if !exists {
+    if !audit::account_exists(pool, account_id).await? {
         bail!("no account {account_id}");
     }
     Ok(())
@@ -172,14 +167,8 @@ pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) 
 
 pub async fn usage(command: UsageCommand, plans: &domain::plan::PlanCatalog, pool: &sqlx::PgPool) -> anyhow::Result<ExitCode> {
     let UsageCommand::Export { cycle, from, to, format } = command;
-    let period = match (cycle, from, to) {
-        (Some(month), _, _) => {
-            crate::usage::ExportPeriod::month(&month).ok_or_else(|| anyhow!("--cycle takes a month as YYYY-MM, not `{month}`"))?
-        }
-        (None, Some(from), Some(to)) if from < to => crate::usage::ExportPeriod { from, to },
-        (None, Some(_), Some(_)) => bail!("--from must be before --to"),
-        _ => bail!("give --cycle YYYY-MM, or --from and --to"),
-    };
+    let period = crate::usage::ExportPeriod::choose(cycle.as_deref(), from, to)
+        .map_err(|(field, message)| anyhow!("--{field}: {message}"))?;
     let rows = crate::usage::export(pool, plans, period, Utc::now()).await?;
     match format {
         ExportFormat::Csv => print!("{}", crate::usage::to_csv(&rows)),

@@ -70,12 +70,7 @@ async fn known_account(state: &AppState, raw: &str) -> Result<String, ApiError> 
     let account_id = domain::ids::AccountId::parse(raw)
         .map_err(|e| ApiError::not_found("account_not_found", format!("No account {raw}: {e}.")))?
         .to_string();
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_type = 'account' AND stream_id = $1)")
-            .bind(&account_id)
-            .fetch_one(&state.pool)
-            .await?;
-    if !exists {
+    if !audit::account_exists(&state.pool, &account_id).await? {
         return Err(ApiError::not_found("account_not_found", format!("No account {account_id}.")));
     }
     Ok(account_id)
@@ -174,13 +169,9 @@ struct UsageQuery {
 }
 
 async fn usage(_: Operator, State(state): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Response, ApiError> {
-    let period = match (q.cycle.as_deref(), time("from", q.from.as_deref())?, time("to", q.to.as_deref())?) {
-        (Some(month), None, None) => crate::usage::ExportPeriod::month(month)
-            .ok_or_else(|| ApiError::invalid_field("cycle", "cycle is a month: YYYY-MM"))?,
-        (None, Some(from), Some(to)) if from < to => crate::usage::ExportPeriod { from, to },
-        (None, Some(_), Some(_)) => return Err(ApiError::invalid_field("from", "from must be before to")),
-        _ => return Err(ApiError::validation("give cycle=YYYY-MM, or from and to")),
-    };
+    let (from, to) = (time("from", q.from.as_deref())?, time("to", q.to.as_deref())?);
+    let period = crate::usage::ExportPeriod::choose(q.cycle.as_deref(), from, to)
+        .map_err(|(field, message)| ApiError::invalid_field(field, message))?;
     let rows = crate::usage::export(&state.pool, &state.plans, period, Utc::now()).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(json!({"from": period.from, "to": period.to, "rows": rows})).into_response()),
