@@ -93,6 +93,18 @@ pub enum AppendError {
     Projection(#[from] ProjectionError),
 }
 
+impl AppendError {
+    /// The constraint (or unique index) a write of the append violated, by name: an inline
+    /// projection's constraint is how some rules that span streams are enforced.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        let db = match self {
+            AppendError::Db(e) | AppendError::Projection(ProjectionError::Db(e)) => e.as_database_error(),
+            _ => None,
+        };
+        db.and_then(|db| db.constraint())
+    }
+}
+
 impl From<sqlx::Error> for AppendError {
     fn from(e: sqlx::Error) -> Self {
         match &e {

@@ -6,6 +6,7 @@ mod common;
 use common::{redactions, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn event_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap()
@@ -187,5 +188,118 @@ async fn bad_input_is_a_validation_error_that_changes_nothing() {
     assert_eq!(event_count(&app).await, before, "no rejected request appended anything");
     let line: Value = app.get(&format!("/v1/lines/{line_id}"), &key).await.json().await.unwrap();
     assert_eq!(line["line"]["status"], "pending_qr");
+    app.shutdown().await;
+}
+
+/// Receivers on loopback, a quick sim network.
+fn quick(c: &mut wazion_bridge::config::Config) {
+    c.allow_private_urls = true;
+    c.line_send_interval_ms = 20;
+    c.line_send_jitter_ms = 0;
+    c.sim_delivered_after_ms = 20;
+    c.sim_read_after_ms = 40;
+}
+
+#[tokio::test]
+async fn a_number_linked_to_a_line_is_that_lines_alone_on_the_simulated_network() {
+    use common::receiver::Receiver;
+    let app = TestApp::spawn_with(quick).await;
+    let (_, _, owner) = app.account("pro").await;
+    let (_, _, intruder) = app.account("pro").await;
+    let (owners_hooks, intruders_hooks) = (Receiver::start().await, Receiver::start().await);
+    for (key, receiver) in [(&owner, &owners_hooks), (&intruder, &intruders_hooks)] {
+        let (status, body) = app.post(key, "/v1/webhooks", json!({"url": receiver.url, "events": ["message.received"]})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let owners_line = app.connected_line(&owner, "+34600000777").await;
+
+    // Another account scans the number: refused, and nothing is written.
+    let intruders_line = create_line(&app, &intruder).await;
+    let before = event_count(&app).await;
+    let scan = format!("/v1/sandbox/lines/{intruders_line}/scan");
+    let (status, refused) = app.post(&intruder, &scan, json!({"phone": "+34 600 000 777"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    insta::assert_json_snapshot!("sim_number_in_use", refused);
+    assert_eq!(event_count(&app).await, before, "a refused scan appends nothing");
+    let detail: Value = app.get(&format!("/v1/lines/{intruders_line}"), &intruder).await.json().await.unwrap();
+    assert_eq!(detail["line"]["status"], "pending_qr");
+    // Nor can a second line of the same account take it.
+    let second = create_line(&app, &owner).await;
+    let (status, _) = app.post(&owner, &format!("/v1/sandbox/lines/{second}/scan"), json!({"phone": "+34600000777"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A message to that number reaches the owner's line and the owner's webhook only.
+    let sender = app.connected_line(&intruder, "+34600000778").await;
+    let (status, _) =
+        app.post(&intruder, "/v1/messages/send", json!({"line_id": sender, "to": "+34600000777", "message": "hola"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let arrived =
+        owners_hooks.wait_for_body("message.received", Duration::from_secs(20), |b| b["event"] == "message.received").await;
+    assert_eq!(arrived.json()["line_id"], owners_line.as_str());
+    let on_owner: Value =
+        app.get(&format!("/v1/messages?line_id={owners_line}&phone=%2B34600000778"), &owner).await.json().await.unwrap();
+    assert_eq!(on_owner["messages"][0]["text"], "hola");
+    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'message.received'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(received, 1, "stored on one line only");
+    assert!(intruders_hooks.requests().is_empty(), "the intruder's webhook heard nothing");
+
+    // Once the owner logs the line out, the number is free again.
+    let logout = app.http.delete(app.url(&format!("/v1/lines/{owners_line}"))).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    let (status, body) = app.post(&intruder, &scan, json!({"phone": "+34600000777"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_scans_of_one_number_link_it_once() {
+    let app = TestApp::spawn().await;
+    let mut scans = Vec::new();
+    for _ in 0..6 {
+        let (_, _, key) = app.account("pro").await;
+        let line = create_line(&app, &key).await;
+        scans.push((key, line));
+    }
+    let shared = &app;
+    let answers = futures_util::future::join_all(scans.iter().map(|(key, line)| async move {
+        shared.post(key, &format!("/v1/sandbox/lines/{line}/scan"), json!({"phone": "+34600000779"})).await
+    }))
+    .await;
+    let won = answers.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    let refused =
+        answers.iter().filter(|(status, body)| *status == StatusCode::CONFLICT && body["error"] == "line_conflict").count();
+    assert_eq!((won, refused), (1, 5), "{answers:?}");
+    let connected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM lines WHERE phone = '+34600000779'").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(connected, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn receipts_do_not_tell_whether_a_number_is_another_tenants_line() {
+    let app = TestApp::spawn_with(quick).await;
+    let (_, _, theirs) = app.account("pro").await;
+    let (_, _, mine) = app.account("pro").await;
+    app.connected_line(&theirs, "+34600000781").await;
+    let line = app.connected_line(&mine, "+34600000782").await;
+    for to in ["+34600000781", "+34699000781"] {
+        let (status, _) = app.post(&mine, "/v1/messages/send", json!({"line_id": line, "to": to, "message": "hola"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Both are read on the simulated schedule: the one to another tenant's line as much as the one
+    // to an ordinary simulated phone (that tenant never marked anything read).
+    app.eventually("both messages are read", Duration::from_secs(20), || async {
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM rm_messages WHERE direction = 'outbound' AND line_id = $1")
+                .bind(&line)
+                .fetch_all(&app.db.pool)
+                .await
+                .unwrap();
+        statuses == ["read", "read"]
+    })
+    .await;
     app.shutdown().await;
 }

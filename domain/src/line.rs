@@ -118,6 +118,10 @@ pub enum LineError {
     LinkedToAnother(PhoneNumber),
     #[error("the line is not connected")]
     NotConnected,
+    /// On the simulated network a number is one phone: another line that is not logged out holds
+    /// it already (checked by the database, so concurrent scans cannot both win).
+    #[error("that number is already linked to another line")]
+    NumberInUse,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -55,6 +55,9 @@ pub async fn create(
     Ok(Line::from_events(&events).line.expect("created"))
 }
 
+/// The unique index that gives a sim number to one line at most (migration 0012).
+const SIM_NUMBER_INDEX: &str = "lines_sim_phone_key";
+
 /// Run a command on a line of `account_id`; another account's line is `NotFound`.
 pub async fn handle(
     store: &EventStore,
@@ -73,7 +76,13 @@ pub async fn handle(
             _ => Err(LineError::NotFound),
         },
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        CommandError::Store(store) if store.violated_constraint() == Some(SIM_NUMBER_INDEX) => {
+            CommandError::Rejected(LineError::NumberInUse)
+        }
+        other => other,
+    })?;
     let events = stored
         .iter()
         .map(|e| e.decode())

@@ -73,18 +73,20 @@ impl SimNetwork {
             tracing::info!(engine_message_id = %message.engine_message_id, "sim: duplicate send dropped");
             return Ok(());
         }
-        // The recipient phone may be another sim line of this server.
-        let recipients: Vec<(String, String)> = sqlx::query_as(
-            "SELECT line_id, account_id FROM lines WHERE phone = $1 AND engine = 'sim' AND status = 'connected' AND line_id <> $2",
+        // The recipient phone may be another sim line of this server (at most one holds a number:
+        // migration 0012), of this tenant or of another.
+        let recipients: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT r.line_id, r.account_id, r.account_id = s.account_id FROM lines r JOIN lines s ON s.line_id = $2 \
+             WHERE r.phone = $1 AND r.engine = 'sim' AND r.status = 'connected' AND r.line_id <> $2",
         )
         .bind(message.to.as_str())
         .bind(message.line_id.as_str())
         .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let to_sim_line = !recipients.is_empty();
+        let to_own_line = recipients.iter().any(|(_, _, same_account)| *same_account);
         let mut appends = Vec::with_capacity(recipients.len());
-        for (line_id, account_id) in recipients {
+        for (line_id, account_id, _) in recipients {
             let (Ok(line_id), Ok(account_id)) = (LineId::parse(&line_id), AccountId::parse(&account_id)) else { continue };
             let inbound = message_commands::Inbound {
                 line_id: line_id.clone(),
@@ -103,21 +105,22 @@ impl SimNetwork {
             self.store.committed(append);
         }
         if !matches!(message.content, domain::message::Content::Reaction { .. }) {
-            self.schedule_receipts(message, to_sim_line);
+            self.schedule_receipts(message, to_own_line);
         }
         Ok(())
     }
 
-    /// The recipient's phone acknowledges: delivered, then read. A sim line reads a message when
-    /// its tenant marks the chat read ([`SessionEngine::mark_read`]); other simulated phones read
-    /// on the configured schedule.
-    fn schedule_receipts(&self, message: &Outbound, to_sim_line: bool) {
+    /// The recipient's phone acknowledges: delivered, then read. A sim line of the sender's own
+    /// account reads a message when its tenant marks the chat read ([`SessionEngine::mark_read`]);
+    /// every other simulated phone, another tenant's line included, reads on the configured
+    /// schedule, so the receipts never tell a sender whether a number belongs to someone's line.
+    fn schedule_receipts(&self, message: &Outbound, to_own_line: bool) {
         let (store, shutdown) = (self.store.clone(), self.shutdown.clone());
         let (delivered_after, read_after) = (self.delivered_after, self.read_after);
         let (message_id, line_id) = (message.message_id.clone(), message.line_id.to_string());
         self.receipts.spawn(async move {
             let metadata = Metadata::new(Actor::Engine { line_id });
-            let receipts: &[(Duration, MessageStatus)] = if to_sim_line {
+            let receipts: &[(Duration, MessageStatus)] = if to_own_line {
                 &[(delivered_after, MessageStatus::Delivered)]
             } else {
                 &[(delivered_after, MessageStatus::Delivered), (read_after, MessageStatus::Read)]
@@ -147,11 +150,15 @@ impl SessionEngine for SimNetwork {
         engine_message_ids: &'a [String],
     ) -> EngineFuture<'a> {
         Box::pin(async move {
-            // The senders of those messages, if they were sim lines, get a read receipt.
+            // The senders of those messages, if they were sim lines of the same account, get a read
+            // receipt (another account's sender already got one on the schedule).
             let senders: Vec<String> = sqlx::query_scalar(
-                "SELECT message_id FROM sim_deliveries WHERE engine_message_id = ANY($1) AND message_id IS NOT NULL",
+                "SELECT d.message_id FROM sim_deliveries d \
+                 JOIN lines s ON s.line_id = d.from_line JOIN lines r ON r.line_id = $2 AND r.account_id = s.account_id \
+                 WHERE d.engine_message_id = ANY($1) AND d.message_id IS NOT NULL",
             )
             .bind(engine_message_ids)
+            .bind(line_id.as_str())
             .fetch_all(self.store.pool())
             .await
             .map_err(|e| EngineError::Unavailable(e.to_string()))?;

@@ -75,7 +75,7 @@ pub fn line_error(e: CommandError<LineError>) -> ApiError {
         CommandError::Rejected(LineError::NotConnected) => {
             ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp.")
         }
-        CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_))) => {
+        CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse)) => {
             ApiError::flat(StatusCode::CONFLICT, "line_conflict", format!("{e}."))
         }
         CommandError::Rejected(LineError::AlreadyExists) => ApiError::server(anyhow::anyhow!("line id collision")),
