@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod mcp;
 pub mod media;
 pub mod net;
+pub mod node;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -18,6 +18,8 @@ pub const WEBHOOK_SECRET_PREFIX: &str = "wzb_whsec_";
 
 pub struct MasterKey {
     cipher: Aes256Gcm,
+    /// HMAC of a fixed label: compared with the value in the database (see [`MasterKey::check`]).
+    check_value: [u8; 32],
     /// Signs the audit digests of the event log (derived, so the master key itself signs nothing).
     audit_key: [u8; 32],
 }
@@ -43,6 +45,7 @@ impl MasterKey {
         let key = decode_key(secret.expose())?;
         Ok(Self {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            check_value: derive(&key, b"wazion-bridge/key-check/v1"),
             audit_key: derive(&key, b"wazion-bridge/audit-digest/v1"),
         })
     }
@@ -60,22 +63,36 @@ impl MasterKey {
         let path = config.data_dir.join("master.key");
         if !path.exists() {
             std::fs::create_dir_all(&config.data_dir)?;
-            let key: [u8; 32] = rand::rngs::OsRng.gen();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(&path) {
-                Ok(mut file) => {
-                    file.write_all(hex::encode(key).as_bytes())?;
-                    tracing::warn!(path = %path.display(), "no BRIDGE_MASTER_KEY set: generated a development master key; set one in production");
-                }
-                // Another process made it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).context(format!("creating {}", path.display())),
-            }
+            create_key_file(&path)?;
         }
         let raw = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_secret(&Secret::new(raw))
+    }
+
+    /// Load the key and make sure it is the key of this database: the first node to start records
+    /// a key-check value; a node whose key gives another value refuses to start, since it could
+    /// neither open the webhook secrets the others sealed nor sign digests they can check.
+    pub async fn load_checked(config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<Self> {
+        let key = Self::load(config)?;
+        key.check(pool).await?;
+        Ok(key)
+    }
+
+    async fn check(&self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO master_key_check (check_hmac) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&self.check_value[..])
+            .execute(pool)
+            .await
+            .context("recording the master key's check value")?;
+        let recorded: Vec<u8> = sqlx::query_scalar("SELECT check_hmac FROM master_key_check").fetch_one(pool).await?;
+        if recorded != self.check_value {
+            bail!(
+                "the master key is not the one this database was set up with (its key-check value differs): every node \
+                 and command must use the same BRIDGE_MASTER_KEY (without one, each data directory makes its own \
+                 master.key)"
+            );
+        }
+        Ok(())
     }
 
     pub fn seal(&self, plaintext: &str) -> SealedSecret {
@@ -97,6 +114,32 @@ impl MasterKey {
             .decrypt(Nonce::from_slice(nonce), ciphertext)
             .map_err(|_| anyhow!("a sealed secret does not open with this master key"))?;
         Ok(Secret::new(String::from_utf8(plain)?))
+    }
+}
+
+/// Write a new random key to `path`, which must not exist: into a private temporary file first,
+/// then linked into place, so a process starting at the same moment reads either no file or the
+/// whole key, never half of one. If another process linked its key first, its key is kept.
+fn create_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let key: [u8; 32] = rand::rngs::OsRng.gen();
+    let temporary = path.with_extension(format!("tmp-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(hex::encode(key).as_bytes())?;
+        file.sync_all()
+    });
+    // A hard link, unlike a rename, never replaces a file that is already there.
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), "no BRIDGE_MASTER_KEY set: generated a development master key; set one in production");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).context(format!("creating {}", path.display())),
     }
 }
 

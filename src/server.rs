@@ -32,18 +32,27 @@ pub struct RunningServer {
     pub watcher: LogWatcher,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Held until every task has stopped, so no process can take this node's id (and with it the
+    /// leases and claims still being finished) while it drains.
+    node: crate::node::NodeIdentity,
 }
 
 impl RunningServer {
     /// Stop accepting requests, let in-flight ones finish, stop background work.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.wait().await
     }
 
     /// Wait until the shutdown token is cancelled elsewhere (a signal) and everything has stopped.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        drop(self.node);
+    }
+
+    /// The id this node claimed (see [`crate::node`]).
+    pub fn node_id(&self) -> &str {
+        self.node.id()
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -55,6 +64,11 @@ impl RunningServer {
 pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let plans = Arc::new(config.plan_catalog()?);
+    // Before anything that takes leases or claims: no live twin may share this node's id, and
+    // every node must share one master key.
+    let node = crate::node::NodeIdentity::claim(&pool, crate::node::resolve_id(&config.node_id), shutdown.clone()).await?;
+    let master_key = Arc::new(crate::secrets::MasterKey::load_checked(&config, &pool).await?);
+    tracing::info!(node = node.id(), "node id claimed");
     let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), shutdown.clone());
     let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
     let auth = Arc::new(Authenticator::new(pool.clone()));
@@ -86,7 +100,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         interval: Duration::from_millis(config.line_send_interval_ms),
         jitter: Duration::from_millis(config.line_send_jitter_ms),
         lease_ttl: Duration::from_secs(config.line_lease_secs),
-        node: config.node_name(),
+        node: node.id().to_owned(),
         send_timeout: Duration::from_millis(config.send_timeout_ms),
         scan_interval: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
@@ -101,7 +115,6 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         let _ = supervisor.await;
     });
 
-    let master_key = Arc::new(crate::secrets::MasterKey::load(&config)?);
     tasks.spawn(crate::audit::digest::run(
         pool.clone(),
         *master_key.audit_key(),
@@ -112,7 +125,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         store.clone(),
         plans.clone(),
         master_key.clone(),
-        crate::webhook_delivery::DeliveryConfig::from_config(&config),
+        crate::webhook_delivery::DeliveryConfig::from_config(&config, node.id()),
     );
     let projector_progress = webhook_projector.expect("the webhook projector is one of the async projections");
     tasks.spawn(deliverer.clone().run(projector_progress, watcher.changes(), shutdown.clone()));
@@ -128,6 +141,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         // Whatever stopped the server stops everything else too.
         token.cancel();
     });
+
     tracing::info!(%addr, "WAzion Bridge is listening");
-    Ok(RunningServer { addr, state, watcher, shutdown, tasks })
+    Ok(RunningServer { addr, state, watcher, shutdown, tasks, node })
 }

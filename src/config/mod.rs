@@ -145,18 +145,6 @@ impl Config {
         self.plan_catalog().map(|_| ())
     }
 
-    /// This node's name in leases: `node_id`, else the host name.
-    pub fn node_name(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "node".into())
-    }
-
     pub fn plan_catalog(&self) -> anyhow::Result<PlanCatalog> {
         let mut plans = BTreeMap::new();
         for (name, limits) in &self.plans {

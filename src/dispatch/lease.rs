@@ -1,10 +1,14 @@
 //! Line leases: which node owns a line's session. Taking a lease (free, expired, or already ours
 //! from an earlier incarnation of this node) increases its epoch, which every session write checks.
+//! Taking back "our own" lease at once is safe because no two live processes share a node id
+//! ([`crate::node`]). A [`Keeper`] renews a held lease for as long as its worker runs.
 
 use crate::commands::messages::LeaseGuard;
 use domain::ids::LineId;
 use sqlx::PgPool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Take the line's lease if it is free, expired, or this node's. `None`: another node holds it.
 pub async fn acquire(pool: &PgPool, line_id: &LineId, owner: &str, ttl: Duration) -> Result<Option<LeaseGuard>, sqlx::Error> {
@@ -47,4 +51,61 @@ pub async fn release(pool: &PgPool, lease: &LeaseGuard) -> Result<(), sqlx::Erro
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Keeps a held lease alive from a task of its own for as long as it lives, whatever the worker is
+/// doing (a media download and an engine call may each take longer than the lease lasts). It
+/// renews every third of the TTL; the lease counts as lost when a renewal finds another owner or
+/// epoch, or when no renewal has succeeded for a whole TTL (another node may have taken it since).
+pub struct Keeper {
+    lease: LeaseGuard,
+    lost: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Keeper {
+    pub fn start(pool: PgPool, lease: LeaseGuard, ttl: Duration) -> Self {
+        let lost = CancellationToken::new();
+        let task = tokio::spawn(heartbeat(pool, lease.clone(), ttl, lost.clone()));
+        Self { lease, lost, task }
+    }
+
+    pub fn lease(&self) -> &LeaseGuard {
+        &self.lease
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Resolves once the lease is lost.
+    pub async fn lost(&self) {
+        self.lost.cancelled().await
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn heartbeat(pool: PgPool, lease: LeaseGuard, ttl: Duration, lost: CancellationToken) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        match renew(&pool, &lease, ttl).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => {
+                tracing::warn!(line_id = %lease.line_id, epoch = lease.epoch, "dispatcher: another node holds the line's lease now");
+                break;
+            }
+            Err(e) if renewed.elapsed() >= ttl => {
+                tracing::warn!(line_id = %lease.line_id, error = %e, "dispatcher: the lease could not be renewed for a whole TTL");
+                break;
+            }
+            Err(e) => tracing::warn!(line_id = %lease.line_id, error = %e, "dispatcher: renewing the lease failed; retrying"),
+        }
+    }
+    lost.cancel();
 }

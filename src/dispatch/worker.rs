@@ -4,7 +4,8 @@
 //! sent again under the same engine id, which the network de-duplicates: never twice under two ids.
 
 use super::{lease, DispatchConfig};
-use crate::commands::messages::{dispatch_step, DispatchError, LeaseGuard};
+use crate::commands::messages::{dispatch_step, DispatchError};
+use crate::commands::CommandError;
 use crate::engine::{new_engine_message_id, Outbound, SessionEngine};
 use crate::store::EventStore;
 use domain::ids::{LineId, MessageId};
@@ -35,27 +36,22 @@ pub async fn run(
         }
     };
     tracing::info!(%line_id, epoch = lease.epoch, "dispatcher: serving line");
+    let keeper = lease::Keeper::start(pool.clone(), lease, config.lease_ttl);
+    let lease = keeper.lease();
     // One send per interval, no bursts; jitter spreads sends further.
     let quota =
         Quota::with_period(config.interval.max(Duration::from_millis(1))).expect("non-zero period").allow_burst(NonZeroU32::MIN);
     let pacer = RateLimiter::direct(quota);
     let jitter = Jitter::up_to(config.jitter);
-    let mut renewed = Instant::now();
     let mut idle_since = Instant::now();
     // When the engine was last called for this line. The pacer spaces the loop; this floor makes
     // the spacing hold at the engine itself, whatever the database work in between took.
     let mut last_call: Option<tokio::time::Instant> = None;
 
     while !shutdown.is_cancelled() {
-        if renewed.elapsed() > config.lease_ttl / 3 {
-            match lease::renew(&pool, &lease, config.lease_ttl).await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
-                    return;
-                }
-                Err(e) => tracing::warn!(%line_id, error = %e, "dispatcher: renewing the lease failed"),
-            }
+        if keeper.is_lost() {
+            tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
+            return;
         }
         let next = match next_message(&pool, &line_id).await {
             Ok(next) => next,
@@ -66,7 +62,7 @@ pub async fn run(
         };
         if let Next::Abandon(message_id) = &next {
             let failed = MessageCommand::MarkFailed { reason: "the line was logged out before the message could be sent".into() };
-            if let Err(e) = dispatch_step(&store, &lease, message_id, failed).await {
+            if let Err(e) = dispatch_step(&store, lease, message_id, failed).await {
                 tracing::warn!(%line_id, %message_id, error = ?e, "dispatcher: failing a message of a logged-out line failed");
                 return;
             }
@@ -78,6 +74,7 @@ pub async fn run(
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = keeper.lost() => {}
                 _ = wake.recv() => {}
                 _ = tokio::time::sleep(config.lease_ttl / 3) => {}
             }
@@ -87,6 +84,7 @@ pub async fn run(
         // unfinished wait takes no permit, and the queue is read again.
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = keeper.lost() => continue,
             _ = wake.recv() => continue,
             _ = pacer.until_ready_with_jitter(jitter) => {}
         }
@@ -100,7 +98,7 @@ pub async fn run(
                 continue;
             }
         }
-        match send_one(&store, engine.as_ref(), &config, &lease, &message_id, from, &mut last_call).await {
+        match send_one(&store, engine.as_ref(), &config, &keeper, &message_id, from, &mut last_call).await {
             Ok(()) => {}
             Err(DispatchError::LeaseLost) => {
                 tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
@@ -110,7 +108,7 @@ pub async fn run(
         }
         idle_since = Instant::now();
     }
-    let _ = lease::release(&pool, &lease).await;
+    let _ = lease::release(&pool, lease).await;
 }
 
 /// What the line's queue holds next.
@@ -145,21 +143,20 @@ async fn send_one(
     store: &EventStore,
     engine: &dyn SessionEngine,
     config: &DispatchConfig,
-    lease: &LeaseGuard,
+    keeper: &lease::Keeper,
     message_id: &MessageId,
     from: PhoneNumber,
     last_call: &mut Option<tokio::time::Instant>,
 ) -> Result<(), DispatchError> {
+    let lease = keeper.lease();
     let started =
         dispatch_step(store, lease, message_id, MessageCommand::StartDispatch { engine_message_id: new_engine_message_id() })
             .await?;
     let Some(MessageEvent::DispatchStarted { engine_message_id, .. }) = started.into_iter().next() else {
         return Ok(()); // already sent or failed
     };
-    let events = store
-        .read_stream(<Message as domain::Aggregate>::STREAM_TYPE, message_id.as_str())
-        .await
-        .map_err(crate::commands::CommandError::Db)?;
+    let events =
+        store.read_stream(<Message as domain::Aggregate>::STREAM_TYPE, message_id.as_str()).await.map_err(CommandError::Db)?;
     let Some(MessageEvent::Queued(queued)) = events.first().and_then(|e| e.decode::<MessageEvent>().ok()) else {
         return Ok(());
     };
@@ -189,6 +186,11 @@ async fn send_one(
     };
     if let Some(last) = *last_call {
         tokio::time::sleep_until(last + config.interval).await;
+    }
+    // The download and the pacing may have taken long: call the engine only while the lease is
+    // certainly still ours, or another node may be sending this very message.
+    if keeper.is_lost() || !lease::renew(store.pool(), lease, config.lease_ttl).await.map_err(CommandError::Db)? {
+        return Err(DispatchError::LeaseLost);
     }
     *last_call = Some(tokio::time::Instant::now());
     let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {

@@ -44,10 +44,10 @@ pub struct DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &Config, node: &str) -> Self {
         let w = &config.webhooks;
         Self {
-            node: config.node_name(),
+            node: node.to_owned(),
             timeout: Duration::from_millis(w.timeout_ms),
             schedule: RetrySchedule {
                 delays: w.retry_schedule_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
@@ -229,22 +229,37 @@ impl Deliverer {
                 Charge::Lost => return Err(RetryError::InFlight),
             }
         }
-        let secret =
-            self.master_key.open(&SealedSecret(claimed.secret_sealed.clone())).map_err(|e| e.context("a webhook secret"))?;
         let started_at = Utc::now();
-        let attempt = sender::send(
-            &self.client,
-            self.config.allow_private,
-            self.config.timeout,
-            sender::Request {
-                url: &claimed.url,
-                secret: secret.expose(),
-                event_type: &claimed.event_type,
-                delivery_id: &claimed.delivery_id,
-                body: &claimed.body,
-            },
-        )
-        .await;
+        let attempt = match self.master_key.open(&SealedSecret(claimed.secret_sealed.clone())) {
+            Ok(secret) => {
+                sender::send(
+                    &self.client,
+                    self.config.allow_private,
+                    self.config.timeout,
+                    sender::Request {
+                        url: &claimed.url,
+                        secret: secret.expose(),
+                        event_type: &claimed.event_type,
+                        delivery_id: &claimed.delivery_id,
+                        body: &claimed.body,
+                    },
+                )
+                .await
+            }
+            // Sealed under another master key (nodes that do not share one; a node checks its key
+            // at start, so this is a database restored under another key). Recorded as a failed
+            // attempt, retried like any other, so the delivery and its lane never stay stuck.
+            Err(e) => {
+                tracing::error!(delivery = %claimed.delivery_id, webhook = %claimed.webhook_id, error = %e,
+                    "a webhook's secret does not open with this node's master key");
+                sender::Attempt {
+                    status: None,
+                    retry_after: None,
+                    duration: Duration::ZERO,
+                    error: Some("not sent: the webhook's signing secret cannot be opened with this node's master key".into()),
+                }
+            }
+        };
         let verdict = wd::verdict(attempt.status, attempt.retry_after.as_deref(), Utc::now());
         let next = match &verdict {
             Verdict::Delivered => Next::Delivered,

@@ -224,16 +224,7 @@ impl TestApp {
 
     /// Run `bridge` against this test's database.
     pub async fn cli(&self, args: &[&str]) -> CliRun {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
-            .args(args)
-            .env("DATABASE_URL", &self.db.url)
-            .env("BRIDGE_MASTER_KEY", TEST_MASTER_KEY)
-            .env_remove("BRIDGE_CONFIG")
-            .env("BRIDGE_LOG", "warn")
-            .output()
-            .await
-            .expect("bridge runs");
-        CliRun { output }
+        cli(&self.db, args).await
     }
 
     /// A new account on `plan` with one key: `(account_id, key_id, api_key)`.
@@ -307,20 +298,44 @@ impl TestApp {
     }
 }
 
+/// The `bridge` binary set up to see nothing of the machine it runs on: none of the developer's
+/// `BRIDGE_*` variables, no `bridge.toml` (it runs in a fresh directory of its own, which is also
+/// its data directory), the tests' master key, and this test's database.
+pub fn bridge(db: &TestDb) -> tokio::process::Command {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bridge-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("a working directory for bridge");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BRIDGE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .current_dir(&dir)
+        .env("BRIDGE_DATA_DIR", &dir)
+        .env("BRIDGE_MASTER_KEY", TEST_MASTER_KEY)
+        .env("BRIDGE_LOG", "warn")
+        .env("DATABASE_URL", &db.url)
+        .kill_on_drop(true);
+    command
+}
+
+/// Run `bridge` with `args` against `db`.
+pub async fn cli(db: &TestDb, args: &[&str]) -> CliRun {
+    CliRun { output: bridge(db).args(args).output().await.expect("bridge runs") }
+}
+
 /// `bridge serve` as a real process (node `node-a`) on the test database, with extra `BRIDGE_*`
 /// settings; returns it, its base URL, and the file its log is copied to (for failure messages).
 pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process::Child, String, std::path::PathBuf) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
+    let mut child = bridge(db)
         .arg("serve")
-        .env("DATABASE_URL", &db.url)
         .env("BRIDGE_LISTEN", "127.0.0.1:0")
         .env("BRIDGE_NODE_ID", "node-a")
         .env("BRIDGE_LOG", "info")
-        .env_remove("BRIDGE_CONFIG")
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
