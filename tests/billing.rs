@@ -61,8 +61,28 @@ async fn two_accounts(receiver: &Receiver, sends: usize) -> (TestApp, String, St
     (app, busy, quiet)
 }
 
-fn this_month() -> String {
-    chrono::Utc::now().format("%Y-%m").to_string()
+/// The month the account's billing cycle starts in, from its anchor in the database. Never from
+/// the wall clock: a run that crosses midnight at a month's end would look in the wrong month.
+async fn cycle_month(app: &TestApp, account: &str) -> String {
+    sqlx::query_scalar("SELECT to_char(cycle_anchor AT TIME ZONE 'UTC', 'YYYY-MM') FROM accounts WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+/// `--from` and `--to` dates that take in the first cycle of each of these accounts (which may
+/// start in two months, when they were created either side of a month's end).
+async fn covering(app: &TestApp, accounts: &[&str]) -> (String, String) {
+    sqlx::query_as(
+        "SELECT to_char(min(cycle_anchor) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), \
+                to_char(max(cycle_anchor) AT TIME ZONE 'UTC' + interval '1 day', 'YYYY-MM-DD') \
+           FROM accounts WHERE account_id = ANY($1)",
+    )
+    .bind(accounts)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap()
 }
 
 /// What a direct count over the log says, for one account's current cycle.
@@ -91,7 +111,8 @@ fn used(rows: &[Value], account: &str, metric: &str) -> (i64, Value, String) {
 async fn the_usage_export_matches_a_direct_count_over_the_log() {
     let receiver = Receiver::start().await;
     let (app, busy, quiet) = two_accounts(&receiver, 4).await;
-    let export = app.cli(&["usage", "export", "--cycle", &this_month(), "--format", "json"]).await.json();
+    let (from, to) = covering(&app, &[&busy, &quiet]).await;
+    let export = app.cli(&["usage", "export", "--from", &from, "--to", &to, "--format", "json"]).await.json();
     let rows = export["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 6, "two accounts, one cycle each, three metrics: {export}");
     for account in [&busy, &quiet] {
@@ -105,7 +126,7 @@ async fn the_usage_export_matches_a_direct_count_over_the_log() {
     assert_eq!(used(rows, &quiet, "lines"), (1, json!(1), "starter".to_owned()));
 
     // CSV: a header and one line per row, the same numbers.
-    let csv = app.cli(&["usage", "export", "--cycle", &this_month()]).await;
+    let csv = app.cli(&["usage", "export", "--from", &from, "--to", &to]).await;
     assert!(csv.ok(), "{}", csv.stderr());
     let out = csv.stdout();
     let lines: Vec<&str> = out.lines().collect();
@@ -113,9 +134,10 @@ async fn the_usage_export_matches_a_direct_count_over_the_log() {
     assert_eq!(lines.len(), 7);
     assert!(lines.iter().any(|l| l.starts_with(&busy) && l.ends_with(",pro,sent_messages,4,10000")), "{lines:?}");
 
-    // A plan change shows in the cycle's plan and limits; a month with no cycle lists nothing.
+    // A plan change shows in the cycle's plan and limits (found by its month too); a period with
+    // no cycle lists nothing.
     assert!(app.cli(&["accounts", "set-plan", &busy, "business"]).await.ok());
-    let export = app.cli(&["usage", "export", "--cycle", &this_month(), "--format", "json"]).await.json();
+    let export = app.cli(&["usage", "export", "--cycle", &cycle_month(&app, &busy).await, "--format", "json"]).await.json();
     assert_eq!(used(export["rows"].as_array().unwrap(), &busy, "sent_messages"), (4, json!(100000), "business".to_owned()));
     let empty = app.cli(&["usage", "export", "--from", "2020-01-01", "--to", "2020-02-01", "--format", "json"]).await.json();
     assert_eq!(empty["rows"], json!([]));
@@ -194,12 +216,13 @@ async fn the_operator_api_serves_audit_and_usage_reads_to_the_operator_token_onl
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["digests_checked"], 1);
 
-    let (status, usage) = operator_get(&app, &format!("/operator/v1/usage?cycle={}", this_month()), Some(OPERATOR_TOKEN)).await;
+    let month = cycle_month(&app, &busy).await;
+    let (status, usage) = operator_get(&app, &format!("/operator/v1/usage?cycle={month}"), Some(OPERATOR_TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(used(usage["rows"].as_array().unwrap(), &busy, "sent_messages").0, 2);
     let csv = app
         .http
-        .get(app.url(&format!("/operator/v1/usage?cycle={}&format=csv", this_month())))
+        .get(app.url(&format!("/operator/v1/usage?cycle={month}&format=csv")))
         .bearer_auth(OPERATOR_TOKEN)
         .send()
         .await

@@ -137,3 +137,14 @@ async fn sim_scan_links_a_line_from_the_cli() {
     assert!(bad.stderr().contains("not a phone number in international format"), "{}", bad.stderr());
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn bridge_processes_run_by_the_tests_see_nothing_of_the_developers_set_up() {
+    // A developer's shell may hold BRIDGE_* settings (nextest runs this test in a process of its
+    // own, so these stay here). Read, either would stop `bridge` at once.
+    std::env::set_var("BRIDGE_LINE_LEASE_SECS", "1");
+    std::env::set_var("BRIDGE_CONFIG", "/nonexistent/bridge.toml");
+    let db = common::TestDb::new().await;
+    let run = common::cli(&db, &["accounts", "list", "--json"]).await;
+    assert!(run.ok(), "the test's bridge read the developer's settings: {}", run.stderr());
+}

@@ -24,31 +24,9 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_and_in_order_after_restart() {
     let db = TestDb::new().await;
-    let cli = |args: Vec<String>| {
-        let url = db.url.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
-                .args(args)
-                .env("DATABASE_URL", url)
-                .output()
-                .await
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()
-        }
-    };
-    let account = cli(vec![
-        "accounts".into(),
-        "create".into(),
-        "--name".into(),
-        "K".into(),
-        "--plan".into(),
-        "pro".into(),
-        "--json".into(),
-    ])
-    .await;
+    let account = common::cli(&db, &["accounts", "create", "--name", "K", "--plan", "pro", "--json"]).await.json();
     let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = cli(vec!["keys".into(), "create".into(), "--account".into(), account_id, "--json".into()]).await["api_key"]
+    let key = common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
         .as_str()
         .unwrap()
         .to_owned();

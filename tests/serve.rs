@@ -11,15 +11,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test]
 async fn serve_demo_prints_a_working_key_and_stops_gracefully_on_sigterm() {
     let db = TestDb::new().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["serve", "--demo"])
-        .env("DATABASE_URL", &db.url)
-        .env("BRIDGE_LISTEN", "127.0.0.1:0")
-        .env("BRIDGE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child =
+        common::bridge(&db).args(["serve", "--demo"]).env("BRIDGE_LISTEN", "127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let curl = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -37,14 +30,18 @@ async fn serve_demo_prints_a_working_key_and_stops_gracefully_on_sigterm() {
     let key = curl.split("Bearer ").nth(1).unwrap().trim_end_matches('"').to_owned();
     assert!(key.starts_with("wzb_live_"));
     let client = reqwest::Client::new();
-    let me: serde_json::Value = loop {
-        // The line is printed just before the server starts accepting; connection refused until then.
-        match client.get(&url).bearer_auth(&key).send().await {
-            Ok(r) => break r.json().await.unwrap(),
-            Err(e) if e.is_connect() => tokio::task::yield_now().await,
-            Err(e) => panic!("{e}"),
+    // The line is printed just before the server starts accepting; connection refused until then.
+    let me: serde_json::Value = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match client.get(&url).bearer_auth(&key).send().await {
+                Ok(r) => break r.json().await.unwrap(),
+                Err(e) if e.is_connect() => tokio::task::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
         }
-    };
+    })
+    .await
+    .expect("the demo server answers");
     assert_eq!(me["plan"]["name"], "pro");
     assert_eq!(me["account"]["name"], "Demo account");
 
