@@ -176,4 +176,29 @@ mod tests {
         assert!(other.open(&sealed).is_err());
         assert!(MasterKey::from_secret(&Secret::new("short")).is_err());
     }
+
+    #[test]
+    fn processes_starting_at_once_without_a_key_all_read_the_one_key_file_whole() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("bridge-key-{}-{round}-{}", std::process::id(), rand::random::<u32>()));
+            let mut config = Config::defaults();
+            config.data_dir = dir.clone();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let loaders: Vec<_> = (0..8)
+                .map(|_| {
+                    let (config, start) = (config.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        MasterKey::load(&config).map(|key| key.check_value)
+                    })
+                })
+                .collect();
+            let values: Vec<[u8; 32]> =
+                loaders.into_iter().map(|l| l.join().unwrap().expect("every loader reads a whole key")).collect();
+            assert!(values.windows(2).all(|w| w[0] == w[1]), "every loader has the same key");
+            let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(leftovers, ["master.key"], "no temporary file is left behind");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }
