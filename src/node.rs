@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The advisory-lock class of node ids (the second key is the id's hash).
-const NODE_LOCK_CLASS: i32 = 0x5742_0003;
+/// The advisory-lock class of node ids (the second key is the id's hash); the other classes are
+/// the projection runner's (1), the digest's (2) and the rebuild's (3).
+const NODE_LOCK_CLASS: i32 = 0x5742_0004;
 
 /// How long a starting process waits for its id's lock: enough for the connection of a process
 /// that was just killed to be closed by PostgreSQL, far less than any live twin would give up.
