@@ -1,6 +1,8 @@
 //! Auditors: `bridge audit verify` passes on a clean log and names each tampering made directly in
 //! SQL (an edited payload, a deleted event, two swapped events, a rewritten chain, an edited
-//! digest); `audit replay` and `audit state` are pinned by snapshots and hold no secret.
+//! digest); `verify --against` a digest exported earlier catches deleted digests and the log
+//! rewritten after them, and an edited export; `audit replay` and `audit state` are pinned by
+//! snapshots and hold no secret.
 
 mod common;
 
@@ -8,6 +10,7 @@ use common::TestApp;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,19 +30,19 @@ async fn app() -> TestApp {
 
 /// Send `n` messages from `line` and wait until every one of them has been read.
 async fn send_and_wait_until_read(app: &TestApp, key: &str, line: &str, n: usize) {
+    let reads = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'message.read'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    let before = reads().await;
     for i in 0..n {
         let (status, body) =
             app.post(key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000001", "message": format!("m{i}")})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    app.eventually("every message is read", WAIT, || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'message.read'")
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap()
-            == n as i64
-    })
-    .await;
+    app.eventually("every message is read", WAIT, || async { reads().await == before + n as i64 }).await;
 }
 
 /// An account with a line that has sent three messages, all read; returns (app, account, key).
@@ -68,10 +71,20 @@ async fn position_of(app: &TestApp, sql: &str) -> i64 {
 
 /// `bridge audit verify --json`: whether it exited 0, and its report.
 async fn verify(app: &TestApp, account: Option<&str>) -> (bool, Value) {
+    verify_with(app, account, &[]).await
+}
+
+/// `bridge audit verify --against FILE --json`.
+async fn verify_against(app: &TestApp, file: &Path, account: Option<&str>) -> (bool, Value) {
+    verify_with(app, account, &["--against", file.to_str().unwrap()]).await
+}
+
+async fn verify_with(app: &TestApp, account: Option<&str>, more: &[&str]) -> (bool, Value) {
     let mut args = vec!["audit", "verify", "--json"];
     if let Some(a) = account {
         args.extend(["--account", a]);
     }
+    args.extend(more);
     let run = app.cli(&args).await;
     let report: Value = serde_json::from_str(&run.stdout()).unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout(), run.stderr()));
     assert_eq!(run.ok(), report["ok"] == true, "the exit code says what the report says");
@@ -253,6 +266,225 @@ async fn a_rewritten_chain_passes_the_chain_check_but_not_the_signed_digest() {
     assert!(clean > 0);
     let (_, report) = verify(&app, Some(&other)).await;
     assert!(breaks(&report).iter().all(|(k, _)| k == "digest"), "only the shared digests are blamed: {report}");
+    app.shutdown().await;
+}
+
+/// `bridge audit digest --latest --json`, written to a file as an auditor would keep it.
+async fn export_latest_digest(app: &TestApp, name: &str) -> (Value, PathBuf) {
+    let exported = app.cli(&["audit", "digest", "--latest", "--json"]).await.json();
+    let file = write_file(app, name, &exported);
+    (exported, file)
+}
+
+fn write_file(app: &TestApp, name: &str, contents: &Value) -> PathBuf {
+    let file = std::env::temp_dir().join(format!("{}-{name}.json", app.db.name));
+    std::fs::write(&file, contents.to_string()).unwrap();
+    file
+}
+
+async fn newest_digest_id(app: &TestApp) -> i64 {
+    position_of(app, "SELECT COALESCE(max(digest_id), 0) FROM log_digests").await
+}
+
+/// A finding's kind, stream, version and digest.
+type Finding = (String, Option<String>, Option<i64>, Option<i64>);
+
+fn findings(report: &Value) -> Vec<Finding> {
+    let mut found: Vec<_> = report["breaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["kind"].as_str().unwrap().to_owned(),
+                b["stream"].as_str().map(str::to_owned),
+                b["version"].as_i64(),
+                b["digest_id"].as_i64(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn deleting_the_newest_digests_and_rewriting_the_log_after_them_contradicts_an_exported_digest() {
+    let app = app().await;
+    let (account, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000331").await;
+    send_and_wait_until_read(&app, &key, &line, 2).await;
+    digest_everything(&app).await;
+    let kept = newest_digest_id(&app).await;
+    send_and_wait_until_read(&app, &key, &line, 2).await;
+    digest_everything(&app).await;
+
+    // The auditor keeps the newest digest outside the database; an untouched log extends it.
+    let (exported, file) = export_latest_digest(&app, "newest").await;
+    let newest = exported["digest_id"].as_i64().unwrap();
+    assert_eq!(newest, newest_digest_id(&app).await);
+    assert!(newest > kept);
+    let (ok, report) = verify_against(&app, &file, None).await;
+    assert!(ok, "{report}");
+    assert_eq!(report["against_digest"], newest);
+
+    // Someone with write access to the database deletes the digests that cover the newest
+    // events, rewrites a message those digests signed, and recomputes its stream's chain.
+    let head = exported["heads"].as_array().unwrap().iter().find(|h| h["stream_type"] == "message").expect("a message's head");
+    let (stream_id, head_version) = (head["stream_id"].as_str().unwrap(), head["stream_version"].as_i64().unwrap());
+    assert!(head_version > 1);
+    tamper(
+        &app,
+        &[
+            &format!("DELETE FROM log_digest_heads WHERE digest_id > {kept}"),
+            &format!("DELETE FROM log_digests WHERE digest_id > {kept}"),
+            &format!(
+                "UPDATE events SET payload = payload || '{{\"text\": \"refund sent\"}}' \
+                 WHERE stream_type = 'message' AND stream_id = '{stream_id}' AND stream_version = 1"
+            ),
+            &format!(
+                "DO $$ DECLARE e events; previous bytea := decode(repeat('00', 32), 'hex'); BEGIN \
+                   FOR e IN SELECT * FROM events WHERE stream_type = 'message' AND stream_id = '{stream_id}' ORDER BY stream_version LOOP \
+                     UPDATE events SET prev_hash = previous, hash = sha256(previous || convert_to(event_canonical_text(e), 'UTF8')) \
+                      WHERE global_position = e.global_position RETURNING hash INTO previous; \
+                   END LOOP; END $$"
+            ),
+        ],
+    )
+    .await;
+    let rewritten = format!("message/{stream_id}");
+
+    // The log alone cannot tell: every chain checks out, and so does every digest left.
+    let (ok, report) = verify(&app, None).await;
+    assert!(ok, "{report}");
+    assert!(report["events_after_last_digest"].as_i64().unwrap() > 0);
+
+    // The exported digest can: it is gone, and the head it signed no longer hashes the same.
+    let expected = vec![
+        ("altered".to_owned(), Some(rewritten.clone()), Some(head_version), Some(newest)),
+        ("digest".to_owned(), None, None, Some(newest)),
+    ];
+    let (ok, report) = verify_against(&app, &file, None).await;
+    assert!(!ok);
+    assert_eq!(findings(&report), expected, "{report}");
+    let gone = report["breaks"].as_array().unwrap().iter().find(|b| b["kind"] == "digest").unwrap();
+    assert_eq!(
+        gone["detail"],
+        format!("digest {newest}, the one exported, is gone from the database (its digests end at {kept})")
+    );
+    let head_position = position_of(
+        &app,
+        &format!("SELECT global_position FROM events WHERE stream_id = '{stream_id}' AND stream_version = {head_version}"),
+    )
+    .await;
+    assert!(report["breaks"].as_array().unwrap().iter().any(|b| b["kind"] == "altered" && b["position"] == head_position));
+    // The account's own check names its rewritten stream too.
+    let (ok, report) = verify_against(&app, &file, Some(&account)).await;
+    assert!(!ok);
+    assert_eq!(findings(&report), expected, "{report}");
+
+    // Then the head it signed is deleted: what is left of the stream still chains, but the
+    // exported digest names the version that is gone.
+    tamper(
+        &app,
+        &[&format!(
+            "DELETE FROM events WHERE stream_type = 'message' AND stream_id = '{stream_id}' AND stream_version = {head_version}"
+        )],
+    )
+    .await;
+    let (ok, report) = verify(&app, None).await;
+    assert!(ok, "{report}");
+    let expected = vec![
+        ("digest".to_owned(), None, None, Some(newest)),
+        ("removed".to_owned(), Some(rewritten.clone()), Some(head_version), Some(newest)),
+    ];
+    let (ok, report) = verify_against(&app, &file, None).await;
+    assert!(!ok);
+    assert_eq!(findings(&report), expected, "{report}");
+
+    // The server goes on signing new digests over the rewritten log, under the same ids: plain
+    // verify still passes, and the exported digest shows its id was reused for another.
+    app.eventually("digests are signed again up to the exported one's id", WAIT, || async {
+        app.cli(&["accounts", "create", "--name", "Later Ltd", "--plan", "free"]).await;
+        digest(&app).await;
+        newest_digest_id(&app).await >= newest
+    })
+    .await;
+    let (ok, report) = verify(&app, None).await;
+    assert!(ok, "{report}");
+    let (ok, report) = verify_against(&app, &file, None).await;
+    assert!(!ok);
+    assert_eq!(findings(&report), expected, "{report}");
+    let replaced = report["breaks"].as_array().unwrap().iter().find(|b| b["kind"] == "digest").unwrap();
+    assert_eq!(replaced["detail"], format!("digest {newest} in the database is not the one exported: it was replaced"));
+    std::fs::remove_file(file).unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_edited_exported_digest_is_not_authentic_and_a_file_that_is_none_is_refused() {
+    let (app, _, _) = populated().await;
+    let run = app.cli(&["audit", "digest", "--latest", "--json"]).await;
+    assert!(!run.ok());
+    assert!(run.stderr().starts_with("error: no digest has been recorded yet"), "{}", run.stderr());
+    assert!(run.stdout().is_empty());
+
+    digest_everything(&app).await;
+    let (exported, file) = export_latest_digest(&app, "exported").await;
+    let id = exported["digest_id"].as_i64().unwrap();
+    assert_eq!(exported["format"], "wazion-bridge/audit-digest/v1");
+    assert_eq!(exported["root"].as_str().unwrap().len(), 64);
+    assert!(!exported["heads"].as_array().unwrap().is_empty());
+    let (ok, report) = verify_against(&app, &file, None).await;
+    assert!(ok, "{report}");
+
+    let flip = |hex: &Value| {
+        let hex = hex.as_str().unwrap();
+        format!("{}{}", if hex.starts_with('0') { '1' } else { '0' }, &hex[1..])
+    };
+    let mut edits: Vec<(&str, Value)> = Vec::new();
+    let mut edited = exported.clone();
+    edited["root"] = flip(&exported["root"]).into();
+    edits.push(("root", edited));
+    let mut edited = exported.clone();
+    edited["heads"][0]["hash"] = flip(&exported["heads"][0]["hash"]).into();
+    edits.push(("head-hash", edited));
+    let mut edited = exported.clone();
+    edited["heads"][0]["stream_version"] = (exported["heads"][0]["stream_version"].as_i64().unwrap() + 1).into();
+    edits.push(("head-version", edited));
+    let mut edited = exported.clone();
+    edited["heads"].as_array_mut().unwrap().pop();
+    edits.push(("head-dropped", edited));
+    let mut edited = exported.clone();
+    edited["covers"]["global_position"] = (exported["covers"]["global_position"].as_i64().unwrap() + 1).into();
+    edits.push(("covers", edited));
+    let mut edited = exported.clone();
+    edited["signature"] = flip(&exported["signature"]).into();
+    edits.push(("signature", edited));
+    for (name, edited) in edits {
+        let file = write_file(&app, name, &edited);
+        let (ok, report) = verify_against(&app, &file, None).await;
+        assert!(!ok, "{name}");
+        assert_eq!(findings(&report), vec![("not_authentic".to_owned(), None, None, Some(id))], "{name}: {report}");
+        assert!(report["breaks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("the exported digest {id} is not authentic")));
+        std::fs::remove_file(file).unwrap();
+    }
+
+    // Not an exported digest at all, or no file: an error, and no report.
+    let other = write_file(&app, "other", &json!({"ok": true}));
+    for (path, expected) in [
+        (other.as_path(), "is not a digest printed by `bridge audit digest --latest --json`"),
+        (Path::new("/nonexistent/digest.json"), "cannot read /nonexistent/digest.json"),
+    ] {
+        let run = app.cli(&["audit", "verify", "--against", path.to_str().unwrap(), "--json"]).await;
+        assert!(!run.ok());
+        assert!(run.stderr().starts_with("error: ") && run.stderr().contains(expected), "{}", run.stderr());
+        assert!(run.stdout().is_empty());
+    }
+    std::fs::remove_file(other).unwrap();
+    std::fs::remove_file(file).unwrap();
     app.shutdown().await;
 }
 

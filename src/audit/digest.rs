@@ -15,6 +15,7 @@
 use super::{Break, BreakKind};
 use hmac::{Hmac, Mac};
 use projections::LogPosition;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
@@ -24,16 +25,22 @@ use tokio_util::sync::CancellationToken;
 /// Advisory lock taken while a digest is recorded, so nodes take turns.
 const DIGEST_LOCK: (i32, i32) = (0x5742_0002, 1);
 
+/// The root the first digest chains to.
+pub const GENESIS_ROOT: [u8; 32] = [0; 32];
+
 /// The newest event of one stream within a digest's range.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Head {
     pub stream_type: String,
     pub stream_id: String,
     pub tenant_id: String,
     pub stream_version: i64,
+    #[serde(with = "super::exported_digest::hex_bytes")]
     pub hash: Vec<u8>,
     /// Where the event stands in the log (read from the log; digests do not store it).
     #[sqlx(default)]
+    #[serde(skip)]
     pub global_position: Option<i64>,
 }
 
@@ -70,7 +77,7 @@ pub fn sign(key: &[u8; 32], root: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn signature_matches(key: &[u8; 32], root: &[u8], signature: &[u8]) -> bool {
+pub(super) fn signature_matches(key: &[u8; 32], root: &[u8], signature: &[u8]) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(root);
     mac.verify_slice(signature).is_ok()
@@ -111,7 +118,7 @@ pub async fn record(pool: &PgPool, key: &[u8; 32]) -> Result<Option<Recorded>, s
     .await?;
     let (last_id, after, previous_root) = match last {
         Some((id, transaction_id, global_position, root)) => (id, LogPosition { transaction_id, global_position }, root),
-        None => (0, LogPosition::START, vec![0; 32]),
+        None => (0, LogPosition::START, GENESIS_ROOT.to_vec()),
     };
     // The newest event no running transaction can precede.
     let upto: Option<(i64, i64)> = sqlx::query_as(
@@ -197,26 +204,10 @@ pub async fn verify(pool: &PgPool, key: &[u8; 32], account_id: Option<&str>) -> 
     .fetch_all(&mut *conn)
     .await?;
     // Every digest's heads, for the roots (which cover all accounts).
-    let mut stored: BTreeMap<i64, Vec<Head>> = BTreeMap::new();
-    let rows: Vec<(i64, String, String, String, i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT digest_id, stream_type, stream_id, tenant_id, stream_version, hash FROM log_digest_heads \
-         ORDER BY digest_id, stream_type, stream_id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for (digest_id, stream_type, stream_id, tenant_id, stream_version, hash) in rows {
-        stored.entry(digest_id).or_default().push(Head {
-            stream_type,
-            stream_id,
-            tenant_id,
-            stream_version,
-            hash,
-            global_position: None,
-        });
-    }
+    let mut stored = stored_heads(&mut *conn, None).await?;
 
     let mut breaks = Vec::new();
-    let mut previous_root = vec![0u8; 32];
+    let mut previous_root = GENESIS_ROOT.to_vec();
     let mut after = LogPosition::START;
     for (index, (digest_id, transaction_id, global_position, stored_root, signature)) in digests.iter().enumerate() {
         let covers = LogPosition { transaction_id: *transaction_id, global_position: *global_position };
@@ -256,6 +247,32 @@ pub async fn verify(pool: &PgPool, key: &[u8; 32], account_id: Option<&str>) -> 
     .fetch_one(&mut *conn)
     .await?;
     Ok(DigestReport { digests: digests.len() as u64, events_after_last: events_after_last as u64, breaks })
+}
+
+/// The heads stored with each digest (or with one), in the order its root hashes them.
+pub(super) async fn stored_heads(
+    executor: impl sqlx::PgExecutor<'_>,
+    digest_id: Option<i64>,
+) -> Result<BTreeMap<i64, Vec<Head>>, sqlx::Error> {
+    let rows: Vec<(i64, String, String, String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT digest_id, stream_type, stream_id, tenant_id, stream_version, hash FROM log_digest_heads \
+         WHERE $1::bigint IS NULL OR digest_id = $1 ORDER BY digest_id, stream_type, stream_id",
+    )
+    .bind(digest_id)
+    .fetch_all(executor)
+    .await?;
+    let mut stored: BTreeMap<i64, Vec<Head>> = BTreeMap::new();
+    for (digest_id, stream_type, stream_id, tenant_id, stream_version, hash) in rows {
+        stored.entry(digest_id).or_default().push(Head {
+            stream_type,
+            stream_id,
+            tenant_id,
+            stream_version,
+            hash,
+            global_position: None,
+        });
+    }
+    Ok(stored)
 }
 
 /// The differences between the heads a digest signed and the heads the log has now in its range.

@@ -4,11 +4,14 @@
 //! - [`chain`]: every event's hash, chained to the previous event of its stream (computed by the
 //!   database as rows are inserted), and the check that recomputes the chains.
 //! - [`digest`]: signed digests of the stream heads, recorded periodically, and their check.
+//! - [`exported_digest`]: a digest exported to be kept outside the database, and the check that
+//!   the log still extends it.
 //! - [`replay`]: an account's events in log order, with who acted, and no secret.
 //! - [`state`]: an account's lines, keys, webhooks and usage as they were at a given time.
 
 pub mod chain;
 pub mod digest;
+pub mod exported_digest;
 pub mod replay;
 pub mod state;
 
@@ -28,8 +31,12 @@ pub enum BreakKind {
     Inserted,
     /// A stream's events are no longer in the order they were appended in.
     Reordered,
-    /// A digest's root or signature does not check out: the digests themselves were edited.
+    /// A digest's root or signature does not check out, or a digest is missing or was replaced:
+    /// the digests themselves were edited.
     Digest,
+    /// The exported digest checked against is not one this master key signed with these
+    /// contents: the file was edited or forged.
+    NotAuthentic,
 }
 
 /// One finding of `bridge audit verify`, with where it is.
@@ -82,6 +89,9 @@ pub struct VerifyReport {
     pub digests_checked: u64,
     /// Events newer than the latest digest: covered by their chains only until the next digest.
     pub events_after_last_digest: u64,
+    /// The exported digest the log was also checked against (`--against`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against_digest: Option<i64>,
     pub breaks: Vec<Break>,
 }
 
@@ -96,10 +106,23 @@ pub async fn account_exists(pool: &sqlx::PgPool, account_id: &str) -> Result<boo
 
 /// Recompute every chain (of one account's streams, or of all) and check every digest.
 pub async fn verify(pool: &sqlx::PgPool, key: &[u8; 32], account_id: Option<&str>) -> Result<VerifyReport, sqlx::Error> {
+    verify_against(pool, key, account_id, None).await
+}
+
+/// [`verify`], and with `exported`, also check that the log still extends that digest.
+pub async fn verify_against(
+    pool: &sqlx::PgPool,
+    key: &[u8; 32],
+    account_id: Option<&str>,
+    exported: Option<&exported_digest::ExportedDigest>,
+) -> Result<VerifyReport, sqlx::Error> {
     let chains = chain::verify(pool, account_id).await?;
     let digests = digest::verify(pool, key, account_id).await?;
     let mut breaks = chains.breaks;
     breaks.extend(digests.breaks);
+    if let Some(exported) = exported {
+        breaks.extend(exported.check(pool, key, account_id).await?);
+    }
     breaks.sort_by_key(|b| (b.position.unwrap_or(i64::MAX), b.digest_id));
     breaks.dedup();
     Ok(VerifyReport {
@@ -109,6 +132,7 @@ pub async fn verify(pool: &sqlx::PgPool, key: &[u8; 32], account_id: Option<&str
         streams_checked: chains.streams,
         digests_checked: digests.digests,
         events_after_last_digest: digests.events_after_last,
+        against_digest: exported.map(|e| e.digest_id),
         breaks,
     })
 }

@@ -2,13 +2,15 @@
 
 use super::JsonFlag;
 use crate::audit;
+use crate::audit::exported_digest::ExportedDigest;
 use crate::audit::parse_time;
 use crate::config::Config;
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -18,11 +20,22 @@ pub enum AuditCommand {
         /// Only this account's streams (digests are still checked whole).
         #[arg(long)]
         account: Option<String>,
+        /// Also prove that the log still extends this digest, kept outside the database (the
+        /// output of `bridge audit digest --latest --json`).
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Record a signed digest of the stream heads now (the server records one periodically).
-    Digest(JsonFlag),
+    Digest {
+        /// Record nothing: print the newest digest, with what checking it needs, to keep outside
+        /// the database (and check against later with `audit verify --against FILE`).
+        #[arg(long)]
+        latest: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// Print an account's events in log order as NDJSON: who acted, which request; no secret.
     Replay {
         #[arg(long)]
@@ -83,15 +96,22 @@ async fn account_exists(pool: &sqlx::PgPool, account_id: &str) -> anyhow::Result
     Ok(())
 }
 
+fn read_exported_digest(path: &Path) -> anyhow::Result<ExportedDigest> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ExportedDigest::parse(&text)
+        .map_err(|e| anyhow!("{} is not a digest printed by `bridge audit digest --latest --json`: {e}", path.display()))
+}
+
 pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { account, out } => {
+        AuditCommand::Verify { account, against, out } => {
             let account = account.as_deref().map(parse_account).transpose()?;
             if let Some(a) = &account {
                 account_exists(pool, a).await?;
             }
+            let against = against.as_deref().map(read_exported_digest).transpose()?;
             let key = crate::secrets::MasterKey::load(config)?;
-            let report = audit::verify(pool, key.audit_key(), account.as_deref()).await?;
+            let report = audit::verify_against(pool, key.audit_key(), account.as_deref(), against.as_ref()).await?;
             if out.json {
                 println!("{}", serde_json::to_value(&report)?);
             } else {
@@ -99,16 +119,51 @@ pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) 
                     "{} events in {} streams, {} digests checked; {} events are newer than the last digest",
                     report.events_checked, report.streams_checked, report.digests_checked, report.events_after_last_digest
                 );
+                if let Some(id) = report.against_digest {
+                    println!("checked against the exported digest {id}");
+                }
                 for b in &report.breaks {
                     let position = b.position.map_or("-".to_owned(), |p| p.to_string());
                     let stream = b.stream.as_deref().unwrap_or("-");
                     println!("{:?} at position {position}, stream {stream}: {}", b.kind, b.detail);
                 }
-                println!("{}", if report.ok { "the log is intact" } else { "THE LOG HAS BEEN ALTERED" });
+                let only_the_file = report.breaks.iter().all(|b| b.kind == audit::BreakKind::NotAuthentic);
+                println!(
+                    "{}",
+                    match (report.ok, only_the_file) {
+                        (true, _) => "the log is intact",
+                        (false, true) => "THE EXPORTED DIGEST IS NOT AUTHENTIC; the log was not compared with it",
+                        (false, false) => "THE LOG HAS BEEN ALTERED",
+                    }
+                );
             }
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        AuditCommand::Digest(out) => {
+        AuditCommand::Digest { latest: true, out } => {
+            let key = crate::secrets::MasterKey::load(config)?;
+            let Some(latest) = ExportedDigest::latest(pool).await? else {
+                bail!("no digest has been recorded yet (record one with `bridge audit digest`)");
+            };
+            // Never hand an auditor a digest that does not check out.
+            latest.authenticate(key.audit_key()).map_err(|why| {
+                anyhow!("the newest digest, {}, does not check out: {why}; run `bridge audit verify`", latest.digest_id)
+            })?;
+            super::print(out.json, serde_json::to_value(&latest)?, || {
+                format!(
+                    "digest {} covers the log up to position {} (recorded at {}), {} stream heads\nroot      {}\nsignature {}\n\
+                     Keep the output of `bridge audit digest --latest --json` outside the database, and check the log \
+                     against it with `bridge audit verify --against FILE`.",
+                    latest.digest_id,
+                    latest.covers.global_position,
+                    latest.recorded_at,
+                    latest.heads.len(),
+                    hex::encode(&latest.root),
+                    hex::encode(&latest.signature)
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Digest { latest: false, out } => {
             let key = crate::secrets::MasterKey::load(config)?;
             let recorded = audit::digest::record(pool, key.audit_key()).await?;
             let value = match &recorded {
