@@ -178,15 +178,30 @@ async fn a_deleted_event_is_named_by_the_gap_it_leaves_and_a_deleted_head_by_the
     let (ok, report) = verify(&app, None).await;
     assert!(!ok);
     let found = report["breaks"].as_array().unwrap();
-    assert_eq!(found.len(), 2, "{report}");
     let gap = found.iter().find(|b| b["position"] == after_sent).expect("the gap is named");
     assert_eq!(gap["kind"], "removed");
     assert_eq!(gap["version"], 3);
     assert!(gap["detail"].as_str().unwrap().contains(&format!("before position {after_sent}")), "{gap}");
-    let head = found.iter().find(|b| b["digest_id"].is_i64()).expect("a digest names the missing head");
+    let second_stream: String =
+        sqlx::query_scalar(&format!("SELECT 'message/' || {second}")).fetch_one(&app.db.pool).await.unwrap();
+    let head = found
+        .iter()
+        .find(|b| b["digest_id"].is_i64() && b["stream"] == second_stream.as_str())
+        .expect("a digest names the missing head");
     assert_eq!(head["kind"], "removed");
     assert_eq!(head["version"], 5);
-    assert!(head["stream"].as_str().unwrap().starts_with("message/msg_"));
+    // Nothing else is reported. (When another test's transaction held the horizon back, the first
+    // digest stopped early and also signed the deleted `sent` as its stream's newest event then:
+    // that digest names it too.)
+    let first_stream: String =
+        sqlx::query_scalar(&format!("SELECT 'message/' || {first}")).fetch_one(&app.db.pool).await.unwrap();
+    for b in found {
+        let about = (b["stream"].as_str(), b["version"].as_i64());
+        assert!(
+            b["kind"] == "removed" && (about == (Some(&first_stream), Some(3)) || about == (Some(&second_stream), Some(5))),
+            "only the two deleted events are reported: {report}"
+        );
+    }
     app.shutdown().await;
 }
 

@@ -168,6 +168,13 @@ async fn a_node_with_another_master_key_does_not_start() {
     let error = format!("{:#}", refused.err().expect("a node with another master key must not start"));
     assert!(error.contains("master key is not the one this database was set up with"), "{error}");
     assert!(!error.contains(&"11".repeat(32)), "the key itself is never shown");
+    // Nor do the commands that sign or check digests with it.
+    let other = "11".repeat(32);
+    for args in [&["audit", "digest"][..], &["audit", "verify"]] {
+        let run = common::bridge(&app.db).args(args).env("BRIDGE_MASTER_KEY", &other).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && stderr.contains("master key is not the one this database was set up with"), "{stderr}");
+    }
     // The same key starts fine.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let same = wazion_bridge::server::start(common::test_config(), app.db.pool.clone(), listener).await.expect("starts");

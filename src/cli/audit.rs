@@ -110,7 +110,7 @@ pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) 
                 account_exists(pool, a).await?;
             }
             let against = against.as_deref().map(read_exported_digest).transpose()?;
-            let key = crate::secrets::MasterKey::load(config)?;
+            let key = crate::secrets::MasterKey::load_checked(config, pool).await?;
             let report = audit::verify_against(pool, key.audit_key(), account.as_deref(), against.as_ref()).await?;
             if out.json {
                 println!("{}", serde_json::to_value(&report)?);
@@ -140,7 +140,7 @@ pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) 
             Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         AuditCommand::Digest { latest: true, out } => {
-            let key = crate::secrets::MasterKey::load(config)?;
+            let key = crate::secrets::MasterKey::load_checked(config, pool).await?;
             let Some(latest) = ExportedDigest::latest(pool).await? else {
                 bail!("no digest has been recorded yet (record one with `bridge audit digest`)");
             };
@@ -164,7 +164,7 @@ pub async fn audit(command: AuditCommand, config: &Config, pool: &sqlx::PgPool) 
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Digest { latest: false, out } => {
-            let key = crate::secrets::MasterKey::load(config)?;
+            let key = crate::secrets::MasterKey::load_checked(config, pool).await?;
             let recorded = audit::digest::record(pool, key.audit_key()).await?;
             let value = match &recorded {
                 Some(d) => {
