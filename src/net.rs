@@ -133,11 +133,14 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// An HTTP client builder for calls to tenants' URLs: no redirects followed and, unless private
-/// URLs are allowed, host names resolved to public addresses only. Literal addresses never reach
-/// a resolver: check them with [`literal_not_public`] before each request.
+/// An HTTP client builder for calls to tenants' URLs: no redirects followed, no proxy (through a
+/// proxy from `HTTP(S)_PROXY`/`ALL_PROXY`, the address connected to would be the proxy's, and the
+/// target's would never be checked) and, unless private URLs are allowed, host names resolved to
+/// public addresses only. Literal addresses never reach a resolver: check them with
+/// [`literal_not_public`] before each request.
 pub fn outbound_client(allow_private: bool) -> reqwest::ClientBuilder {
     let builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("wazion-bridge/", env!("CARGO_PKG_VERSION")));
     if allow_private {

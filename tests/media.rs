@@ -5,6 +5,7 @@ mod common;
 
 use axum::http::header;
 use axum::routing::get;
+use common::proxy_trap::ProxyTrap;
 use common::TestApp;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -139,4 +140,28 @@ async fn private_addresses_are_refused_unless_allowed() {
         assert!(reason.as_deref().unwrap_or("").contains("non-public address"), "{url}: {reason:?}");
     }
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn downloads_never_go_through_a_proxy_from_the_environment() {
+    let base = files().await;
+    let proxy = ProxyTrap::start().await;
+    let (mut app, key, _) = setup(true).await;
+    app.stop_server().await;
+    // `bridge serve` as a process of its own, with every proxy variable pointing at the trap.
+    let mut env = vec![
+        ("BRIDGE_ALLOW_PRIVATE_URLS", "true"),
+        ("BRIDGE_MASTER_KEY", common::TEST_MASTER_KEY),
+        ("BRIDGE_LINE_SEND_INTERVAL_MS", "20"),
+        ("BRIDGE_LINE_SEND_JITTER_MS", "0"),
+    ];
+    env.extend(proxy.env());
+    let (mut server, process_base, _) = common::serve_process(&app.db, &env).await;
+    app.base = process_base;
+    let line = app.connected_line(&key, "+34600000402").await;
+
+    let (kind, reason) = outcome(&app, &key, &line, &format!("{base}/photo.jpg"), "image").await;
+    assert_eq!((kind.as_str(), reason), ("message.sent", None), "the file server was called directly");
+    assert_eq!(proxy.connections(), 0, "the proxy was never used");
+    server.start_kill().unwrap();
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::proxy_trap::ProxyTrap;
 use common::receiver::{Receiver, Reply, Request};
 use common::TestApp;
 use hmac::{Hmac, Mac};
@@ -373,6 +374,29 @@ async fn a_non_public_address_is_refused_again_at_delivery_literal_or_by_name() 
     }
     assert!(receiver.requests().is_empty(), "nothing reached the private address");
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_never_go_through_a_proxy_from_the_environment() {
+    let receiver = Receiver::start().await;
+    let proxy = ProxyTrap::start().await;
+    let mut app = TestApp::spawn().await;
+    let (_, _, key) = app.account("pro").await;
+    app.stop_server().await;
+    // `bridge serve` as a process of its own, with every proxy variable pointing at the trap.
+    let mut env = vec![("BRIDGE_ALLOW_PRIVATE_URLS", "true"), ("BRIDGE_MASTER_KEY", common::TEST_MASTER_KEY)];
+    env.extend(proxy.env());
+    let (mut server, base, _) = common::serve_process(&app.db, &env).await;
+    app.base = base;
+    let (id, secret) = webhook(&app, &key, json!({"url": receiver.url})).await;
+
+    let (status, result) = app.post(&key, &format!("/v1/webhooks/{id}/test"), json!({})).await;
+    assert_eq!((status, result["delivered"].clone()), (StatusCode::OK, json!(true)), "{result}");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "the receiver was called directly");
+    assert!(signed_with(&secret, &requests[0]));
+    assert_eq!(proxy.connections(), 0, "the proxy was never used");
+    server.start_kill().unwrap();
 }
 
 #[tokio::test]
