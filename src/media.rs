@@ -3,7 +3,7 @@
 //! only public addresses. The check is made on the addresses DNS returns, inside the client's own
 //! resolver, so the address checked is the address connected to (no rebinding between the two).
 
-use crate::net::{innermost, literal_not_public, outbound_client, refusal};
+use crate::net::{innermost, literal_not_public, outbound_client, refusal, NotPublic};
 use domain::message::MediaType;
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ pub struct MediaFile {
 pub enum MediaError {
     #[error("media_url is not an http or https URL")]
     Scheme,
-    #[error("media_url points to a non-public address ({0}); private, loopback and link-local addresses are refused")]
-    NotPublic(String),
+    #[error("media_url is refused: {0} (private, loopback and link-local addresses are never fetched)")]
+    NotPublic(NotPublic),
     #[error("media_url could not be fetched: {0}")]
     Fetch(String),
     #[error("media_url answered HTTP {0}")]
@@ -62,7 +62,7 @@ impl MediaFetcher {
         }
         // Literal addresses never reach the resolver: check them here.
         if let Some(refused) = literal_not_public(&parsed).filter(|_| !self.allow_private) {
-            return Err(MediaError::NotPublic(refused.0));
+            return Err(MediaError::NotPublic(refused));
         }
         let mut response = self.client.get(parsed).send().await.map_err(describe)?;
         let status = response.status();
@@ -111,7 +111,7 @@ impl MediaFetcher {
 /// The innermost cause, which is what says what went wrong (and our own resolver's refusal).
 fn describe(error: reqwest::Error) -> MediaError {
     match refusal(&error) {
-        Some(refused) => MediaError::NotPublic(refused.0),
+        Some(refused) => MediaError::NotPublic(refused),
         None => MediaError::Fetch(innermost(&error)),
     }
 }

@@ -2,6 +2,9 @@
 //! unicast only. Private, loopback, link-local, CGNAT, multicast, documentation, reserved and
 //! unspecified ranges are refused, in IPv4 and IPv6, including IPv4 addresses embedded in IPv6
 //! (mapped, compatible, NAT64).
+//!
+//! What a refused host *name* resolved to is never said (in errors or stored failure reasons): it
+//! would let a tenant map the operator's internal DNS. A literal address the tenant typed may be.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -108,10 +111,15 @@ mod tests {
     }
 }
 
-/// A connection refused because the address is not public.
+/// A host the server refuses to call. A literal address is named; a host name is named but what
+/// it resolved to is not.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0} is not a public address")]
-pub struct NotPublic(pub String);
+pub enum NotPublic {
+    #[error("{0} is not a public address")]
+    Address(IpAddr),
+    #[error("{0} resolves to a non-public address")]
+    Name(String),
+}
 
 /// A DNS resolver for outbound HTTP that resolves like the system does, then keeps only public
 /// addresses. The check is made inside the client's own resolver, so the address checked is the
@@ -122,11 +130,10 @@ impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            let public: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
-                let shown = all.first().map_or(host.clone(), |a| a.ip().to_string());
-                return Err(Box::new(NotPublic(shown)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(NotPublic::Name(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -157,7 +164,7 @@ pub fn literal_not_public(url: &reqwest::Url) -> Option<NotPublic> {
         url::Host::Ipv6(ip) => IpAddr::V6(ip),
         url::Host::Domain(_) => return None,
     };
-    (!is_public(ip)).then(|| NotPublic(ip.to_string()))
+    (!is_public(ip)).then_some(NotPublic::Address(ip))
 }
 
 /// The resolver's refusal, if that is what made a request fail.

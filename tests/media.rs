@@ -128,17 +128,26 @@ async fn private_addresses_are_refused_unless_allowed() {
     let base = files().await; // http://127.0.0.1:PORT
     let port = base.rsplit(':').next().unwrap().to_owned();
     let (app, key, line) = setup(false).await;
-    for url in [
-        format!("{base}/photo.jpg"),
-        format!("http://localhost:{port}/photo.jpg"),
-        "http://[::1]/a.jpg".to_owned(),
-        "http://169.254.169.254/latest/meta-data".to_owned(),
-        "http://[::ffff:10.0.0.1]/a.jpg".to_owned(),
+    // A literal address may be echoed; what a host name resolved to is never said.
+    for (url, refused) in [
+        (format!("{base}/photo.jpg"), "127.0.0.1 is not a public address"),
+        (format!("http://localhost:{port}/photo.jpg"), "localhost resolves to a non-public address"),
+        ("http://[::1]/a.jpg".to_owned(), "::1 is not a public address"),
+        ("http://169.254.169.254/latest/meta-data".to_owned(), "169.254.169.254 is not a public address"),
+        ("http://[::ffff:10.0.0.1]/a.jpg".to_owned(), "::ffff:10.0.0.1 is not a public address"),
     ] {
         let (kind, reason) = outcome(&app, &key, &line, &url, "image").await;
         assert_eq!(kind, "message.failed", "{url}");
-        assert!(reason.as_deref().unwrap_or("").contains("non-public address"), "{url}: {reason:?}");
+        let expected = format!("media_url is refused: {refused} (private, loopback and link-local addresses are never fetched)");
+        assert_eq!(reason.as_deref(), Some(expected.as_str()), "{url}");
     }
+    // The reason a tenant reads in GET /v1/messages is the same.
+    let page: Value = app.get(&format!("/v1/messages?line_id={line}&phone=%2B34699000401"), &key).await.json().await.unwrap();
+    let named = page["messages"].as_array().unwrap().iter().find(|m| m["media_url"].as_str().unwrap().contains("localhost"));
+    assert_eq!(
+        named.unwrap()["failure_reason"],
+        "media_url is refused: localhost resolves to a non-public address (private, loopback and link-local addresses are never fetched)"
+    );
     app.shutdown().await;
 }
 

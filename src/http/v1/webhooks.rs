@@ -7,7 +7,7 @@ use crate::commands::CommandError;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Tenant};
 use crate::http::AppState;
-use crate::net::is_public;
+use crate::net::{is_public, literal_not_public, NotPublic};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -104,18 +104,17 @@ async fn checked_url(raw: &str, allow_private: bool) -> Result<String, ApiError>
     }
     let host = url.host().ok_or_else(|| invalid("has no host"))?;
     if !allow_private {
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addresses: Vec<std::net::IpAddr> = match host {
-            url::Host::Ipv4(ip) => vec![ip.into()],
-            url::Host::Ipv6(ip) => vec![ip.into()],
-            url::Host::Domain(name) => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|_| invalid("has a host name that does not resolve"))?
-                .map(|a| a.ip())
-                .collect(),
+        let refused = match host {
+            url::Host::Domain(name) => {
+                let port = url.port_or_known_default().unwrap_or(443);
+                let mut addresses =
+                    tokio::net::lookup_host((name, port)).await.map_err(|_| invalid("has a host name that does not resolve"))?;
+                addresses.any(|a| !is_public(a.ip())).then(|| NotPublic::Name(name.to_owned()))
+            }
+            _ => literal_not_public(&url),
         };
-        if let Some(bad) = addresses.iter().find(|ip| !is_public(**ip)) {
-            return Err(invalid(&format!("resolves to {bad}, which is not a public address")));
+        if let Some(refused) = refused {
+            return Err(invalid(&format!("is refused: {refused}")));
         }
     }
     Ok(url.to_string())
