@@ -1,7 +1,8 @@
 //! Which addresses the server may call on a tenant's behalf (media downloads, webhooks): public
 //! unicast only. Private, loopback, link-local, CGNAT, multicast, documentation, reserved and
-//! unspecified ranges are refused, in IPv4 and IPv6, including IPv4 addresses embedded in IPv6
-//! (mapped, compatible, NAT64).
+//! unspecified ranges are refused, in IPv4 and IPv6, including the IPv6 ranges that carry IPv4
+//! addresses (mapped, compatible, NAT64, 6to4: judged by the address they carry; local-use NAT64 and
+//! SIIT: refused outright).
 //!
 //! What a refused host *name* resolved to is never said (in errors or stored failure reasons): it
 //! would let a tenant map the operator's internal DNS. A literal address the tenant typed may be.
@@ -39,6 +40,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     }
     let s = ip.segments();
     !(ip.is_unspecified()
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 (RFC 8215)
+        || (s[..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0) // SIIT, IPv4-translated
         || ip.is_loopback()
         || (s[0] & 0xfe00) == 0xfc00      // unique local
         || (s[0] & 0xffc0) == 0xfe80      // link-local
@@ -48,15 +51,18 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // discard-only
 }
 
-/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) or NAT64
-/// (64:ff9b::a.b.c.d) IPv6 address.
+/// The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64
+/// (64:ff9b::a.b.c.d) or 6to4 (2002:aabb:ccdd::/48) IPv6 address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
     let mapped = s[..5].iter().all(|x| *x == 0) && s[5] == 0xffff;
     let compatible = s[..6].iter().all(|x| *x == 0) && !(s[6] == 0 && s[7] <= 1);
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
-    (mapped || compatible || nat64).then_some(tail)
+    (mapped || compatible || nat64).then(|| v4(s[6], s[7]))
 }
 
 #[cfg(test)]
@@ -108,6 +114,21 @@ mod tests {
         {
             assert!(is_public(ip.parse().unwrap()), "{ip} is public");
         }
+    }
+
+    #[test]
+    fn local_use_nat64_and_siit_are_refused_whatever_they_carry() {
+        for ip in ["64:ff9b:1::808:808", "64:ff9b:1::a00:1", "64:ff9b:1:ffff::1", "::ffff:0:808:808", "::ffff:0:a00:1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} must be refused");
+        }
+    }
+
+    #[test]
+    fn six_to_four_is_judged_by_the_ipv4_address_it_carries() {
+        for ip in ["2002:a00:1::1", "2002:7f00:1::", "2002:a9fe:a9fe::1", "2002:c0a8:101:1::1", "2002:6440:1::1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} carries a non-public IPv4 address");
+        }
+        assert!(is_public("2002:808:808::1".parse().unwrap()), "2002:808:808::1 carries 8.8.8.8");
     }
 }
 

@@ -338,6 +338,9 @@ async fn every_class_of_non_public_address_is_refused_at_creation() {
         "https://[2001:db8::1]/h",
         "https://[::ffff:127.0.0.1]/h",
         "https://[64:ff9b::a00:1]/h",
+        "https://[64:ff9b:1::808:808]/h",
+        "https://[::ffff:0:a00:1]/h",
+        "https://[2002:a00:1::1]/h",
     ];
     for url in refused {
         let (status, body) = app.post(&key, "/v1/webhooks", json!({"url": url})).await;
