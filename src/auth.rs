@@ -3,8 +3,12 @@
 //! A presented key is hashed (SHA-256) and looked up in `api_key_secrets`; the answer, joined with
 //! the account, is cached per hash. Appends to an account's `account` or `api_key` streams are
 //! announced over NOTIFY (see `projections::notify`), and every node drops that account's cached
-//! entries when it hears of them; if the LISTEN connection ever drops, the whole cache is dropped.
-//! Entries also expire on their own after a minute, a backstop that bounds any staleness.
+//! entries when it hears of them; if the LISTEN connection ever drops, the whole cache is dropped
+//! once it listens again. Entries also expire on their own after a minute, a backstop that bounds
+//! any staleness.
+//!
+//! An answer from the database is cached only if no invalidation came while it was being read:
+//! a lookup that read a key just before its revocation committed must not put it back afterwards.
 
 use chrono::{DateTime, Utc};
 use domain::account::SubscriptionStatus;
@@ -41,21 +45,79 @@ pub enum AuthFailure {
     Invalid,
 }
 
-#[derive(Clone)]
-struct Cached {
-    identity: Option<Arc<Identity>>,
-    valid_until: Option<DateTime<Utc>>,
+/// What the key index says about a key hash.
+#[derive(Debug, Clone)]
+enum Answer {
+    Known { identity: Arc<Identity>, valid_until: Option<DateTime<Utc>> },
+    Unknown,
+}
+
+/// Where the cache stood when a database lookup began (see [`KeyCache::insert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Generation(u64);
+
+/// A known key as read from the database at `loaded`.
+struct KnownKey {
     loaded: Instant,
+    identity: Arc<Identity>,
+    valid_until: Option<DateTime<Utc>>,
+}
+
+/// Known keys, and a generation bumped by every invalidation.
+#[derive(Default)]
+struct KeyCache {
+    generation: u64,
+    known: HashMap<KeyHash, KnownKey>,
+}
+
+impl KeyCache {
+    /// The remembered answer, or the generation a lookup in the database starts from.
+    fn get(&self, hash: &KeyHash, now: Instant) -> Result<Answer, Generation> {
+        if let Some(known) = self.known.get(hash).filter(|k| now.duration_since(k.loaded) < CACHE_TTL) {
+            return Ok(Answer::Known { identity: known.identity.clone(), valid_until: known.valid_until });
+        }
+        Err(Generation(self.generation))
+    }
+
+    /// Remember what a lookup that began at `since` found, unless an invalidation came in the
+    /// meantime: the answer may then predate the revocation, suspension or creation announced.
+    fn insert(&mut self, since: Generation, hash: KeyHash, answer: &Answer, now: Instant) {
+        if since != Generation(self.generation) {
+            return;
+        }
+        match answer {
+            Answer::Known { identity, valid_until } => {
+                if self.known.len() >= CACHE_MAX_ENTRIES {
+                    self.known.clear();
+                }
+                self.known.insert(hash, KnownKey { loaded: now, identity: identity.clone(), valid_until: *valid_until });
+            }
+            // Unknown keys are not cached: a flood of random keys must not evict real ones.
+            Answer::Unknown => {}
+        }
+    }
+
+    /// Forget what `change` may have changed.
+    fn invalidate(&mut self, change: &Change) {
+        match change {
+            Change::Reset => self.known.clear(),
+            Change::Appended(a) if a.stream_types.iter().any(|t| t == "account" || t == "api_key") => {
+                self.known.retain(|_, k| k.identity.account_id.as_str() != a.tenant);
+            }
+            Change::Appended(_) => return,
+        }
+        self.generation += 1;
+    }
 }
 
 pub struct Authenticator {
     pool: PgPool,
-    cache: RwLock<HashMap<KeyHash, Cached>>,
+    cache: RwLock<KeyCache>,
 }
 
 impl Authenticator {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, cache: RwLock::new(HashMap::new()) }
+        Self { pool, cache: RwLock::new(KeyCache::default()) }
     }
 
     pub async fn authenticate(&self, presented: &str) -> Result<Result<Arc<Identity>, AuthFailure>, sqlx::Error> {
@@ -63,31 +125,23 @@ impl Authenticator {
             return Ok(Err(AuthFailure::Malformed));
         };
         let hash = secret.hash();
-        let now = Utc::now();
-        let cached = self.cache.read().expect("not poisoned").get(&hash).cloned();
-        let entry = match cached {
-            Some(c) if c.loaded.elapsed() < CACHE_TTL => c,
-            _ => {
-                let entry = self.lookup(&hash).await?;
-                let mut cache = self.cache.write().expect("not poisoned");
-                if cache.len() >= CACHE_MAX_ENTRIES {
-                    cache.clear();
-                }
-                // Unknown keys are not cached: a flood of random keys must not evict real ones.
-                if entry.identity.is_some() {
-                    cache.insert(hash, entry.clone());
-                }
-                entry
+        let cached = self.cache.read().expect("not poisoned").get(&hash, Instant::now());
+        let answer = match cached {
+            Ok(answer) => answer,
+            Err(since) => {
+                let answer = self.lookup(&hash).await?;
+                self.cache.write().expect("not poisoned").insert(since, hash, &answer, Instant::now());
+                answer
             }
         };
-        match (entry.identity, entry.valid_until) {
-            (Some(_), Some(until)) if until <= now => Ok(Err(AuthFailure::Invalid)),
-            (Some(identity), _) => Ok(Ok(identity)),
-            (None, _) => Ok(Err(AuthFailure::Invalid)),
+        match answer {
+            Answer::Known { valid_until: Some(until), .. } if until <= Utc::now() => Ok(Err(AuthFailure::Invalid)),
+            Answer::Known { identity, .. } => Ok(Ok(identity)),
+            Answer::Unknown => Ok(Err(AuthFailure::Invalid)),
         }
     }
 
-    async fn lookup(&self, hash: &KeyHash) -> Result<Cached, sqlx::Error> {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Answer, sqlx::Error> {
         type Row = (String, String, Option<DateTime<Utc>>, String, String, String, DateTime<Utc>, DateTime<Utc>);
         let row: Option<Row> = sqlx::query_as(
             "SELECT k.key_id, k.account_id, s.valid_until, a.name, a.plan, a.status, a.cycle_anchor, a.created_at \
@@ -99,9 +153,8 @@ impl Authenticator {
         .bind(&hash.0)
         .fetch_optional(&self.pool)
         .await?;
-        let loaded = Instant::now();
         let Some((key_id, account_id, valid_until, account_name, plan, status, cycle_anchor, created_at)) = row else {
-            return Ok(Cached { identity: None, valid_until: None, loaded });
+            return Ok(Answer::Unknown);
         };
         let identity = Identity {
             key_id: KeyId::parse(&key_id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
@@ -112,19 +165,12 @@ impl Authenticator {
             cycle_anchor,
             created_at,
         };
-        Ok(Cached { identity: Some(Arc::new(identity)), valid_until, loaded })
+        Ok(Answer::Known { identity: Arc::new(identity), valid_until })
     }
 
     /// Forget what may have changed.
     pub fn invalidate(&self, change: &Change) {
-        let mut cache = self.cache.write().expect("not poisoned");
-        match change {
-            Change::Reset => cache.clear(),
-            Change::Appended(a) if a.stream_types.iter().any(|t| t == "account" || t == "api_key") => {
-                cache.retain(|_, c| c.identity.as_ref().is_some_and(|i| i.account_id.as_str() != a.tenant));
-            }
-            Change::Appended(_) => {}
-        }
+        self.cache.write().expect("not poisoned").invalidate(change);
     }
 
     /// Keep the cache in step with the log until `shutdown`.
@@ -140,5 +186,56 @@ impl Authenticator {
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projections::notify::Announcement;
+
+    fn hash(n: usize) -> KeyHash {
+        KeyHash(format!("{n:064x}"))
+    }
+
+    fn known(account: &str) -> Answer {
+        let identity = Identity {
+            key_id: KeyId::parse("key_0000000000000000000000000a").unwrap(),
+            account_id: AccountId::parse(account).unwrap(),
+            account_name: "Acme".into(),
+            plan: "pro".into(),
+            status: SubscriptionStatus::Active,
+            cycle_anchor: Utc::now(),
+            created_at: Utc::now(),
+        };
+        Answer::Known { identity: Arc::new(identity), valid_until: None }
+    }
+
+    fn appended(tenant: &str, stream_type: &str) -> Change {
+        Change::Appended(Announcement { tenant: tenant.into(), stream_types: vec![stream_type.into()] })
+    }
+
+    const ACME: &str = "acc_0000000000000000000000000a";
+
+    #[test]
+    fn an_answer_read_before_an_invalidation_is_not_cached_after_it() {
+        let now = Instant::now();
+        for (answer, change) in [
+            (known(ACME), appended(ACME, "api_key")), // revoked while it was being read
+            (known(ACME), appended(ACME, "account")), // suspended while it was being read
+            (known(ACME), Change::Reset),             // notifications missed while it was being read
+        ] {
+            let mut cache = KeyCache::default();
+            let since = cache.get(&hash(1), now).unwrap_err();
+            cache.invalidate(&change);
+            cache.insert(since, hash(1), &answer, now);
+            assert!(cache.get(&hash(1), now).is_err(), "{change:?}: the next request must read the database again");
+        }
+        // With no invalidation in between, the answer is remembered.
+        let mut cache = KeyCache::default();
+        let since = cache.get(&hash(1), now).unwrap_err();
+        cache.invalidate(&appended(ACME, "message"));
+        cache.insert(since, hash(1), &known(ACME), now);
+        assert!(matches!(cache.get(&hash(1), now), Ok(Answer::Known { .. })));
     }
 }
