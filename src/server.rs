@@ -71,7 +71,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     tracing::info!(node = node.id(), "node id claimed");
     let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), shutdown.clone());
     let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
-    let auth = Arc::new(Authenticator::new(pool.clone()));
+    let auth = Arc::new(Authenticator::new(pool.clone(), Duration::from_millis(config.unknown_key_cache_ms)));
     let watcher = LogWatcher::default();
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {

@@ -3,9 +3,13 @@
 mod common;
 
 use common::{redactions, TestApp};
+use domain::api_key::{ApiKey, ApiKeyEvent, ApiKeySecret};
+use domain::ids::{AccountId, KeyId};
+use domain::Aggregate;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
+use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
 
 async fn body(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -302,5 +306,55 @@ async fn internal_errors_are_opaque_and_retryable() {
     assert!(!text.contains("usage_counters") && !text.contains("relation"), "the cause leaked: {text}");
     let body: Value = serde_json::from_str(&text).unwrap();
     insta::assert_json_snapshot!("server_error", body);
+    app.shutdown().await;
+}
+
+/// A server whose unknown keys are remembered for an hour: only a key's creation can end that.
+async fn remembering_unknown_keys() -> TestApp {
+    TestApp::spawn_with(|c| c.unknown_key_cache_ms = 3_600_000).await
+}
+
+#[tokio::test]
+async fn an_unknown_key_tried_again_and_again_reaches_the_database_once() {
+    let app = remembering_unknown_keys().await;
+    let auth = app.server.as_ref().unwrap().state.auth.clone();
+    let unknown = format!("wzb_live_{}", "C".repeat(40));
+    for _ in 0..20 {
+        assert_eq!(app.get("/v1/me", &unknown).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Nothing is appended here, so nothing makes the server forget the answer; except that its
+    // first `Reset` (when it starts listening) may come while the first lookup is under way, and
+    // then that answer is not kept.
+    let lookups = auth.lookups();
+    assert!((1..=2).contains(&lookups), "one lookup, then answered from memory; got {lookups}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_created_just_after_it_was_tried_works_as_soon_as_the_server_hears_of_it() {
+    let app = remembering_unknown_keys().await;
+    let (account_id, _, _) = app.account("pro").await;
+    let secret = ApiKeySecret::parse(&format!("wzb_live_{}", uuid::Uuid::new_v4().simple())).unwrap();
+    assert_eq!(app.get("/v1/me", secret.expose()).await.status(), StatusCode::UNAUTHORIZED);
+
+    // The key is created with that very secret (the CLI would draw a new one), by another writer.
+    let store = EventStore::new(app.db.pool.clone(), EventStore::inline_projections());
+    let key_id = KeyId::new();
+    let created = ApiKeyEvent::Created {
+        key_id: key_id.clone(),
+        account_id: AccountId::parse(&account_id).unwrap(),
+        name: None,
+        key_hash: secret.hash(),
+    };
+    let append = Append {
+        tenant_id: account_id.clone(),
+        metadata: Metadata::new(Actor::Operator { name: "test".into() }),
+        streams: vec![StreamAppend::new(ApiKey::STREAM_TYPE, key_id.as_str(), 0, &[created])],
+    };
+    store.append(&append).await.unwrap();
+    app.eventually("the new key works", Duration::from_secs(20), || async {
+        app.get("/v1/me", secret.expose()).await.status() == StatusCode::OK
+    })
+    .await;
     app.shutdown().await;
 }

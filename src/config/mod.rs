@@ -23,6 +23,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub migrate_on_start: bool,
     pub max_body_bytes: usize,
+    pub unknown_key_cache_ms: u64,
     pub log_format: LogFormat,
     pub allow_private_urls: bool,
     pub line_send_interval_ms: u64,
