@@ -8,6 +8,7 @@ use domain::ids::{AccountId, KeyId};
 use domain::Aggregate;
 use reqwest::StatusCode;
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
 
@@ -357,4 +358,42 @@ async fn a_key_created_just_after_it_was_tried_works_as_soon_as_the_server_hears
     })
     .await;
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revocation_made_while_the_servers_listener_is_down_is_seen_once_it_listens_again() {
+    let mut app = TestApp::spawn().await;
+    let (_, key_id, key) = app.account("pro").await;
+    app.stop_server().await;
+    // `bridge serve` as a process of its own, so that its connections are not the test's.
+    let (mut server, base, _) = common::serve_process(&app.db, &[("BRIDGE_MASTER_KEY", common::TEST_MASTER_KEY)]).await;
+    app.base = base;
+    assert_eq!(app.get("/v1/me", &key).await.status(), StatusCode::OK); // now cached
+
+    // Connections of the test's own, opened now, do everything while the database takes no new
+    // connections: the server loses every connection (its LISTEN too) and cannot reconnect.
+    let options = app.db.pool.connect_options().as_ref().clone();
+    let revoker = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await.unwrap();
+    let mut admin = PgConnection::connect_with(&options.database("postgres")).await.unwrap();
+    let database = format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS", app.db.name);
+    sqlx::query(&format!("{database} false")).execute(&mut admin).await.unwrap();
+    let others = "FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    sqlx::query(&format!("SELECT pg_terminate_backend(pid) {others}")).execute(&revoker).await.unwrap();
+    // Terminated backends exit on their own time; a NOTIFY must not reach one still there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) {others}")).fetch_one(&revoker).await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the server's connections did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The revocation's NOTIFY reaches nobody.
+    let store = EventStore::new(revoker.clone(), EventStore::inline_projections());
+    let operator = Metadata::new(Actor::Operator { name: "test".into() });
+    assert!(wazion_bridge::commands::keys::revoke(&store, &operator, &KeyId::parse(&key_id).unwrap()).await.unwrap());
+    sqlx::query(&format!("{database} true")).execute(&mut admin).await.unwrap();
+
+    app.eventually("the revoked key is refused once the server listens again", Duration::from_secs(20), || async {
+        app.get("/v1/me", &key).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    server.start_kill().unwrap();
 }

@@ -78,7 +78,9 @@ impl LogWatcher {
         let _ = self.changes.send(change);
     }
 
-    /// Listen until `shutdown`. Reconnects on its own; every reconnection publishes `Reset`.
+    /// Listen until `shutdown`. Reconnects on its own, and publishes `Reset` once it listens again
+    /// after every connection or loss of one, never before: a cache cleared before that could be
+    /// refilled, by a read made while nothing was heard, with what a missed append changed.
     pub async fn run(self, pool: PgPool, shutdown: CancellationToken) {
         let mut backoff = std::time::Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -94,6 +96,8 @@ impl LogWatcher {
                     continue;
                 }
             };
+            // A lost connection is then re-established, and LISTENed on, before `try_recv` returns.
+            listener.eager_reconnect(true);
             if let Err(e) = listener.listen(CHANNEL).await {
                 tracing::warn!(error = %e, "LISTEN failed; retrying");
                 continue;
@@ -115,7 +119,8 @@ impl LogWatcher {
                         }
                         _ => self.publish(Change::Reset),
                     },
-                    // The connection was lost; sqlx reconnects on the next call.
+                    // The connection was lost; sqlx has reconnected and LISTENs again (eager
+                    // reconnect), so what was missed in between can be forgotten now.
                     Ok(None) => self.publish(Change::Reset),
                     Err(e) => {
                         tracing::warn!(error = %e, "event listener failed; reconnecting");
