@@ -361,6 +361,32 @@ async fn a_key_created_just_after_it_was_tried_works_as_soon_as_the_server_hears
 }
 
 #[tokio::test]
+async fn a_send_from_an_account_suspended_behind_the_key_cache_is_refused_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let (account_id, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000311").await;
+    // Suspend the account in the read model only: no event, so no NOTIFY, and this server's key
+    // cache goes on holding it as active, as any node's does between a suspension's commit and
+    // its announcement.
+    sqlx::query("UPDATE accounts SET status = 'suspended' WHERE account_id = $1")
+        .bind(&account_id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let me = body(app.get("/v1/me", &key).await).await;
+    assert_eq!(me["subscription"]["status"], "active", "the key cache has not heard");
+
+    let count = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap() };
+    let before = count().await;
+    let send = serde_json::json!({"line_id": line, "to": "+34600000312", "message": "hola"});
+    let response = app.http.post(app.url("/v1/messages/send")).bearer_auth(&key).json(&send).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    insta::assert_json_snapshot!("subscription_required", body(response).await);
+    assert_eq!(count().await, before, "nothing appended");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_revocation_made_while_the_servers_listener_is_down_is_seen_once_it_listens_again() {
     let mut app = TestApp::spawn().await;
     let (_, key_id, key) = app.account("pro").await;

@@ -7,11 +7,14 @@
 //! - an advisory lock on (account, Idempotency-Key) makes concurrent requests with one key wait for
 //!   the first, which then finds its saved response;
 //! - the `usage_counters` row of (account, cycle, sent_messages) is locked before it is compared to
-//!   the limit, so concurrent sends cannot overshoot it.
+//!   the limit, so concurrent sends cannot overshoot it;
+//! - the account must be active as of the transaction, not only as of the caller's cached key (a
+//!   suspension reaches the key caches of other nodes a moment after it commits).
 
 use super::{execute, load, CommandError};
 use crate::store::{Actor, Append, AppendError, EventStore, Metadata, StreamAppend};
 use chrono::{DateTime, Utc};
+use domain::account::SubscriptionStatus;
 use domain::ids::{AccountId, LineId, MessageId};
 use domain::message::{
     ArchivePolicy, Content, Idempotency, Message, MessageCommand, MessageError, MessageEvent, MessageStatus, Queued, Received,
@@ -42,6 +45,8 @@ pub enum SendOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    #[error("the account is suspended")]
+    Suspended,
     #[error("line not found")]
     LineNotFound,
     #[error("line not connected")]
@@ -92,9 +97,9 @@ pub async fn send(
         }
     }
 
-    // The account's plan and cycle, and the line's state, as of this transaction.
-    let row: Option<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
-        "SELECT a.plan, a.cycle_anchor, l.status FROM accounts a \
+    // The account's status, plan and cycle, and the line's state, as of this transaction.
+    let row: Option<(String, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+        "SELECT a.status, a.plan, a.cycle_anchor, l.status FROM accounts a \
          LEFT JOIN lines l ON l.line_id = $2 AND l.account_id = a.account_id \
          WHERE a.account_id = $1",
     )
@@ -102,7 +107,10 @@ pub async fn send(
     .bind(send.line_id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let (plan, anchor, line_status) = row.ok_or(SendError::LineNotFound)?;
+    let (account_status, plan, anchor, line_status) = row.ok_or(SendError::LineNotFound)?;
+    if account_status == SubscriptionStatus::Suspended.as_str() {
+        return Err(SendError::Suspended);
+    }
     match line_status.as_deref() {
         None | Some("logged_out") => return Err(SendError::LineNotFound),
         Some("connected") => {}

@@ -93,6 +93,7 @@ fn media_url(value: &Option<String>) -> Result<String, ApiError> {
 
 pub fn send_error(e: SendError) -> ApiError {
     match e {
+        SendError::Suspended => ApiError::SubscriptionRequired,
         SendError::LineNotFound => super::lines::line_not_found(),
         SendError::LineNotConnected => {
             ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp.")
