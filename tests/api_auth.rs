@@ -310,6 +310,29 @@ async fn internal_errors_are_opaque_and_retryable() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn rotation_without_grace_also_ends_a_secret_still_in_an_earlier_grace() {
+    let app = TestApp::spawn().await;
+    let (_, key_id, first) = app.account("pro").await;
+    let graced = app.cli(&["keys", "rotate", &key_id, "--grace", "24h", "--json"]).await.json();
+    let second = graced["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/me", &first).await.status(), StatusCode::OK, "in its grace");
+    assert_eq!(app.get("/v1/me", &second).await.status(), StatusCode::OK);
+
+    let rotated = app.cli(&["keys", "rotate", &key_id, "--json"]).await.json();
+    let third = rotated["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/me", &third).await.status(), StatusCode::OK);
+    // The rotation's announcement drops every cached secret of the account at once: once the
+    // secret it replaced is refused, the one still in the earlier grace is read again too.
+    app.eventually("the replaced secret is refused", Duration::from_secs(5), || async {
+        app.get("/v1/me", &second).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(app.get("/v1/me", &first).await.status(), StatusCode::UNAUTHORIZED, "its grace ended with the rotation");
+    assert_eq!(app.get("/v1/me", &third).await.status(), StatusCode::OK);
+    app.shutdown().await;
+}
+
 /// A server whose unknown keys are remembered for an hour: only a key's creation can end that.
 async fn remembering_unknown_keys() -> TestApp {
     TestApp::spawn_with(|c| c.unknown_key_cache_ms = 3_600_000).await

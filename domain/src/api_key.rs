@@ -70,7 +70,8 @@ pub enum ApiKeyCommand {
         name: Option<String>,
         hash: KeyHash,
     },
-    /// Replace the secret; the old one keeps working for `grace` (none: it stops at once).
+    /// Replace the secret; the old one keeps working for `grace`. Without grace, every earlier
+    /// secret stops at once, including one still in the grace of an earlier rotation.
     Rotate {
         hash: KeyHash,
         grace: Option<Duration>,
@@ -84,7 +85,16 @@ pub enum ApiKeyEvent {
     #[serde(rename = "api_key.created")]
     Created { key_id: KeyId, account_id: AccountId, name: Option<String>, key_hash: KeyHash },
     #[serde(rename = "api_key.rotated")]
-    Rotated { key_hash: KeyHash, previous_hash: KeyHash, previous_valid_until: Option<DateTime<Utc>> },
+    Rotated {
+        key_hash: KeyHash,
+        previous_hash: KeyHash,
+        previous_valid_until: Option<DateTime<Utc>>,
+        /// Every earlier secret of the key ends now, not only `previous_hash`: a rotation without
+        /// grace also ends a secret still in the grace of an earlier rotation. Absent (false) in
+        /// events written before this existed, which ended `previous_hash` only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ends_every_earlier_secret: bool,
+    },
     #[serde(rename = "api_key.revoked")]
     Revoked {},
 }
@@ -155,6 +165,7 @@ impl Aggregate for ApiKey {
                     key_hash: hash,
                     previous_hash: k.hash.clone(),
                     previous_valid_until: grace.map(|g| ctx.now + g),
+                    ends_every_earlier_secret: grace.is_none(),
                 }])
             }
             (ApiKeyCommand::Create { .. }, _) => unreachable!("handled above"),
@@ -232,9 +243,40 @@ mod tests {
             vec![ApiKeyEvent::Rotated {
                 key_hash: KeyHash("new".into()),
                 previous_hash: KeyHash("old".into()),
-                previous_valid_until: None
+                previous_valid_until: None,
+                ends_every_earlier_secret: true,
             }]
         );
+    }
+
+    #[test]
+    fn rotation_without_grace_also_ends_a_secret_still_in_an_earlier_grace() {
+        let graced =
+            given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("second".into()), grace: Some(Duration::hours(24)) })
+                .unwrap();
+        let ApiKeyEvent::Rotated { ends_every_earlier_secret, .. } = &graced[0] else { panic!() };
+        assert!(!ends_every_earlier_secret, "a rotation with grace leaves earlier graces alone");
+
+        let history = [created(), graced[0].clone()];
+        let events = given_when(&history, ApiKeyCommand::Rotate { hash: KeyHash("third".into()), grace: None }).unwrap();
+        assert_eq!(
+            events,
+            vec![ApiKeyEvent::Rotated {
+                key_hash: KeyHash("third".into()),
+                previous_hash: KeyHash("second".into()),
+                previous_valid_until: None,
+                ends_every_earlier_secret: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn rotations_recorded_before_every_earlier_secret_could_end_still_read_as_they_were() {
+        let old = serde_json::json!({"key_hash": "b", "previous_hash": "a", "previous_valid_until": null});
+        let event = ApiKeyEvent::from_stored("api_key.rotated", 1, old.clone()).unwrap();
+        let ApiKeyEvent::Rotated { ends_every_earlier_secret, .. } = &event else { panic!() };
+        assert!(!ends_every_earlier_secret);
+        assert_eq!(event.to_stored().1, old, "a rotation that ends no earlier secret keeps its shape");
     }
 
     #[test]

@@ -35,11 +35,13 @@ impl Projection for ApiKeys {
                     .execute(conn)
                     .await?;
                 }
-                ApiKeyEvent::Rotated { key_hash, previous_hash, previous_valid_until } => {
-                    // The old secret either ends now or keeps working until the end of its grace.
+                ApiKeyEvent::Rotated { key_hash, previous_hash, previous_valid_until, ends_every_earlier_secret } => {
+                    // The old secret either ends now or keeps working until the end of its grace. A
+                    // rotation that ends every earlier secret also ends one still in an earlier grace.
                     sqlx::query(
                         "WITH old AS ( \
-                             DELETE FROM api_key_secrets WHERE key_hash = $3 AND $4::timestamptz IS NULL), \
+                             DELETE FROM api_key_secrets \
+                              WHERE key_id = $1 AND ((key_hash = $3 AND $4::timestamptz IS NULL) OR $6)), \
                          graced AS ( \
                              UPDATE api_key_secrets SET valid_until = $4 WHERE key_hash = $3 AND $4::timestamptz IS NOT NULL), \
                          k AS (UPDATE api_keys SET rotated_at = $5 WHERE key_id = $1) \
@@ -50,6 +52,7 @@ impl Projection for ApiKeys {
                     .bind(&previous_hash.0)
                     .bind(previous_valid_until)
                     .bind(at)
+                    .bind(ends_every_earlier_secret)
                     .execute(conn)
                     .await?;
                 }

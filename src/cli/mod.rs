@@ -120,7 +120,8 @@ enum KeysCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
-    /// Replace a key's secret; the old one stops at once, or after --grace (e.g. 30m, 24h, 7d).
+    /// Replace a key's secret; the old one stops after --grace (e.g. 30m, 24h, 7d), or without it
+    /// at once, together with any secret still in the grace of an earlier rotation.
     Rotate {
         key_id: String,
         #[arg(long, value_parser = parse_duration)]
