@@ -55,6 +55,12 @@ impl ApiError {
     pub fn server(error: impl Into<anyhow::Error>) -> Self {
         Self::Server(error.into())
     }
+
+    /// A request body over `max_body_bytes`: 413, but a `validation_error` like any bad body.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::flat(StatusCode::PAYLOAD_TOO_LARGE, "validation_error", format!("The request body is larger than {limit} bytes."))
+            .with("limit_bytes", limit)
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

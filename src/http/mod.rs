@@ -1,11 +1,13 @@
 //! The HTTP surface: REST v1 under `/api/bridge/v1` and `/v1`, with request ids, CORS, a body
-//! size limit, JSON 404/405s and the OpenAPI document.
+//! size limit, malformed requests and JSON 404/405s in our envelope, and the OpenAPI document.
 
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod nul;
 pub mod openapi;
 pub mod operator;
+pub mod rejections;
 pub mod request_id;
 pub mod v1;
 
@@ -46,8 +48,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::mcp::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state, rejections::middleware))
         .layer(cors())
         .layer(axum::middleware::from_fn(request_id::middleware))
 }

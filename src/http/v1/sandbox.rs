@@ -3,7 +3,7 @@
 use super::lines::{fetch_line, line_error, parse_line_id, LineResponse};
 use crate::commands::lines as line_commands;
 use crate::http::error::ApiError;
-use crate::http::extract::{Json, Tenant};
+use crate::http::extract::{json_body, Json, Tenant};
 use crate::http::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -61,12 +61,8 @@ pub async fn disconnect(
     Path(line_id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let body: DisconnectRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        DisconnectRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::validation(format!("The body does not match the expected fields: {e}")))?
-    };
+    let body: DisconnectRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { DisconnectRequest::default() } else { json_body(&body)? };
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     let reason = body.reason.unwrap_or_else(|| "sandbox".into());
     let account_id = &tenant.identity.account_id;
