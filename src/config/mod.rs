@@ -50,7 +50,21 @@ pub struct Config {
     pub audit_digest_interval_secs: u64,
     pub database: DatabaseConfig,
     pub webhooks: WebhooksConfig,
+    pub http: HttpConfig,
     pub plans: BTreeMap<String, PlanLimits>,
+}
+
+/// What one client may hold of the HTTP server (the `[http]` table; BRIDGE_HTTP__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection must deliver a request's whole header within this time (an idle keep-alive
+    /// connection too), or it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request not answered within this time is answered `server_error`.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
 }
 
 /// Webhook delivery (the `[webhooks]` table; BRIDGE_WEBHOOKS__*).
@@ -134,6 +148,18 @@ impl Config {
         if !(0.0..1.0).contains(&w.retry_jitter) {
             bail!("webhooks.retry_jitter must be at least 0 and below 1 (got {})", w.retry_jitter);
         }
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0 || h.max_connections == 0 {
+            bail!("http.header_read_timeout_ms and http.max_connections must be positive");
+        }
+        // The webhook test waits for the receiver; it must not be cut before the receiver's time is up.
+        if h.request_timeout_ms <= w.timeout_ms {
+            bail!(
+                "http.request_timeout_ms ({}) must be longer than webhooks.timeout_ms ({})",
+                h.request_timeout_ms,
+                w.timeout_ms
+            );
+        }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");
         }
@@ -204,5 +230,18 @@ mod tests {
         let from_env = with("bridge.example.com, api.example.com:8443".into());
         assert_eq!(from_env.public_hosts, ["bridge.example.com", "api.example.com:8443"]);
         assert_eq!(Config::defaults().public_hosts, ["localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let error = |change: fn(&mut Config)| {
+            let mut config = Config::defaults();
+            change(&mut config);
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(error(|_| {}), None, "the defaults are valid");
+        let cut = error(|c| c.http.request_timeout_ms = c.webhooks.timeout_ms).unwrap();
+        assert!(cut.contains("http.request_timeout_ms"), "{cut}");
+        assert!(error(|c| c.http.max_connections = 0).unwrap().contains("max_connections"));
     }
 }

@@ -19,6 +19,8 @@ pub enum ApiError {
     SubscriptionRequired,
     /// 500 `server_error`; the cause is logged, never sent.
     Server(anyhow::Error),
+    /// 500 `server_error` for a request not answered within the request timeout.
+    Timeout(std::time::Duration),
     /// A flat error: status, code, message and details merged into the body.
     Flat { status: StatusCode, code: &'static str, message: String, details: Map<String, Value> },
 }
@@ -87,6 +89,12 @@ impl IntoResponse for ApiError {
                 let mut response =
                     standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal error; you can try again.", true);
                 response.extensions_mut().insert(ErrorCause(format!("{cause:#}")));
+                response
+            }
+            ApiError::Timeout(limit) => {
+                let message = format!("The request was not answered within {} ms; you can try again.", limit.as_millis());
+                let mut response = standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message, true);
+                response.extensions_mut().insert(ErrorCause(message));
                 response
             }
             ApiError::Flat { status, code, message, details } => {

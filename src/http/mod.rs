@@ -1,5 +1,6 @@
 //! The HTTP surface: REST v1 under `/api/bridge/v1` and `/v1`, with request ids, CORS, a body
-//! size limit, malformed requests and JSON 404/405s in our envelope, and the OpenAPI document.
+//! size limit, a request timeout, malformed requests and JSON 404/405s in our envelope, and the
+//! OpenAPI document. [`serve`] runs the connections.
 
 pub mod error;
 pub mod extract;
@@ -9,13 +10,16 @@ pub mod openapi;
 pub mod operator;
 pub mod rejections;
 pub mod request_id;
+pub mod serve;
 pub mod v1;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::store::EventStore;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use domain::plan::PlanCatalog;
 use error::ApiError;
@@ -40,6 +44,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let request_timeout = Duration::from_millis(state.config.http.request_timeout_ms);
     let api = v1::router();
     Router::new()
         .nest("/api/bridge/v1", api.clone())
@@ -51,8 +56,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(state, rejections::middleware))
+        .layer(axum::middleware::from_fn_with_state(request_timeout, timeout))
         .layer(cors())
         .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+/// Answer `server_error` when the handler has not answered in time (it is dropped there).
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    tokio::time::timeout(limit, next.run(request)).await.unwrap_or_else(|_| ApiError::Timeout(limit).into_response())
 }
 
 fn cors() -> CorsLayer {
