@@ -51,6 +51,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub webhooks: WebhooksConfig,
     pub http: HttpConfig,
+    pub rate_limits: RateLimitsConfig,
     pub plans: BTreeMap<String, PlanLimits>,
 }
 
@@ -65,6 +66,28 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Connections served at once; more wait to be accepted until one closes.
     pub max_connections: usize,
+}
+
+/// Request rates (the `[rate_limits]` table; BRIDGE_RATE_LIMITS__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Every authenticated REST and MCP request, per API key.
+    pub api_key: RateLimit,
+    /// `POST /v1/webhooks/{id}/test`, per webhook.
+    pub webhook_test: RateLimit,
+    /// `POST /v1/sandbox/lines/{id}/inbound`, per line.
+    pub sandbox_inbound: RateLimit,
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests a second, sustained (fractions allowed: 0.1 is one every 10 seconds).
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet spell.
+    pub burst: u32,
 }
 
 /// Webhook delivery (the `[webhooks]` table; BRIDGE_WEBHOOKS__*).
@@ -160,6 +183,13 @@ impl Config {
                 w.timeout_ms
             );
         }
+        let r = &self.rate_limits;
+        for (name, limit) in [("api_key", r.api_key), ("webhook_test", r.webhook_test), ("sandbox_inbound", r.sandbox_inbound)] {
+            // Less than one a day is a typo rather than a limit.
+            if !(limit.per_second.is_finite() && limit.per_second >= 1.0 / 86400.0) || limit.burst == 0 {
+                bail!("rate_limits.{name}: per_second must be at least 1/86400 (one a day) and burst at least 1");
+            }
+        }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");
         }
@@ -243,5 +273,8 @@ mod tests {
         let cut = error(|c| c.http.request_timeout_ms = c.webhooks.timeout_ms).unwrap();
         assert!(cut.contains("http.request_timeout_ms"), "{cut}");
         assert!(error(|c| c.http.max_connections = 0).unwrap().contains("max_connections"));
+        assert!(error(|c| c.rate_limits.webhook_test.per_second = 0.0).unwrap().contains("rate_limits.webhook_test"));
+        assert!(error(|c| c.rate_limits.api_key.burst = 0).unwrap().contains("rate_limits.api_key"));
+        assert_eq!(error(|c| c.rate_limits.sandbox_inbound.per_second = 0.5), None, "fractions are rates too");
     }
 }

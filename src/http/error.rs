@@ -1,12 +1,13 @@
 //! The HTTP error type, rendered in the two envelopes of the published API:
 //!
 //! - authentication, account and server errors: `{"ok": false, "error": {"code", "message", "retryable"}}`;
-//! - validation and business errors, flat: `{"error": code, "message", …details}`.
+//! - validation and business errors, flat: `{"error": code, "message", …details}`; `rate_limited`
+//!   (429) adds `"retryable": true` and a `Retry-After` header.
 //!
 //! Internal errors are answered as an opaque `server_error`; their cause chain travels to the
 //! access-log middleware in a response extension and is logged there with the request id.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -21,6 +22,8 @@ pub enum ApiError {
     Server(anyhow::Error),
     /// 500 `server_error` for a request not answered within the request timeout.
     Timeout(std::time::Duration),
+    /// 429 `rate_limited`: too many requests; try again after `retry_after`.
+    RateLimited { message: String, retry_after: std::time::Duration },
     /// A flat error: status, code, message and details merged into the body.
     Flat { status: StatusCode, code: &'static str, message: String, details: Map<String, Value> },
 }
@@ -96,6 +99,12 @@ impl IntoResponse for ApiError {
                 let mut response = standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message, true);
                 response.extensions_mut().insert(ErrorCause(message));
                 response
+            }
+            ApiError::RateLimited { message, retry_after } => {
+                // Whole seconds, rounded up, and never 0 (which would invite an immediate retry).
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let body = json!({"error": "rate_limited", "message": message, "retryable": true});
+                (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, seconds.max(1).to_string())], Json(body)).into_response()
             }
             ApiError::Flat { status, code, message, details } => {
                 let mut body = Map::with_capacity(details.len() + 2);

@@ -1,7 +1,9 @@
-//! Extractors: the authenticated tenant (the only way a handler learns who is calling) and a JSON
-//! body whose every rejection is a `validation_error` in the published envelope.
+//! Extractors: the authenticated tenant (the only way a handler learns who is calling; each
+//! request counts against its key's rate limit) and a JSON body whose every rejection is a
+//! `validation_error` in the published envelope.
 
 use super::error::ApiError;
+use super::rate_limit::RateLimits;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, Identity};
@@ -62,6 +64,7 @@ impl FromRequestParts<AppState> for AnyTenant {
                 return Err(ApiError::Unauthorized("Invalid or revoked API key."))
             }
         };
+        RateLimits::from_request_parts(parts, state).await?.api_key(&identity.key_id)?;
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Self { identity, request_id })
     }

@@ -1,6 +1,6 @@
 //! The HTTP surface: REST v1 under `/api/bridge/v1` and `/v1`, with request ids, CORS, a body
-//! size limit, a request timeout, malformed requests and JSON 404/405s in our envelope, and the
-//! OpenAPI document. [`serve`] runs the connections.
+//! size limit, a request timeout, rate limits, malformed requests and JSON 404/405s in our
+//! envelope, and the OpenAPI document. [`serve`] runs the connections.
 
 pub mod error;
 pub mod extract;
@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod nul;
 pub mod openapi;
 pub mod operator;
+pub mod rate_limit;
 pub mod rejections;
 pub mod request_id;
 pub mod serve;
@@ -20,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, Method, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use domain::plan::PlanCatalog;
 use error::ApiError;
 use sqlx::PgPool;
@@ -45,6 +46,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let request_timeout = Duration::from_millis(state.config.http.request_timeout_ms);
+    let rate_limits = rate_limit::RateLimits::new(&state.config.rate_limits);
     let api = v1::router();
     Router::new()
         .nest("/api/bridge/v1", api.clone())
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(rate_limits))
         .layer(axum::middleware::from_fn_with_state(state, rejections::middleware))
         .layer(axum::middleware::from_fn_with_state(request_timeout, timeout))
         .layer(cors())
