@@ -133,11 +133,9 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();
+    let http = state.config.http.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned()).await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        crate::http::serve::serve(listener, app, &http, token.clone()).await;
         // Whatever stopped the server stops everything else too.
         token.cancel();
     });

@@ -14,6 +14,9 @@ async fn app() -> TestApp {
         c.line_send_jitter_ms = 0;
         c.sim_delivered_after_ms = 10;
         c.sim_read_after_ms = 20;
+        // Some tests push hundreds of inbound messages through one line as fast as it takes them.
+        c.rate_limits.api_key.burst = 10_000;
+        c.rate_limits.sandbox_inbound.burst = 10_000;
     })
     .await
 }

@@ -51,7 +51,44 @@ pub struct Config {
     pub audit_digest_interval_secs: u64,
     pub database: DatabaseConfig,
     pub webhooks: WebhooksConfig,
+    pub http: HttpConfig,
+    pub rate_limits: RateLimitsConfig,
     pub plans: BTreeMap<String, PlanLimits>,
+}
+
+/// What one client may hold of the HTTP server (the `[http]` table; BRIDGE_HTTP__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A connection must deliver a request's whole header within this time (an idle keep-alive
+    /// connection too), or it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request not answered within this time is answered `server_error`.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted until one closes.
+    pub max_connections: usize,
+}
+
+/// Request rates (the `[rate_limits]` table; BRIDGE_RATE_LIMITS__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Every authenticated REST and MCP request, per API key.
+    pub api_key: RateLimit,
+    /// `POST /v1/webhooks/{id}/test`, per webhook.
+    pub webhook_test: RateLimit,
+    /// `POST /v1/sandbox/lines/{id}/inbound`, per line.
+    pub sandbox_inbound: RateLimit,
+}
+
+/// A sustained rate and the burst allowed above it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests a second, sustained (fractions allowed: 0.1 is one every 10 seconds).
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet spell.
+    pub burst: u32,
 }
 
 /// Webhook delivery (the `[webhooks]` table; BRIDGE_WEBHOOKS__*).
@@ -135,6 +172,25 @@ impl Config {
         if !(0.0..1.0).contains(&w.retry_jitter) {
             bail!("webhooks.retry_jitter must be at least 0 and below 1 (got {})", w.retry_jitter);
         }
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0 || h.max_connections == 0 {
+            bail!("http.header_read_timeout_ms and http.max_connections must be positive");
+        }
+        // The webhook test waits for the receiver; it must not be cut before the receiver's time is up.
+        if h.request_timeout_ms <= w.timeout_ms {
+            bail!(
+                "http.request_timeout_ms ({}) must be longer than webhooks.timeout_ms ({})",
+                h.request_timeout_ms,
+                w.timeout_ms
+            );
+        }
+        let r = &self.rate_limits;
+        for (name, limit) in [("api_key", r.api_key), ("webhook_test", r.webhook_test), ("sandbox_inbound", r.sandbox_inbound)] {
+            // Less than one a day is a typo rather than a limit.
+            if !(limit.per_second.is_finite() && limit.per_second >= 1.0 / 86400.0) || limit.burst == 0 {
+                bail!("rate_limits.{name}: per_second must be at least 1/86400 (one a day) and burst at least 1");
+            }
+        }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");
         }
@@ -193,5 +249,21 @@ mod tests {
         let from_env = with("bridge.example.com, api.example.com:8443".into());
         assert_eq!(from_env.public_hosts, ["bridge.example.com", "api.example.com:8443"]);
         assert_eq!(Config::defaults().public_hosts, ["localhost", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let error = |change: fn(&mut Config)| {
+            let mut config = Config::defaults();
+            change(&mut config);
+            config.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(error(|_| {}), None, "the defaults are valid");
+        let cut = error(|c| c.http.request_timeout_ms = c.webhooks.timeout_ms).unwrap();
+        assert!(cut.contains("http.request_timeout_ms"), "{cut}");
+        assert!(error(|c| c.http.max_connections = 0).unwrap().contains("max_connections"));
+        assert!(error(|c| c.rate_limits.webhook_test.per_second = 0.0).unwrap().contains("rate_limits.webhook_test"));
+        assert!(error(|c| c.rate_limits.api_key.burst = 0).unwrap().contains("rate_limits.api_key"));
+        assert_eq!(error(|c| c.rate_limits.sandbox_inbound.per_second = 0.5), None, "fractions are rates too");
     }
 }

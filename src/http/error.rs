@@ -1,12 +1,13 @@
 //! The HTTP error type, rendered in the two envelopes of the published API:
 //!
 //! - authentication, account and server errors: `{"ok": false, "error": {"code", "message", "retryable"}}`;
-//! - validation and business errors, flat: `{"error": code, "message", …details}`.
+//! - validation and business errors, flat: `{"error": code, "message", …details}`; `rate_limited`
+//!   (429) adds `"retryable": true` and a `Retry-After` header.
 //!
 //! Internal errors are answered as an opaque `server_error`; their cause chain travels to the
 //! access-log middleware in a response extension and is logged there with the request id.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -19,6 +20,10 @@ pub enum ApiError {
     SubscriptionRequired,
     /// 500 `server_error`; the cause is logged, never sent.
     Server(anyhow::Error),
+    /// 500 `server_error` for a request not answered within the request timeout.
+    Timeout(std::time::Duration),
+    /// 429 `rate_limited`: too many requests; try again after `retry_after`.
+    RateLimited { message: String, retry_after: std::time::Duration },
     /// A flat error: status, code, message and details merged into the body.
     Flat { status: StatusCode, code: &'static str, message: String, details: Map<String, Value> },
 }
@@ -55,6 +60,12 @@ impl ApiError {
     pub fn server(error: impl Into<anyhow::Error>) -> Self {
         Self::Server(error.into())
     }
+
+    /// A request body over `max_body_bytes`: 413, but a `validation_error` like any bad body.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::flat(StatusCode::PAYLOAD_TOO_LARGE, "validation_error", format!("The request body is larger than {limit} bytes."))
+            .with("limit_bytes", limit)
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -82,6 +93,18 @@ impl IntoResponse for ApiError {
                     standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal error; you can try again.", true);
                 response.extensions_mut().insert(ErrorCause(format!("{cause:#}")));
                 response
+            }
+            ApiError::Timeout(limit) => {
+                let message = format!("The request was not answered within {} ms; you can try again.", limit.as_millis());
+                let mut response = standard(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &message, true);
+                response.extensions_mut().insert(ErrorCause(message));
+                response
+            }
+            ApiError::RateLimited { message, retry_after } => {
+                // Whole seconds, rounded up, and never 0 (which would invite an immediate retry).
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let body = json!({"error": "rate_limited", "message": message, "retryable": true});
+                (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, seconds.max(1).to_string())], Json(body)).into_response()
             }
             ApiError::Flat { status, code, message, details } => {
                 let mut body = Map::with_capacity(details.len() + 2);

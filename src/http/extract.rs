@@ -1,15 +1,18 @@
-//! Extractors: the authenticated tenant (the only way a handler learns who is calling) and a JSON
-//! body whose every rejection is a `validation_error` in the published envelope.
+//! Extractors: the authenticated tenant (the only way a handler learns who is calling; each
+//! request counts against its key's rate limit) and a JSON body whose every rejection is a
+//! `validation_error` in the published envelope.
 
 use super::error::ApiError;
+use super::rate_limit::RateLimits;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, Identity};
 use crate::store::{Actor, Metadata};
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use domain::account::SubscriptionStatus;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -61,6 +64,7 @@ impl FromRequestParts<AppState> for AnyTenant {
                 return Err(ApiError::Unauthorized("Invalid or revoked API key."))
             }
         };
+        RateLimits::from_request_parts(parts, state).await?.api_key(&identity.key_id)?;
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Self { identity, request_id })
     }
@@ -78,39 +82,44 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
-/// `axum::Json` with rejections in our envelope.
+/// `axum::Json` with rejections in our envelope, and NUL characters refused (see [`super::nul`]).
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection, state.config.max_body_bytes)),
+        if !is_json(request.headers()) {
+            return Err(ApiError::validation("Send the body as JSON with `Content-Type: application/json`."));
         }
+        let body = Bytes::from_request(request, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::body_too_large(state.config.max_body_bytes),
+            _ => ApiError::validation(e.body_text()),
+        })?;
+        json_body(&body).map(Json)
     }
 }
 
-fn json_rejection(rejection: JsonRejection, limit: usize) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::validation("Send the body as JSON with `Content-Type: application/json`.")
-        }
-        JsonRejection::JsonSyntaxError(e) => ApiError::validation(format!(
+/// `application/json` or `application/*+json`, as `axum::Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A JSON body as `T`: NUL characters refused first, then every rejection a `validation_error`.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    super::nul::refuse_in_json(body)?;
+    match axum::Json::<T>::from_bytes(body) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::validation(format!(
             "The body is not valid JSON: {}",
             e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
-        )),
-        JsonRejection::JsonDataError(e) => ApiError::validation(format!(
+        ))),
+        Err(JsonRejection::JsonDataError(e)) => Err(ApiError::validation(format!(
             "The body does not match the expected fields: {}",
             e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
-        )),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::flat(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "validation_error",
-            format!("The request body is larger than {limit} bytes."),
-        )
-        .with("limit_bytes", limit),
-        other => ApiError::validation(other.body_text()),
+        ))),
+        Err(other) => Err(ApiError::validation(other.body_text())),
     }
 }

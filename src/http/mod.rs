@@ -1,20 +1,27 @@
 //! The HTTP surface: REST v1 under `/api/bridge/v1` and `/v1`, with request ids, CORS, a body
-//! size limit, JSON 404/405s and the OpenAPI document.
+//! size limit, a request timeout, rate limits, malformed requests and JSON 404/405s in our
+//! envelope, and the OpenAPI document. [`serve`] runs the connections.
 
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod nul;
 pub mod openapi;
 pub mod operator;
+pub mod rate_limit;
+pub mod rejections;
 pub mod request_id;
+pub mod serve;
 pub mod v1;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::store::EventStore;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, Method, Uri};
-use axum::Router;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use domain::plan::PlanCatalog;
 use error::ApiError;
 use sqlx::PgPool;
@@ -38,6 +45,8 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let request_timeout = Duration::from_millis(state.config.http.request_timeout_ms);
+    let rate_limits = rate_limit::RateLimits::new(&state.config.rate_limits);
     let api = v1::router();
     Router::new()
         .nest("/api/bridge/v1", api.clone())
@@ -46,10 +55,18 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::mcp::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(rate_limits))
+        .layer(axum::middleware::from_fn_with_state(state, rejections::middleware))
+        .layer(axum::middleware::from_fn_with_state(request_timeout, timeout))
         .layer(cors())
         .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+/// Answer `server_error` when the handler has not answered in time (it is dropped there).
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    tokio::time::timeout(limit, next.run(request)).await.unwrap_or_else(|_| ApiError::Timeout(limit).into_response())
 }
 
 fn cors() -> CorsLayer {

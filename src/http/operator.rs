@@ -87,10 +87,12 @@ struct EventsQuery {
 
 const MAX_EVENTS: i64 = 1000;
 
-/// A cursor is the log position of the last event of a page: `<transaction id>.<position>`.
+/// A cursor is the log position of the last event of a page: `<transaction id>.<position>`, both
+/// neither negative (a negative transaction id is no `xid8`: the database would refuse it).
 fn parse_cursor(value: &str) -> Option<LogPosition> {
     let (transaction_id, global_position) = value.split_once('.')?;
-    Some(LogPosition { transaction_id: transaction_id.parse().ok()?, global_position: global_position.parse().ok()? })
+    let position = LogPosition { transaction_id: transaction_id.parse().ok()?, global_position: global_position.parse().ok()? };
+    (position.transaction_id >= 0 && position.global_position >= 0).then_some(position)
 }
 
 async fn events(

@@ -12,10 +12,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::Extension;
+use rmcp::handler::server::tool::{Extension, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -334,6 +337,19 @@ impl Bridge {
 
 #[tool_handler]
 impl ServerHandler for Bridge {
+    /// As the generated one, after refusing NUL characters in any argument as REST refuses them
+    /// in a body (PostgreSQL stores none; see [`crate::http::nul`]).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(Err(refused)) = request.arguments.as_ref().map(crate::http::nul::refuse_in_fields) {
+            return outcome(refused).await.map(Into::into);
+        }
+        Self::tool_router().call(ToolCallContext::new(self, request, context)).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("wazion-bridge", env!("CARGO_PKG_VERSION")))

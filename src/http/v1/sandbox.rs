@@ -3,7 +3,8 @@
 use super::lines::{fetch_line, line_error, parse_line_id, LineResponse};
 use crate::commands::lines as line_commands;
 use crate::http::error::ApiError;
-use crate::http::extract::{Json, Tenant};
+use crate::http::extract::{json_body, Json, Tenant};
+use crate::http::rate_limit::RateLimits;
 use crate::http::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -61,12 +62,8 @@ pub async fn disconnect(
     Path(line_id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let body: DisconnectRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        DisconnectRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::validation(format!("The body does not match the expected fields: {e}")))?
-    };
+    let body: DisconnectRequest =
+        if body.iter().all(u8::is_ascii_whitespace) { DisconnectRequest::default() } else { json_body(&body)? };
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     let reason = body.reason.unwrap_or_else(|| "sandbox".into());
     let account_id = &tenant.identity.account_id;
@@ -95,9 +92,11 @@ pub struct InboundRequest {
 }
 
 /// A message arrives on the line from a simulated phone: text, media, a reaction, or a quoted reply.
+/// Limited per line (`rate_limits.sandbox_inbound`).
 pub async fn inbound(
     State(state): State<AppState>,
     tenant: Tenant,
+    limits: RateLimits,
     Path(line_id): Path<String>,
     Json(body): Json<InboundRequest>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
@@ -105,6 +104,7 @@ pub async fn inbound(
     use domain::message::{Content, Emoji, MediaType};
     let from = phone("from", &body.from)?;
     let line_id = sim_line(&state, &tenant, &line_id).await?;
+    limits.sandbox_inbound(&line_id)?;
     let account_id = &tenant.identity.account_id;
     let line = fetch_line(&state.pool, account_id, &line_id).await?;
     if line.status != "connected" {

@@ -5,6 +5,7 @@ use super::reads::{self, Params};
 use super::webhooks::{fetch, parse_id};
 use crate::http::error::ApiError;
 use crate::http::extract::Tenant;
+use crate::http::rate_limit::RateLimits;
 use crate::http::AppState;
 use crate::webhook_delivery::{AttemptReport, RetryError};
 use axum::extract::{Path, Query, State};
@@ -78,16 +79,21 @@ fn retry_error(e: RetryError) -> ApiError {
 }
 
 /// Send a signed `webhook.test` event now; answers with the receiver's status and latency.
+///
+/// Limited per webhook (`rate_limits.webhook_test`).
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
-    responses((status = 200, body = AttemptResponse), (status = 404, description = "webhook_not_found")),
+    responses((status = 200, body = AttemptResponse), (status = 404, description = "webhook_not_found"),
+        (status = 429, description = "rate_limited")),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn test(
     State(state): State<AppState>,
     tenant: Tenant,
+    limits: RateLimits,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
     let id = parse_id(&id)?;
     let webhook = fetch(&state, &tenant, &id).await?;
+    limits.webhook_test(&id)?;
     let attempt = state
         .deliverer
         .send_test(&tenant.identity.account_id, &id, webhook.line_id)
