@@ -1,0 +1,27 @@
+//! The integration tests, one binary: the real server on a real PostgreSQL, over real HTTP.
+//! One module a subject; `common` is the harness (a fresh database per test, the server on port 0,
+//! the `bridge` binary as a process, a webhook receiver).
+
+mod common;
+
+mod api_auth;
+mod audit;
+mod billing;
+mod cli;
+mod conversation_commands;
+mod dispatch_recovery;
+mod event_log;
+mod hostile_input;
+mod limits;
+mod lines;
+mod mcp;
+mod media;
+mod messaging;
+mod node_safety;
+mod projection_runtime;
+mod reading;
+mod rebuild;
+mod schema_evolution;
+mod serve;
+mod webhook_delivery;
+mod webhooks;
