@@ -413,7 +413,8 @@ async fn a_revocation_made_while_the_servers_listener_is_down_is_seen_once_it_li
     let (_, key_id, key) = app.account("pro").await;
     app.stop_server().await;
     // `bridge serve` as a process of its own, so that its connections are not the test's.
-    let (mut server, base, _) = crate::common::serve_process(&app.db, &[("BRIDGE_MASTER_KEY", crate::common::TEST_MASTER_KEY)]).await;
+    let (mut server, base, _) =
+        crate::common::serve_process(&app.db, &[("BRIDGE_MASTER_KEY", crate::common::TEST_MASTER_KEY)]).await;
     app.base = base;
     assert_eq!(app.get("/v1/me", &key).await.status(), StatusCode::OK); // now cached
 

@@ -2,13 +2,9 @@
 //! cursors are refused with `validation_error` in the flat envelope, never a 500 or plain text,
 //! and a refused request appends nothing.
 
+use crate::common::mcp_client;
 use crate::common::{redactions, TestApp};
 use reqwest::StatusCode;
-use rmcp::model::{CallToolRequestParams, ClientConfig};
-use rmcp::service::ClientLifecycleMode;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ClientHandler, ClientServiceExt};
 use serde_json::{json, Value};
 
 const OPERATOR_TOKEN: &str = "operator-token-for-the-hostile-input-tests";
@@ -77,32 +73,17 @@ async fn a_nul_character_in_sandbox_input_is_a_validation_error_and_appends_noth
     app.shutdown().await;
 }
 
-#[derive(Clone, Default)]
-struct Agent;
-
-impl ClientHandler for Agent {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
-    }
-}
-
 #[tokio::test]
 async fn a_nul_character_in_an_mcp_tool_argument_is_a_validation_error_and_appends_nothing() {
     let app = app().await;
     let (_, _, key) = app.account("pro").await;
     let line = app.connected_line(&key, "+34600000903").await;
-    let config = StreamableHttpClientTransportConfig::with_uri(app.url("/api/bridge/mcp")).auth_header(key.clone());
-    let client = Agent
-        .serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), ClientLifecycleMode::Initialize)
-        .await
-        .expect("the MCP client initializes");
+    let client = mcp_client::connect(&app, &key).await;
     let before = count_events(&app).await;
     let args = json!({"line_id": line, "to": "+34699000903", "message": with_nul("a")});
-    let params = CallToolRequestParams::new("bridge_send_message").with_arguments(args.as_object().unwrap().clone());
-    let result = client.call_tool(params).await.expect("a tool result, not a protocol failure");
+    let result = mcp_client::call(&client, "bridge_send_message", args).await;
     assert_eq!(result.is_error, Some(true), "{result:?}");
-    let text = &result.content[0].as_text().expect("a text result").text;
-    let body: Value = serde_json::from_str(text).unwrap();
+    let body = mcp_client::body(&result);
     assert_eq!(body["error"], "validation_error", "{body}");
     assert_eq!(body["field"], "message", "{body}");
     assert_eq!(count_events(&app).await, before, "nothing appended");

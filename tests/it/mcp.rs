@@ -1,43 +1,12 @@
 //! The MCP server driven by real MCP clients over HTTP: the `rmcp` client here, and the Python
 //! `mcp` package's streamable HTTP client (tests/mcp_python/client_test.py).
 
+use crate::common::mcp_client::{body, call, connect};
 use crate::common::TestApp;
 use reqwest::StatusCode;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
-use rmcp::service::{ClientLifecycleMode, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ClientHandler, ClientServiceExt, RoleClient};
+use rmcp::model::CallToolResult;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Agent;
-
-impl ClientHandler for Agent {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::default()
-    }
-}
-
-async fn connect(app: &TestApp, key: &str) -> RunningService<RoleClient, Agent> {
-    let config = StreamableHttpClientTransportConfig::with_uri(app.url("/api/bridge/mcp")).auth_header(key.to_owned());
-    Agent
-        .serve_with_lifecycle(StreamableHttpClientTransport::from_config(config), ClientLifecycleMode::Initialize)
-        .await
-        .expect("the MCP client initializes")
-}
-
-async fn call(client: &RunningService<RoleClient, Agent>, tool: &str, args: Value) -> CallToolResult {
-    let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(args.as_object().unwrap().clone());
-    client.call_tool(params).await.unwrap_or_else(|e| panic!("{tool}: {e}"))
-}
-
-/// The JSON body of a result (the same as the REST body).
-fn body(result: &CallToolResult) -> Value {
-    let text = result.content[0].as_text().expect("a text result").text.clone();
-    serde_json::from_str(&text).unwrap()
-}
 
 fn ok(tool: &str, result: &CallToolResult) -> Value {
     assert_ne!(result.is_error, Some(true), "{tool} failed: {}", body(result));

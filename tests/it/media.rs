@@ -1,10 +1,10 @@
 //! send-media: the file is downloaded and handed to the engine; a file that cannot be fetched (or
 //! must not be) fails the message with a clear reason, and nothing hangs.
 
-use axum::http::header;
-use axum::routing::get;
 use crate::common::proxy_trap::ProxyTrap;
 use crate::common::TestApp;
+use axum::http::header;
+use axum::routing::get;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;

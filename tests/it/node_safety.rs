@@ -1,9 +1,9 @@
 //! What keeps nodes that share one database from stepping on each other: a line's lease lives as
 //! long as its send, two live processes never share a node id, and every node uses one master key.
 
-use axum::http::header;
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::{TestApp, TestDb};
+use axum::http::header;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;

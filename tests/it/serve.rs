@@ -9,8 +9,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 #[tokio::test]
 async fn serve_demo_prints_a_working_key_and_stops_gracefully_on_sigterm() {
     let db = TestDb::new().await;
-    let mut child =
-        crate::common::bridge(&db).args(["serve", "--demo"]).env("BRIDGE_LISTEN", "127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = crate::common::bridge(&db)
+        .args(["serve", "--demo"])
+        .env("BRIDGE_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let curl = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
