@@ -111,8 +111,9 @@ pub async fn send(
     if account_status == SubscriptionStatus::Suspended.as_str() {
         return Err(SendError::Suspended);
     }
+    // A logged-out line still exists (GET /v1/lines lists it): it is not connected, not unknown.
     match line_status.as_deref() {
-        None | Some("logged_out") => return Err(SendError::LineNotFound),
+        None => return Err(SendError::LineNotFound),
         Some("connected") => {}
         Some(_) => return Err(SendError::LineNotConnected),
     }

@@ -402,3 +402,35 @@ async fn expired_idempotency_records_are_purged_and_the_key_can_be_used_again() 
     assert_ne!(again["message_id"], first["message_id"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_logged_out_line_is_not_connected_for_every_kind_of_send() {
+    let app = app().await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000051").await;
+    let (_, sent) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000051", "message": "hola"})).await;
+    let message_id = sent["message_id"].as_str().unwrap().to_owned();
+    // Sent, delivered and read: nothing more will happen to it.
+    app.eventually("the message is read", Duration::from_secs(20), || async {
+        count(&app, &format!("SELECT count(*) FROM rm_messages WHERE message_id = '{message_id}' AND status = 'read'")).await == 1
+    })
+    .await;
+    let logout = app.http.delete(app.url(&format!("/v1/lines/{line}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::OK);
+    let listed: Value = app.get("/v1/lines", &key).await.json().await.unwrap();
+    assert_eq!(listed["lines"][0]["status"], "logged_out", "the line is still listed");
+
+    let before = count(&app, "SELECT count(*) FROM events").await;
+    let to = "+34699000051";
+    for (path, body) in [
+        ("/v1/messages/send", json!({"line_id": line, "to": to, "message": "hi"})),
+        ("/v1/messages/send-media", json!({"line_id": line, "to": to, "media_url": "https://example.com/a.jpg"})),
+        ("/v1/messages/reply", json!({"line_id": line, "to": to, "message": "hi", "quoted_message_id": message_id})),
+        ("/v1/messages/react", json!({"line_id": line, "jid": to, "message_id": message_id, "emoji": "👍"})),
+    ] {
+        let (status, answer) = app.post(&key, path, body).await;
+        assert_eq!((status, answer["error"].as_str()), (StatusCode::CONFLICT, Some("line_not_connected")), "{path}: {answer}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, before, "nothing appended");
+    app.shutdown().await;
+}
