@@ -118,7 +118,7 @@ pub struct ReactArgs {
 pub struct ChatsArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    /// How many chats, newest activity first: 1 to 500 (default 100).
+    /// How many chats, newest activity first: 1 to 500 (default 500).
     #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
     /// true: only archived chats; false: only chats not archived; absent: both.
@@ -131,7 +131,7 @@ pub struct MessagesArgs {
     pub line_id: String,
     #[schemars(description = PHONE)]
     pub phone: String,
-    /// How many messages, newest first: 1 to 200 (default 50).
+    /// How many messages, newest first: 1 to 200 (default 200).
     #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
 }
@@ -285,7 +285,7 @@ impl Bridge {
 
     #[tool(
         name = "bridge_get_chats",
-        description = "List a line's chats, most recent activity first (at most 500). Returns {ok, line_id, chats: [{phone, jid, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived}]}.",
+        description = "List a line's chats, most recent activity first (at most 500). Returns {ok, chats: [{phone, jid, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived}], next_cursor} (next_cursor is null when every chat was returned).",
         annotations(read_only_hint = true)
     )]
     async fn bridge_get_chats(

@@ -156,10 +156,30 @@ async fn chats_are_capped_at_500_and_messages_at_200_with_a_cursor_for_the_rest(
     let (_, few) = get(&app, &key, &format!("/v1/chats?line_id={line}&limit=3")).await;
     assert_eq!(few["chats"].as_array().unwrap().len(), 3);
     assert_eq!(few["chats"][0]["phone"], "+34622222222", "most recent first");
+    // Without `limit`, the published maximum; the rest behind the cursor, in the same order.
+    let (_, page) = get(&app, &key, &format!("/v1/chats?line_id={line}")).await;
+    assert_eq!(page["chats"].as_array().unwrap().len(), 500, "{}", page["next_cursor"]);
+    assert_eq!(page["chats"], chats["chats"]);
+    let cursor = page["next_cursor"].as_str().expect("a cursor for the other two").to_owned();
+    let (_, last) = get(&app, &key, &format!("/v1/chats?line_id={line}&cursor={cursor}")).await;
+    assert_eq!(last["next_cursor"], Value::Null);
+    let mut phones: Vec<String> = page["chats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(last["chats"].as_array().unwrap())
+        .map(|c| c["phone"].to_string())
+        .collect();
+    assert_eq!(phones.len(), 502);
+    phones.sort();
+    phones.dedup();
+    assert_eq!(phones.len(), 502, "chat pages neither overlap nor skip");
 
     let base = format!("/v1/messages?line_id={line}&phone=%2B34622222222");
     let (_, first) = get(&app, &key, &format!("{base}&limit=1000")).await;
     assert_eq!(first["messages"].as_array().unwrap().len(), 200, "at most 200 messages");
+    let (_, unlimited) = get(&app, &key, &base).await;
+    assert_eq!(unlimited["messages"], first["messages"], "without `limit`, the published maximum");
     let cursor = first["next_cursor"].as_str().unwrap();
     let (_, rest) = get(&app, &key, &format!("{base}&limit=1000&cursor={cursor}")).await;
     assert_eq!(rest["messages"].as_array().unwrap().len(), 5);
@@ -177,6 +197,7 @@ async fn chats_are_capped_at_500_and_messages_at_200_with_a_cursor_for_the_rest(
     for (path, field) in [
         (format!("{base}&limit=0"), "limit"),
         (format!("{base}&cursor=zzz"), "cursor"),
+        (format!("/v1/chats?line_id={line}&cursor=c12_x"), "cursor"),
         (format!("/v1/messages?line_id={line}"), "phone"),
         ("/v1/chats".to_owned(), "line_id"),
     ] {

@@ -34,11 +34,33 @@ pub struct ChatView {
 pub struct ChatsResponse {
     pub ok: bool,
     pub chats: Vec<ChatView>,
+    /// Pass as `cursor` for the next page (chats with older activity); null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a page of chats ends: its last chat's activity time and phone (the list's order), as
+/// `c<microseconds>_<phone digits>`. Opaque to clients.
+fn chat_cursor(last_message_at: DateTime<Utc>, phone: &str) -> String {
+    format!("c{}_{}", last_message_at.timestamp_micros(), phone.trim_start_matches('+'))
+}
+
+fn parse_chat_cursor(params: &Params) -> Result<Option<(DateTime<Utc>, String)>, ApiError> {
+    let Some(raw) = params.get("cursor") else { return Ok(None) };
+    raw.strip_prefix('c')
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(micros, digits)| {
+            let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| (at, format!("+{digits}")))
+        })
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid_field("cursor", "`cursor` is not one this API returned."))
 }
 
 /// List chats.
 #[utoipa::path(get, path = "/v1/chats", tag = "messages",
-    params(("line_id" = String, Query), ("archived" = Option<bool>, Query), ("limit" = Option<i64>, Query, description = "1 to 500 (default 100)")),
+    params(("line_id" = String, Query), ("archived" = Option<bool>, Query),
+        ("limit" = Option<i64>, Query, description = "1 to 500 (default 500, the published maximum)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, body = ChatsResponse), (status = 404, description = "line_not_found")),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(
@@ -47,22 +69,29 @@ pub async fn list(
     Query(params): Query<Params>,
 ) -> Result<Json<ChatsResponse>, ApiError> {
     let line_id = parse_line_id(reads::required(&params, "line_id")?)?;
-    let limit = reads::limit(&params, 100, MAX_CHATS)?;
+    let limit = reads::limit(&params, MAX_CHATS, MAX_CHATS)?;
     let archived = reads::boolean(&params, "archived")?;
+    let after = parse_chat_cursor(&params)?;
     let account_id = &tenant.identity.account_id;
     fetch_line(&state.pool, account_id, &line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["chats"], Duration::from_secs(5)).await?;
     type Row = (String, String, Option<String>, DateTime<Utc>, String, i32, bool);
-    let rows: Vec<Row> = sqlx::query_as(
+    // Keyset paging on the list's own order; one row more than asked says whether there is more.
+    let (after_at, after_phone) = after.unzip();
+    let mut rows: Vec<Row> = sqlx::query_as(
         "SELECT phone, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived \
            FROM rm_chats WHERE line_id = $1 AND ($2::boolean IS NULL OR archived = $2) \
-          ORDER BY last_message_at DESC, phone LIMIT $3",
+            AND ($4::timestamptz IS NULL OR (last_message_at, phone) < ($4, $5)) \
+          ORDER BY last_message_at DESC, phone DESC LIMIT $3 + 1",
     )
     .bind(line_id.as_str())
     .bind(archived)
     .bind(limit)
+    .bind(after_at)
+    .bind(after_phone)
     .fetch_all(&state.pool)
     .await?;
+    let next_cursor = reads::next_page(&mut rows, limit, |(phone, _, _, at, ..)| chat_cursor(*at, phone));
     let chats = rows
         .into_iter()
         .map(|(phone, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived)| ChatView {
@@ -76,7 +105,7 @@ pub async fn list(
             archived,
         })
         .collect();
-    Ok(Json(ChatsResponse { ok: true, chats }))
+    Ok(Json(ChatsResponse { ok: true, chats, next_cursor }))
 }
 
 #[derive(serde::Deserialize, ToSchema)]

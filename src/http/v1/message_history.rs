@@ -62,7 +62,7 @@ pub struct MessagesResponse {
 /// Read messages.
 #[utoipa::path(get, path = "/v1/messages", tag = "messages",
     params(("line_id" = String, Query), ("phone" = String, Query, description = "The chat: a phone in international format, or its jid"),
-        ("limit" = Option<i64>, Query, description = "1 to 200 (default 50)"), ("cursor" = Option<String>, Query)),
+        ("limit" = Option<i64>, Query, description = "1 to 200 (default 200, the published maximum)"), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = MessagesResponse), (status = 404, description = "line_not_found")),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(
@@ -73,7 +73,7 @@ pub async fn list(
     let line_id = parse_line_id(reads::required(&params, "line_id")?)?;
     let phone = PhoneNumber::parse_phone_or_jid(reads::required(&params, "phone")?)
         .map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
-    let limit = reads::limit(&params, 50, MAX_MESSAGES)?;
+    let limit = reads::limit(&params, MAX_MESSAGES, MAX_MESSAGES)?;
     let before = reads::cursor(&params)?;
     let account_id = &tenant.identity.account_id;
     fetch_line(&state.pool, account_id, &line_id).await?;
@@ -90,6 +90,6 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = reads::next_page(&mut messages, limit, |m| m.position);
+    let next_cursor = reads::next_page(&mut messages, limit, |m| reads::position_cursor(m.position));
     Ok(Json(MessagesResponse { ok: true, messages, next_cursor }))
 }

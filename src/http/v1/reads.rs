@@ -40,13 +40,18 @@ pub fn cursor(params: &Params) -> Result<Option<i64>, ApiError> {
 }
 
 /// Of the `limit + 1` rows fetched (one more than asked tells whether there is a next page), keep
-/// `limit`; the cursor of the next page, if there is one.
-pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, position: impl Fn(&T) -> i64) -> Option<String> {
+/// `limit`; the cursor of the next page (`cursor_of` its last row), if there is one.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> Option<String> {
     if rows.len() as i64 <= limit {
         return None;
     }
     rows.truncate(limit as usize);
-    rows.last().map(|row| format!("c{}", position(row)))
+    rows.last().map(cursor_of)
+}
+
+/// The cursor [`cursor`] reads: a list position.
+pub fn position_cursor(position: i64) -> String {
+    format!("c{position}")
 }
 
 pub fn boolean(params: &Params, name: &str) -> Result<Option<bool>, ApiError> {

@@ -147,7 +147,7 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let next_cursor = reads::next_page(&mut deliveries, limit, |d| d.seq);
+    let next_cursor = reads::next_page(&mut deliveries, limit, |d| reads::position_cursor(d.seq));
     Ok(Json(DeliveriesResponse { ok: true, deliveries, next_cursor }))
 }
 
