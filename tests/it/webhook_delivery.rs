@@ -537,3 +537,24 @@ async fn a_delivery_waiting_for_its_retry_does_not_hold_back_the_lines_next_even
     assert_eq!(receiver.requests()[2].json()["data"]["text"], "first");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_test_event_to_a_webhook_of_no_line_names_a_line_of_the_account_when_it_has_one() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(fast).await;
+    let (_, _, key) = app.account("pro").await;
+    let (id, _) = webhook(&app, &key, json!({"url": receiver.url, "events": ["message.received"]})).await;
+    let (status, _) = app.post(&key, &format!("/v1/webhooks/{id}/test"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, other) = app.account("pro").await;
+    app.connected_line(&other, "+34600000109").await;
+    let line = app.connected_line(&key, "+34600000110").await;
+    let (status, _) = app.post(&key, &format!("/v1/webhooks/{id}/test"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let requests = receiver.wait_for(2, WAIT).await;
+    assert_eq!(requests[0].json()["line_id"], Value::Null, "an account with no line");
+    let body = requests[1].json();
+    assert_eq!(body["line_id"], line.as_str(), "a line of this account, never another's: {body}");
+    redactions().bind(|| insta::assert_json_snapshot!("webhook_test_event", body));
+    app.shutdown().await;
+}

@@ -69,6 +69,18 @@ pub async fn fetch_line(pool: &PgPool, account_id: &AccountId, line_id: &LineId)
         .ok_or_else(line_not_found)
 }
 
+/// The account's line that best stands for the account where an event needs one (a test event
+/// of a webhook tied to no line): a connected one, else one not logged out, newest first.
+pub async fn representative_line(pool: &PgPool, account_id: &AccountId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT line_id FROM lines WHERE account_id = $1 \
+          ORDER BY status = 'connected' DESC, status <> 'logged_out' DESC, created_at DESC LIMIT 1",
+    )
+    .bind(account_id.as_str())
+    .fetch_optional(pool)
+    .await
+}
+
 pub fn line_error(e: CommandError<LineError>) -> ApiError {
     match e {
         CommandError::Rejected(LineError::NotFound) => line_not_found(),

@@ -94,9 +94,14 @@ pub async fn test(
     let id = parse_id(&id)?;
     let webhook = fetch(&state, &tenant, &id).await?;
     limits.webhook_test(&id)?;
+    // A test event carries a real line id, so a receiver that routes by line can handle it.
+    let line_id = match webhook.line_id {
+        Some(line_id) => Some(line_id),
+        None => super::lines::representative_line(&state.pool, &tenant.identity.account_id).await?,
+    };
     let attempt = state
         .deliverer
-        .send_test(&tenant.identity.account_id, &id, webhook.line_id)
+        .send_test(&tenant.identity.account_id, &id, line_id)
         .await
         .map_err(retry_error)?
         .ok_or_else(super::webhooks::not_found)?;
