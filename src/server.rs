@@ -60,6 +60,24 @@ impl RunningServer {
     }
 }
 
+/// A server listening beyond loopback is meant to be reached by name; if `public_hosts` lists
+/// only local names, the MCP endpoint will refuse every such client. Say so at start.
+fn warn_if_unreachable_by_name(addr: SocketAddr, public_hosts: &[String]) {
+    let local = |host: &str| {
+        let name = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let name = name.trim_matches(|c| c == '[' || c == ']');
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    if !addr.ip().is_loopback() && public_hosts.iter().all(|h| local(h)) {
+        tracing::warn!(
+            %addr,
+            public_hosts = %public_hosts.join(","),
+            "listening beyond loopback, but public_hosts names only local hosts: the MCP endpoint will refuse clients \
+             that reach this server by any other name; list those names in public_hosts (BRIDGE_PUBLIC_HOSTS)"
+        );
+    }
+}
+
 /// Start serving on `listener` with background tasks; returns once the server accepts requests.
 pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
@@ -140,6 +158,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         token.cancel();
     });
 
+    warn_if_unreachable_by_name(addr, &state.config.public_hosts);
     tracing::info!(%addr, "WAzion Bridge is listening");
     Ok(RunningServer { addr, state, watcher, shutdown, tasks, node })
 }

@@ -79,8 +79,17 @@ fn cors() -> CorsLayer {
             HeaderName::from_static("x-bridge-key"),
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static(request_id::HEADER),
+            // What MCP clients in a browser send.
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            header::ACCEPT,
+            HeaderName::from_static("last-event-id"),
         ])
-        .expose_headers([HeaderName::from_static(request_id::HEADER)])
+        .expose_headers([
+            HeaderName::from_static(request_id::HEADER),
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("mcp-session-id"),
+        ])
         .max_age(Duration::from_secs(86400))
 }
 

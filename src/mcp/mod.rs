@@ -9,9 +9,11 @@
 
 pub mod tools;
 
+use crate::http::error::ApiError;
 use crate::http::extract::Tenant;
 use crate::http::AppState;
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -46,8 +48,30 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     match Tenant::from_request_parts(&mut parts, &state).await {
         Ok(tenant) => {
             parts.extensions.insert(tenant);
-            next.run(Request::from_parts(parts, body)).await
+            let response = next.run(Request::from_parts(parts, body)).await;
+            if response.status() == StatusCode::FORBIDDEN {
+                return explain_refusal(response).await;
+            }
+            response
         }
         Err(rejection) => rejection.into_response(),
     }
+}
+
+/// The SDK refuses a request whose `Host` (or `Origin`) it does not allow with a plain-text 403
+/// (its guard against DNS rebinding). Say the same in our envelope, naming the setting to change.
+async fn explain_refusal(response: Response) -> Response {
+    let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let reason = String::from_utf8_lossy(&bytes);
+    let (code, message) = if reason.contains("Host") {
+        (
+            "host_not_allowed",
+            "The MCP endpoint answers only the host names the operator lists in `public_hosts` (BRIDGE_PUBLIC_HOSTS); \
+             this request's Host header is not one of them."
+                .to_owned(),
+        )
+    } else {
+        ("forbidden", format!("The MCP endpoint refused the request: {}.", reason.trim_start_matches("Forbidden: ")))
+    };
+    ApiError::flat(StatusCode::FORBIDDEN, code, message).into_response()
 }

@@ -261,9 +261,28 @@ async fn cors_preflight_and_headers() {
     }
     assert!(h.contains_key("x-request-id"));
 
+    // An MCP client in a browser.
+    let mcp = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/bridge/mcp"))
+        .header("Origin", "https://agent.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization, content-type, mcp-session-id, mcp-protocol-version")
+        .send()
+        .await
+        .unwrap();
+    assert!(mcp.status().is_success());
+    let allowed = mcp.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    for header in ["mcp-session-id", "mcp-protocol-version"] {
+        assert!(allowed.contains(header), "{header} in {allowed}");
+    }
+
     let simple = app.http.get(app.url("/v1/me")).header("Origin", "https://app.example.com").send().await.unwrap();
     assert_eq!(simple.headers()["access-control-allow-origin"], "*");
-    assert!(simple.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+    let exposed = simple.headers()["access-control-expose-headers"].to_str().unwrap();
+    for header in ["x-request-id", "idempotent-replayed", "mcp-session-id"] {
+        assert!(exposed.contains(header), "{header} in {exposed}");
+    }
     app.shutdown().await;
 }
 

@@ -193,9 +193,28 @@ async fn a_host_not_in_public_hosts_is_refused() {
             .json(&initialize)
             .send()
     };
-    assert_eq!(post("evil.example.net").await.unwrap().status(), StatusCode::FORBIDDEN);
+    let refused = post("evil.example.net").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: Value = refused.json().await.expect("the refusal is JSON");
+    assert_eq!(body["error"], "host_not_allowed", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("public_hosts"), "it names the setting: {body}");
     assert_eq!(post("bridge.example.com").await.unwrap().status(), StatusCode::OK);
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn serve_says_when_it_listens_beyond_loopback_but_public_hosts_are_all_local() {
+    let db = crate::common::TestDb::new().await;
+    let (_beyond, _, log) = crate::common::serve_process(&db, &[("BRIDGE_LISTEN", "0.0.0.0:0")]).await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("public_hosts names only local hosts"), "{logged}");
+    let (_named, _, log) = crate::common::serve_process(
+        &db,
+        &[("BRIDGE_LISTEN", "0.0.0.0:0"), ("BRIDGE_NODE_ID", "node-b"), ("BRIDGE_PUBLIC_HOSTS", "bridge.example.com")],
+    )
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("public_hosts names only local hosts"), "{logged}");
 }
 
 #[tokio::test]

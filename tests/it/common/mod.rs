@@ -341,8 +341,11 @@ pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // What it logged up to listening, kept for the log file below.
+    let mut start = Vec::new();
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            start.push(line.clone());
             if let Some(i) = line.find("addr=") {
                 return line[i + 5..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
             }
@@ -354,8 +357,9 @@ pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process
     // Keep draining its log (so it never blocks on a full pipe), and keep it for failure messages.
     let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}.log", child.id().unwrap_or(0)));
     let path = log.clone();
+    std::fs::write(&path, start.join("\n")).unwrap();
     tokio::spawn(async move {
-        let mut out = Vec::new();
+        let mut out = start;
         while let Ok(Some(line)) = lines.next_line().await {
             out.push(line);
             let _ = std::fs::write(&path, out.join("\n"));
