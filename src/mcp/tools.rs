@@ -26,7 +26,7 @@ use std::collections::HashMap;
 #[derive(Clone)]
 pub struct Bridge {
     state: AppState,
-    #[expect(dead_code, reason = "read by the code #[tool_handler] generates")]
+    /// What `call_tool` and the generated `list_tools` dispatch through.
     tool_router: ToolRouter<Self>,
 }
 
@@ -335,6 +335,9 @@ impl Bridge {
     }
 }
 
+/// How the SDK's `Parameters` extractor starts the message of an argument that does not fit.
+const ARGUMENTS_DO_NOT_FIT: &str = "failed to deserialize parameters:";
+
 #[tool_handler]
 impl ServerHandler for Bridge {
     /// As the generated one, after refusing NUL characters in any argument as REST refuses them
@@ -347,7 +350,18 @@ impl ServerHandler for Bridge {
         if let Some(Err(refused)) = request.arguments.as_ref().map(crate::http::nul::refuse_in_fields) {
             return outcome(refused).await.map(Into::into);
         }
-        Self::tool_router().call(ToolCallContext::new(self, request, context)).await
+        let response = self.tool_router.call(ToolCallContext::new(self, request, context)).await?;
+        // Arguments that do not fit the tool's parameters (a wrong type, an unknown enum value, a
+        // missing field) come back from the SDK as an error result in plain text; answer them as
+        // REST answers a body that does not fit, with the `validation_error` body.
+        if let CallToolResponse::Complete(result) = &response {
+            let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
+            if let (Some(true), Some(detail)) = (result.is_error, text.and_then(|t| t.strip_prefix(ARGUMENTS_DO_NOT_FIT))) {
+                let refused = ApiError::validation(format!("The arguments do not match the tool's parameters:{detail}."));
+                return outcome(Err::<(), _>(refused)).await.map(Into::into);
+            }
+        }
+        Ok(response)
     }
 
     fn get_info(&self) -> ServerConfig {

@@ -239,3 +239,33 @@ async fn the_python_mcp_client_works_too() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn arguments_that_do_not_fit_are_validation_errors_like_rest_not_protocol_errors() {
+    let app = TestApp::spawn().await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000204").await;
+    let client = connect(&app, &key).await;
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+    for (tool, args) in [
+        ("bridge_send_message", json!({"line_id": line, "to": "+34699000204", "message": "hi", "archive_policy": "sometimes"})),
+        (
+            "bridge_send_media",
+            json!({"line_id": line, "to": "+34699000204", "media_url": "https://example.com/a.jpg", "media_type": "hologram"}),
+        ),
+        ("bridge_get_chats", json!({"line_id": line, "limit": -3})),
+        ("bridge_get_messages", json!({"line_id": line, "phone": "+34699000204", "limit": "ten"})),
+        ("bridge_send_message", json!({"line_id": line, "message": "no recipient"})),
+        ("bridge_archive_chat", json!({"line_id": line, "phone": "+34699000204", "archive": "yes"})),
+    ] {
+        let result = call(&client, tool, args.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{tool} {args}: {result:?}");
+        let body = body(&result);
+        assert_eq!(body["error"], "validation_error", "{tool} {args}: {body}");
+        assert!(body["message"].as_str().unwrap().starts_with("The arguments do not match"), "{body}");
+    }
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(after, before, "nothing appended");
+    client.cancel().await.ok();
+    app.shutdown().await;
+}
