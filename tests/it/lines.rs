@@ -16,12 +16,6 @@ async fn create_line(app: &TestApp, key: &str) -> String {
     body["line"]["line_id"].as_str().unwrap().to_owned()
 }
 
-fn line_redactions() -> insta::Settings {
-    let mut s = redactions();
-    s.add_filter(r"line_[0-9a-z]{26}", "line_[id]");
-    s
-}
-
 #[tokio::test]
 async fn a_line_is_created_shows_a_qr_code_and_connects_when_scanned() {
     let app = TestApp::spawn().await;
@@ -29,7 +23,7 @@ async fn a_line_is_created_shows_a_qr_code_and_connects_when_scanned() {
 
     let (status, created) = app.post(&key, "/api/bridge/v1/lines", json!({"engine": "sim"})).await;
     assert_eq!(status, StatusCode::CREATED);
-    line_redactions().bind(|| insta::assert_json_snapshot!("line_created", created));
+    redactions().bind(|| insta::assert_json_snapshot!("line_created", created));
     let line_id = created["line"]["line_id"].as_str().unwrap().to_owned();
 
     let qr: Value = app.get(&format!("/v1/lines/{line_id}/qr"), &key).await.json().await.unwrap();
@@ -45,7 +39,7 @@ async fn a_line_is_created_shows_a_qr_code_and_connects_when_scanned() {
     assert_eq!(scanned["line"]["phone"], "+34600000001");
 
     let detail: Value = app.get(&format!("/v1/lines/{line_id}"), &key).await.json().await.unwrap();
-    line_redactions().bind(|| insta::assert_json_snapshot!("line_connected", detail));
+    redactions().bind(|| insta::assert_json_snapshot!("line_connected", detail));
     let listed: Value = app.get("/v1/lines", &key).await.json().await.unwrap();
     assert_eq!(listed["lines"].as_array().unwrap().len(), 1);
     assert_eq!(listed["lines"][0], detail["line"]);

@@ -4,7 +4,7 @@
 
 use crate::common::proxy_trap::ProxyTrap;
 use crate::common::receiver::{Receiver, Reply, Request};
-use crate::common::TestApp;
+use crate::common::{redactions, TestApp};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -52,17 +52,6 @@ async fn get_json(app: &TestApp, key: &str, path: &str) -> Value {
 
 async fn deliveries(app: &TestApp, key: &str, webhook: &str) -> Vec<Value> {
     get_json(app, key, &format!("/v1/webhooks/{webhook}/deliveries")).await["deliveries"].as_array().unwrap().clone()
-}
-
-fn redactions() -> insta::Settings {
-    let mut settings = crate::common::redactions();
-    for (pattern, name) in [("line", "line"), ("msg", "msg"), ("evt", "evt"), ("dlv", "dlv"), ("wh", "wh")] {
-        settings.add_filter(&format!(r"{pattern}_[0-9a-z]{{26}}"), format!("{name}_[id]"));
-    }
-    settings.add_filter(r#""whatsapp_id": "[^"]+""#, r#""whatsapp_id": "[whatsapp id]""#);
-    settings.add_filter(r#""(latency_ms|duration_ms|last_duration_ms)": \d+"#, r#""$1": "[ms]""#);
-    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[port]");
-    settings
 }
 
 #[tokio::test]

@@ -378,11 +378,18 @@ pub fn test_config() -> Config {
     config
 }
 
-/// insta settings that redact what changes from run to run: ids, times, request ids.
+/// The one set of insta settings every snapshot uses: it redacts what changes from run to run
+/// (every kind of id, times, WhatsApp ids, webhook secrets, ports, durations).
 pub fn redactions() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
-    settings.add_filter(r"acc_[0-9a-z]{26}", "acc_[id]");
-    settings.add_filter(r"key_[0-9a-z]{26}", "key_[id]");
+    for prefix in ["acc", "key", "line", "msg", "evt", "wh", "dlv", "req"] {
+        settings.add_filter(&format!(r"{prefix}_[0-9a-z]{{26,32}}"), format!("{prefix}_[id]"));
+    }
     settings.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", "[time]");
+    settings.add_filter(r#""(engine_message_id|whatsapp_id)": "[^"]+""#, r#""$1": "[whatsapp id]""#);
+    settings.add_filter(r"wzb_whsec_[0-9A-Za-z]{40}", "wzb_whsec_[secret]");
+    settings.add_filter(r#""(latency_ms|duration_ms|last_duration_ms)": \d+"#, r#""$1": "[ms]""#);
+    // Ephemeral ports of the tests' own receivers (a fixed port in a URL stays as it is).
+    settings.add_filter(r"127\.0\.0\.1:\d{4,5}", "127.0.0.1:[port]");
     settings
 }
