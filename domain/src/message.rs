@@ -128,10 +128,13 @@ pub enum Content {
         media_type: MediaType,
         caption: Option<MessageText>,
     },
-    /// A reaction to another message of the chat; an empty emoji removes the reaction.
+    /// A reaction to another message of the chat; an empty emoji removes the reaction. The
+    /// target's WhatsApp id is absent while the target is still queued on the same line: the
+    /// reaction waits behind it in the line's queue and the dispatcher fills the id in.
     Reaction {
         target_message_id: Option<MessageId>,
-        target_engine_message_id: String,
+        #[serde(default)]
+        target_engine_message_id: Option<String>,
         emoji: Emoji,
     },
 }

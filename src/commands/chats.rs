@@ -14,6 +14,8 @@ pub struct FoundMessage {
     pub message_id: MessageId,
     pub engine_message_id: Option<String>,
     pub direction: String,
+    /// `queued`, `sent`, `delivered`, `read`, `failed` (outbound) or `received`.
+    pub status: String,
 }
 
 /// Find a message of the chat (line, phone) by our id (`msg_…`) or its WhatsApp id.
@@ -23,8 +25,8 @@ pub async fn find_message(
     phone: &PhoneNumber,
     id: &str,
 ) -> Result<Option<FoundMessage>, sqlx::Error> {
-    let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-        "SELECT message_id, engine_message_id, direction FROM rm_messages \
+    let row: Option<(String, Option<String>, String, String)> = sqlx::query_as(
+        "SELECT message_id, engine_message_id, direction, status FROM rm_messages \
          WHERE line_id = $1 AND chat_phone = $2 AND (message_id = $3 OR engine_message_id = $3) AND type <> 'reaction'",
     )
     .bind(line_id.as_str())
@@ -32,8 +34,8 @@ pub async fn find_message(
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id, engine_message_id, direction)| {
-        Some(FoundMessage { message_id: MessageId::parse(&id).ok()?, engine_message_id, direction })
+    Ok(row.and_then(|(id, engine_message_id, direction, status)| {
+        Some(FoundMessage { message_id: MessageId::parse(&id).ok()?, engine_message_id, direction, status })
     }))
 }
 

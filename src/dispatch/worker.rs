@@ -9,7 +9,7 @@ use crate::commands::CommandError;
 use crate::engine::{new_engine_message_id, Outbound, SessionEngine};
 use crate::store::EventStore;
 use domain::ids::{LineId, MessageId};
-use domain::message::{Content, Message, MessageCommand, MessageEvent};
+use domain::message::{Content, Message, MessageCommand, MessageEvent, MessageStatus};
 use domain::phone::PhoneNumber;
 use governor::{Jitter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -171,13 +171,30 @@ async fn send_one(
         },
         _ => None,
     };
+    // A reaction queued behind its target (still queued then) goes out with the target's WhatsApp
+    // id, known now that the target went first; if the target was never sent, neither is it.
+    let content = match queued.content {
+        Content::Reaction { target_message_id: Some(target), target_engine_message_id: None, emoji } => {
+            let (state, _) = crate::commands::load::<Message>(store, target.as_str()).await?;
+            let sent = state.state.filter(|s| s.status != MessageStatus::Queued && s.status != MessageStatus::Failed);
+            match sent.and_then(|s| s.engine_message_id) {
+                Some(id) => Content::Reaction { target_message_id: Some(target), target_engine_message_id: Some(id), emoji },
+                None => {
+                    let reason = format!("the message reacted to ({target}) was not sent");
+                    dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason }).await?;
+                    return Ok(());
+                }
+            }
+        }
+        content => content,
+    };
     let outbound = Outbound {
         message_id: message_id.clone(),
         engine_message_id: engine_message_id.clone(),
         line_id: lease.line_id.clone(),
         from,
         to: queued.to,
-        content: queued.content,
+        content,
         quoted_engine_message_id: match &queued.quoted_message_id {
             Some(quoted) => engine_id_of(store, quoted).await?,
             None => None,

@@ -226,3 +226,92 @@ async fn chats_are_archived_and_unarchived_on_a_connected_line_only() {
     assert_eq!((status, body["error"].as_str()), (StatusCode::CONFLICT, Some("line_not_connected")));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reaction_to_a_message_still_queued_waits_behind_it_and_fails_with_it() {
+    let app = TestApp::spawn_with(|c| {
+        c.allow_private_urls = true;
+        c.line_send_interval_ms = 30;
+        c.line_send_jitter_ms = 0;
+        c.sim_delivered_after_ms = 10;
+        c.sim_read_after_ms = 20;
+    })
+    .await;
+    let p = pair(&app).await;
+    let (media_url, mut downloads, release) = crate::common::held_file().await;
+    let status_of = |id: String| {
+        let app = &app;
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM rm_messages WHERE message_id = $1")
+                .bind(id)
+                .fetch_optional(&app.db.pool)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    // Line A's queue is held by a file that does not come: what is sent after it stays queued.
+    let queue = |text: &'static str| {
+        let (app, p) = (&app, &p);
+        async move {
+            let (status, sent) =
+                app.post(&p.key, "/v1/messages/send", json!({"line_id": p.a, "to": PHONE_B, "message": text})).await;
+            assert_eq!(status, StatusCode::OK, "{sent}");
+            sent["message_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (status, _) =
+        app.post(&p.key, "/v1/messages/send-media", json!({"line_id": p.a, "to": PHONE_B, "media_url": media_url})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(20), downloads.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
+    let target = queue("¿Vienes?").await;
+    let react = |target: String| {
+        let (app, p) = (&app, &p);
+        async move {
+            app.post(&p.key, "/v1/messages/react", json!({"line_id": p.a, "jid": PHONE_B, "message_id": target, "emoji": "🙏"}))
+                .await
+        }
+    };
+    let (status, reaction) = react(target.clone()).await;
+    assert_eq!(status, StatusCode::OK, "a reaction to a queued message is accepted: {reaction}");
+    assert_eq!(status_of(target.clone()).await, "queued", "its target was still queued");
+    let reaction_id = reaction["message_id"].as_str().unwrap().to_owned();
+
+    release.notify_waiters();
+    app.eventually("B sees the reaction on the message", Duration::from_secs(20), || async {
+        messages(&app, &p.key, &p.b, PHONE_A)
+            .await
+            .iter()
+            .any(|m| m["text"] == "¿Vienes?" && m["reactions"] == json!({PHONE_A: "🙏"}))
+    })
+    .await;
+    assert_eq!(status_of(reaction_id).await, "sent");
+
+    // When the target fails, so does the reaction queued behind it, with the reason.
+    let (status, _) =
+        app.post(&p.key, "/v1/messages/send-media", json!({"line_id": p.a, "to": PHONE_B, "media_url": media_url})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(20), downloads.wait_for(|n| *n >= 2)).await.unwrap().unwrap();
+    let doomed = queue("no llegará").await;
+    let (status, reaction) = react(doomed.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{reaction}");
+    let reaction_id = reaction["message_id"].as_str().unwrap().to_owned();
+    let (status, _) = app.post(&p.key, &format!("/v1/sandbox/lines/{}/fault", p.a), json!({"mode": "fail"})).await;
+    assert_eq!(status, StatusCode::OK);
+    release.notify_waiters();
+    app.eventually("the reaction fails after its target", Duration::from_secs(20), || async {
+        status_of(reaction_id.clone()).await == "failed"
+    })
+    .await;
+    assert_eq!(status_of(doomed.clone()).await, "failed");
+    let reason: String = sqlx::query_scalar("SELECT failure_reason FROM rm_messages WHERE message_id = $1")
+        .bind(&reaction_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, format!("the message reacted to ({doomed}) was not sent"));
+    // A message that failed cannot be reacted to any more.
+    let (status, refused) = react(doomed).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("validation_error")), "{refused}");
+    app.shutdown().await;
+}

@@ -3,41 +3,15 @@
 
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::{TestApp, TestDb};
-use axum::http::header;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
 use wazion_bridge::config::{Config, Secret};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
-}
-
-/// A file server whose one file is answered only once the test says so; it counts the requests.
-async fn held_file() -> (String, watch::Receiver<usize>, Arc<Notify>) {
-    let (requests_tx, requests) = watch::channel(0usize);
-    let requests_tx = Arc::new(requests_tx);
-    let release = Arc::new(Notify::new());
-    let released = release.clone();
-    let app = axum::Router::new().route(
-        "/held.jpg",
-        axum::routing::get(move || {
-            let (requests_tx, released) = (requests_tx.clone(), released.clone());
-            async move {
-                requests_tx.send_modify(|n| *n += 1);
-                released.notified().await;
-                ([(header::CONTENT_TYPE, "image/jpeg")], vec![0xFFu8; 100])
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/held.jpg", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, requests, release)
 }
 
 fn quick_leases(c: &mut Config) {
@@ -51,7 +25,7 @@ fn quick_leases(c: &mut Config) {
 
 #[tokio::test]
 async fn a_send_that_outlives_the_lease_ttl_is_not_taken_over_and_sent_again_by_another_node() {
-    let (media_url, mut requests, release) = held_file().await;
+    let (media_url, mut requests, release) = crate::common::held_file().await;
     let app = TestApp::spawn_with(quick_leases).await;
     // A second node on the same database, scanning for lines no worker serves.
     let mut config = crate::common::test_config();

@@ -284,9 +284,15 @@ pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Js
     let emoji = domain::message::Emoji::parse(emoji).map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?;
     super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line).await?;
     let target = chat_message(&state, &tenant, &line, &chat, "message_id", target_raw).await?;
-    let target_engine_message_id = target
-        .engine_message_id
-        .ok_or_else(|| ApiError::invalid_field("message_id", "That message has not been sent yet; react once it is."))?;
+    // A message still queued on this line may be reacted to: the reaction is queued behind it
+    // (one FIFO per line) and goes out with its WhatsApp id. One that failed never will.
+    if target.engine_message_id.is_none() && target.status != "queued" {
+        return Err(ApiError::invalid_field(
+            "message_id",
+            format!("That message was not sent ({}); it cannot be reacted to.", target.status),
+        ));
+    }
+    let target_engine_message_id = target.engine_message_id;
     let send = Send {
         line_id: line,
         to: chat,

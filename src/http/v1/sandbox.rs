@@ -132,7 +132,7 @@ pub async fn inbound(
         },
         (None, None, Some(target)) => Content::Reaction {
             target_message_id: None,
-            target_engine_message_id: find("react_to", target.clone()).await?,
+            target_engine_message_id: Some(find("react_to", target.clone()).await?),
             emoji: Emoji::parse(body.emoji.as_deref().unwrap_or(""))
                 .map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?,
         },

@@ -368,6 +368,30 @@ pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process
     (child, format!("http://{addr}"), log)
 }
 
+/// A file server of our own (an image, `held.jpg`) that answers each request only once the test
+/// says so; it counts the requests.
+pub async fn held_file() -> (String, tokio::sync::watch::Receiver<usize>, std::sync::Arc<tokio::sync::Notify>) {
+    let (requests_tx, requests) = tokio::sync::watch::channel(0usize);
+    let requests_tx = std::sync::Arc::new(requests_tx);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
+    let app = axum::Router::new().route(
+        "/held.jpg",
+        axum::routing::get(move || {
+            let (requests_tx, released) = (requests_tx.clone(), released.clone());
+            async move {
+                requests_tx.send_modify(|n| *n += 1);
+                released.notified().await;
+                ([(axum::http::header::CONTENT_TYPE, "image/jpeg")], vec![0xFFu8; 100])
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/held.jpg", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, requests, release)
+}
+
 /// The master key of every test server and CLI run (so no key file is written).
 pub const TEST_MASTER_KEY: &str = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e";
 
