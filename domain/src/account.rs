@@ -163,12 +163,17 @@ impl Aggregate for Account {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::given;
     use crate::plan::PlanLimits;
     use std::collections::BTreeMap;
 
-    fn catalog() -> PlanCatalog {
+    static PLANS: std::sync::LazyLock<PlanCatalog> = std::sync::LazyLock::new(|| {
         let limits = PlanLimits { sent_messages: 10, webhook_events: 10, lines: 1 };
         PlanCatalog::new(BTreeMap::from([(PlanName::parse("free").unwrap(), limits), (PlanName::parse("pro").unwrap(), limits)]))
+    });
+
+    fn context() -> AccountContext<'static> {
+        AccountContext { now: now(), plans: &PLANS }
     }
 
     fn now() -> DateTime<Utc> {
@@ -184,42 +189,44 @@ mod tests {
         }
     }
 
-    /// given `events`, when `command`, then the result.
-    fn given_when(events: &[AccountEvent], command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        let plans = catalog();
-        Account::from_events(events).decide(command, &AccountContext { now: now(), plans: &plans })
-    }
-
     #[test]
     fn opening_records_plan_and_anchors_the_cycle_now() {
         let id = AccountId::parse("acc_0000000000000000000000000a").unwrap();
-        let events = given_when(
-            &[],
+        let events = given::<Account>(&[]).when(
             AccountCommand::Open { account_id: id, name: AccountName::parse(" Acme ").unwrap(), plan: "free".into() },
+            &context(),
         );
         assert_eq!(events, Ok(vec![opened()]));
     }
 
     #[test]
     fn opening_with_an_unknown_plan_lists_the_known_ones() {
-        let err = given_when(
-            &[],
-            AccountCommand::Open { account_id: AccountId::new(), name: AccountName::parse("A").unwrap(), plan: "gold".into() },
-        )
-        .unwrap_err();
+        let err = given::<Account>(&[])
+            .when(
+                AccountCommand::Open {
+                    account_id: AccountId::new(),
+                    name: AccountName::parse("A").unwrap(),
+                    plan: "gold".into(),
+                },
+                &context(),
+            )
+            .unwrap_err();
         assert_eq!(err.to_string(), "unknown plan `gold`; known plans: free, pro");
     }
 
     #[test]
     fn commands_on_a_missing_account_fail() {
-        assert_eq!(given_when(&[], AccountCommand::Activate), Err(AccountError::NotFound));
+        assert_eq!(given::<Account>(&[]).when(AccountCommand::Activate, &context()), Err(AccountError::NotFound));
     }
 
     #[test]
     fn plan_change_to_the_same_plan_changes_nothing() {
-        assert_eq!(given_when(&[opened()], AccountCommand::ChangePlan { plan: "free".into() }), Ok(vec![]));
         assert_eq!(
-            given_when(&[opened()], AccountCommand::ChangePlan { plan: "pro".into() }),
+            given::<Account>(&[opened()]).when(AccountCommand::ChangePlan { plan: "free".into() }, &context()),
+            Ok(vec![])
+        );
+        assert_eq!(
+            given::<Account>(&[opened()]).when(AccountCommand::ChangePlan { plan: "pro".into() }, &context()),
             Ok(vec![AccountEvent::PlanChanged { from: PlanName::parse("free").unwrap(), to: PlanName::parse("pro").unwrap() }])
         );
     }
@@ -227,10 +234,19 @@ mod tests {
     #[test]
     fn suspend_and_activate_are_idempotent() {
         let suspended = AccountEvent::Suspended { reason: None };
-        assert_eq!(given_when(&[opened()], AccountCommand::Suspend { reason: None }), Ok(vec![suspended.clone()]));
-        assert_eq!(given_when(&[opened(), suspended.clone()], AccountCommand::Suspend { reason: None }), Ok(vec![]));
-        assert_eq!(given_when(&[opened(), suspended], AccountCommand::Activate), Ok(vec![AccountEvent::Activated {}]));
-        assert_eq!(given_when(&[opened()], AccountCommand::Activate), Ok(vec![]));
+        assert_eq!(
+            given::<Account>(&[opened()]).when(AccountCommand::Suspend { reason: None }, &context()),
+            Ok(vec![suspended.clone()])
+        );
+        assert_eq!(
+            given::<Account>(&[opened(), suspended.clone()]).when(AccountCommand::Suspend { reason: None }, &context()),
+            Ok(vec![])
+        );
+        assert_eq!(
+            given::<Account>(&[opened(), suspended]).when(AccountCommand::Activate, &context()),
+            Ok(vec![AccountEvent::Activated {}])
+        );
+        assert_eq!(given::<Account>(&[opened()]).when(AccountCommand::Activate, &context()), Ok(vec![]));
     }
 
     #[test]

@@ -31,3 +31,23 @@ pub trait Aggregate: Default {
         state
     }
 }
+
+/// Given/when/then for the aggregates' tests: `given::<Line>(&history).when(command, &ctx)` is the
+/// decision an aggregate with that history takes on the command; the test asserts on it (then).
+#[cfg(test)]
+pub(crate) fn given<'e, A: Aggregate>(history: impl IntoIterator<Item = &'e A::Event>) -> Given<A>
+where
+    A::Event: 'e,
+{
+    Given(A::from_events(history))
+}
+
+#[cfg(test)]
+pub(crate) struct Given<A>(A);
+
+#[cfg(test)]
+impl<A: Aggregate> Given<A> {
+    pub(crate) fn when(self, command: A::Command, ctx: &A::Context<'_>) -> Result<Vec<A::Event>, A::Error> {
+        self.0.decide(command, ctx)
+    }
+}

@@ -192,9 +192,14 @@ impl Aggregate for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::given;
 
     fn now() -> DateTime<Utc> {
         "2026-11-25T10:00:00Z".parse().unwrap()
+    }
+
+    fn context() -> ApiKeyContext {
+        ApiKeyContext { now: now() }
     }
 
     fn created() -> ApiKeyEvent {
@@ -204,10 +209,6 @@ mod tests {
             name: Some("ci".into()),
             key_hash: KeyHash("old".into()),
         }
-    }
-
-    fn given_when(events: &[ApiKeyEvent], command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
-        ApiKey::from_events(events).decide(command, &ApiKeyContext { now: now() })
     }
 
     #[test]
@@ -237,7 +238,9 @@ mod tests {
 
     #[test]
     fn rotation_without_grace_ends_the_old_secret_at_once() {
-        let events = given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: None }).unwrap();
+        let events = given::<ApiKey>(&[created()])
+            .when(ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: None }, &context())
+            .unwrap();
         assert_eq!(
             events,
             vec![ApiKeyEvent::Rotated {
@@ -251,14 +254,16 @@ mod tests {
 
     #[test]
     fn rotation_without_grace_also_ends_a_secret_still_in_an_earlier_grace() {
-        let graced =
-            given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("second".into()), grace: Some(Duration::hours(24)) })
-                .unwrap();
+        let graced = given::<ApiKey>(&[created()])
+            .when(ApiKeyCommand::Rotate { hash: KeyHash("second".into()), grace: Some(Duration::hours(24)) }, &context())
+            .unwrap();
         let ApiKeyEvent::Rotated { ends_every_earlier_secret, .. } = &graced[0] else { panic!() };
         assert!(!ends_every_earlier_secret, "a rotation with grace leaves earlier graces alone");
 
         let history = [created(), graced[0].clone()];
-        let events = given_when(&history, ApiKeyCommand::Rotate { hash: KeyHash("third".into()), grace: None }).unwrap();
+        let events = given::<ApiKey>(&history)
+            .when(ApiKeyCommand::Rotate { hash: KeyHash("third".into()), grace: None }, &context())
+            .unwrap();
         assert_eq!(
             events,
             vec![ApiKeyEvent::Rotated {
@@ -281,13 +286,14 @@ mod tests {
 
     #[test]
     fn rotation_with_grace_keeps_the_old_secret_until_then() {
-        let events =
-            given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: Some(Duration::hours(1)) })
-                .unwrap();
+        let events = given::<ApiKey>(&[created()])
+            .when(ApiKeyCommand::Rotate { hash: KeyHash("new".into()), grace: Some(Duration::hours(1)) }, &context())
+            .unwrap();
         let ApiKeyEvent::Rotated { previous_valid_until, .. } = &events[0] else { panic!() };
         assert_eq!(*previous_valid_until, Some(now() + Duration::hours(1)));
         assert_eq!(
-            given_when(&[created()], ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: Some(Duration::days(31)) }),
+            given::<ApiKey>(&[created()])
+                .when(ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: Some(Duration::days(31)) }, &context()),
             Err(ApiKeyError::InvalidGrace)
         );
     }
@@ -296,11 +302,11 @@ mod tests {
     fn a_revoked_key_cannot_be_rotated_and_revoking_twice_is_a_no_op() {
         let revoked = [created(), ApiKeyEvent::Revoked {}];
         assert_eq!(
-            given_when(&revoked, ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: None }),
+            given::<ApiKey>(&revoked).when(ApiKeyCommand::Rotate { hash: KeyHash("n".into()), grace: None }, &context()),
             Err(ApiKeyError::Revoked)
         );
-        assert_eq!(given_when(&revoked, ApiKeyCommand::Revoke), Ok(vec![]));
-        assert_eq!(given_when(&[created()], ApiKeyCommand::Revoke), Ok(vec![ApiKeyEvent::Revoked {}]));
-        assert_eq!(given_when(&[], ApiKeyCommand::Revoke), Err(ApiKeyError::NotFound));
+        assert_eq!(given::<ApiKey>(&revoked).when(ApiKeyCommand::Revoke, &context()), Ok(vec![]));
+        assert_eq!(given::<ApiKey>(&[created()]).when(ApiKeyCommand::Revoke, &context()), Ok(vec![ApiKeyEvent::Revoked {}]));
+        assert_eq!(given::<ApiKey>(&[]).when(ApiKeyCommand::Revoke, &context()), Err(ApiKeyError::NotFound));
     }
 }

@@ -198,6 +198,7 @@ impl Aggregate for Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::given;
 
     fn created() -> LineEvent {
         LineEvent::Created {
@@ -229,13 +230,9 @@ mod tests {
         );
     }
 
-    fn given_when(events: &[LineEvent], command: LineCommand) -> Result<Vec<LineEvent>, LineError> {
-        Line::from_events(events).decide(command, &())
-    }
-
     #[test]
     fn a_scan_connects_a_pending_line_to_the_scanning_phone() {
-        let decided = given_when(&[created()], LineCommand::Connect { phone: phone("+34600000001") });
+        let decided = given::<Line>(&[created()]).when(LineCommand::Connect { phone: phone("+34600000001") }, &());
         assert_eq!(decided, Ok(vec![connected("+34600000001")]));
         let line = Line::from_events(&[created(), connected("+34600000001")]);
         assert_eq!(line.line.unwrap().status, LineStatus::Connected);
@@ -244,23 +241,29 @@ mod tests {
     #[test]
     fn a_disconnected_line_reconnects_only_to_its_own_number() {
         let history = [created(), connected("+34600000001"), LineEvent::Disconnected { reason: "network".into() }];
-        assert!(given_when(&history, LineCommand::Connect { phone: phone("+34600000001") }).is_ok());
+        assert!(given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000001") }, &()).is_ok());
         assert_eq!(
-            given_when(&history, LineCommand::Connect { phone: phone("+34600000002") }),
+            given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000002") }, &()),
             Err(LineError::LinkedToAnother(phone("+34600000001")))
         );
     }
 
     #[test]
     fn only_a_connected_line_can_drop() {
-        assert_eq!(given_when(&[created()], LineCommand::Disconnect { reason: "x".into() }), Err(LineError::NotConnected));
+        assert_eq!(
+            given::<Line>(&[created()]).when(LineCommand::Disconnect { reason: "x".into() }, &()),
+            Err(LineError::NotConnected)
+        );
     }
 
     #[test]
     fn logout_is_final_and_idempotent() {
         let out = [created(), LineEvent::LoggedOut {}];
-        assert_eq!(given_when(&out, LineCommand::Logout), Ok(vec![]));
-        assert_eq!(given_when(&out, LineCommand::Connect { phone: phone("+34600000001") }), Err(LineError::LoggedOut));
-        assert_eq!(given_when(&[created()], LineCommand::Logout), Ok(vec![LineEvent::LoggedOut {}]));
+        assert_eq!(given::<Line>(&out).when(LineCommand::Logout, &()), Ok(vec![]));
+        assert_eq!(
+            given::<Line>(&out).when(LineCommand::Connect { phone: phone("+34600000001") }, &()),
+            Err(LineError::LoggedOut)
+        );
+        assert_eq!(given::<Line>(&[created()]).when(LineCommand::Logout, &()), Ok(vec![LineEvent::LoggedOut {}]));
     }
 }

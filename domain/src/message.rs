@@ -423,6 +423,7 @@ impl Aggregate for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::given;
 
     fn queued() -> MessageEvent {
         MessageEvent::Queued(Queued {
@@ -436,10 +437,6 @@ mod tests {
             cycle_start: "2026-11-01T00:00:00Z".parse().unwrap(),
             idempotency: None,
         })
-    }
-
-    fn given_when(events: &[MessageEvent], command: MessageCommand) -> Result<Vec<MessageEvent>, MessageError> {
-        Message::from_events(events).decide(command, &())
     }
 
     #[test]
@@ -461,10 +458,12 @@ mod tests {
 
     #[test]
     fn a_retried_dispatch_keeps_the_first_engine_id() {
-        let first = given_when(&[queued()], MessageCommand::StartDispatch { engine_message_id: "A".into() }).unwrap();
+        let first =
+            given::<Message>(&[queued()]).when(MessageCommand::StartDispatch { engine_message_id: "A".into() }, &()).unwrap();
         assert_eq!(first, vec![MessageEvent::DispatchStarted { attempt: 1, engine_message_id: "A".into() }]);
         let history = [queued(), first[0].clone()];
-        let retry = given_when(&history, MessageCommand::StartDispatch { engine_message_id: "B".into() }).unwrap();
+        let retry =
+            given::<Message>(&history).when(MessageCommand::StartDispatch { engine_message_id: "B".into() }, &()).unwrap();
         assert_eq!(retry, vec![MessageEvent::DispatchStarted { attempt: 2, engine_message_id: "A".into() }]);
     }
 
@@ -472,7 +471,7 @@ mod tests {
     fn a_sent_message_is_not_dispatched_again() {
         let history = [queued(), MessageEvent::Sent { engine_message_id: "A".into() }];
         assert_eq!(
-            given_when(&history, MessageCommand::StartDispatch { engine_message_id: "B".into() }),
+            given::<Message>(&history).when(MessageCommand::StartDispatch { engine_message_id: "B".into() }, &()),
             Err(MessageError::NotDispatchable)
         );
     }
@@ -480,18 +479,21 @@ mod tests {
     #[test]
     fn receipts_never_move_the_status_backwards() {
         let sent = [queued(), MessageEvent::Sent { engine_message_id: "A".into() }];
-        assert_eq!(given_when(&sent, MessageCommand::Receipt { status: MessageStatus::Read }), Ok(vec![MessageEvent::Read {}]));
+        assert_eq!(
+            given::<Message>(&sent).when(MessageCommand::Receipt { status: MessageStatus::Read }, &()),
+            Ok(vec![MessageEvent::Read {}])
+        );
         let read = [sent[0].clone(), sent[1].clone(), MessageEvent::Read {}];
-        assert_eq!(given_when(&read, MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
+        assert_eq!(given::<Message>(&read).when(MessageCommand::Receipt { status: MessageStatus::Delivered }, &()), Ok(vec![]));
         let failed = [queued(), MessageEvent::Failed { reason: "x".into() }];
-        assert_eq!(given_when(&failed, MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
+        assert_eq!(given::<Message>(&failed).when(MessageCommand::Receipt { status: MessageStatus::Delivered }, &()), Ok(vec![]));
     }
 
     #[test]
     fn a_receipt_that_beats_the_dispatchers_record_records_the_send_and_the_record_is_then_a_no_op() {
         let started = [queued(), MessageEvent::DispatchStarted { attempt: 1, engine_message_id: "A".into() }];
         assert_eq!(
-            given_when(&started, MessageCommand::Receipt { status: MessageStatus::Delivered }),
+            given::<Message>(&started).when(MessageCommand::Receipt { status: MessageStatus::Delivered }, &()),
             Ok(vec![MessageEvent::Sent { engine_message_id: "A".into() }, MessageEvent::Delivered {}])
         );
         let delivered = [
@@ -500,9 +502,15 @@ mod tests {
             MessageEvent::Sent { engine_message_id: "A".into() },
             MessageEvent::Delivered {},
         ];
-        assert_eq!(given_when(&delivered, MessageCommand::MarkSent { engine_message_id: "A".into() }), Ok(vec![]));
-        assert_eq!(given_when(&delivered, MessageCommand::MarkFailed { reason: "timeout".into() }), Ok(vec![]));
+        assert_eq!(
+            given::<Message>(&delivered).when(MessageCommand::MarkSent { engine_message_id: "A".into() }, &()),
+            Ok(vec![])
+        );
+        assert_eq!(given::<Message>(&delivered).when(MessageCommand::MarkFailed { reason: "timeout".into() }, &()), Ok(vec![]));
         // Never dispatched: the network cannot have it.
-        assert_eq!(given_when(&[queued()], MessageCommand::Receipt { status: MessageStatus::Delivered }), Ok(vec![]));
+        assert_eq!(
+            given::<Message>(&[queued()]).when(MessageCommand::Receipt { status: MessageStatus::Delivered }, &()),
+            Ok(vec![])
+        );
     }
 }

@@ -210,6 +210,7 @@ impl Aggregate for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::given;
 
     fn created() -> WebhookEvent {
         WebhookEvent::Created {
@@ -223,10 +224,6 @@ mod tests {
         }
     }
 
-    fn given_when(events: &[WebhookEvent], command: WebhookCommand) -> Result<Vec<WebhookEvent>, WebhookError> {
-        Webhook::from_events(events).decide(command, &())
-    }
-
     #[test]
     fn event_types_are_the_four_published_ones() {
         assert!(EventType::parse("message.received").is_ok());
@@ -236,18 +233,27 @@ mod tests {
     #[test]
     fn an_update_needs_events_when_it_sets_them_and_changes_nothing_when_empty() {
         let update = |events| WebhookCommand::Update { url: None, events, enabled: None, description: None };
-        assert_eq!(given_when(&[created()], update(Some(vec![]))), Err(WebhookError::NoEvents));
-        assert_eq!(given_when(&[created()], update(None)), Ok(vec![]));
+        assert_eq!(given::<Webhook>(&[created()]).when(update(Some(vec![])), &()), Err(WebhookError::NoEvents));
+        assert_eq!(given::<Webhook>(&[created()]).when(update(None), &()), Ok(vec![]));
     }
 
     #[test]
     fn a_failing_webhook_is_disabled_once() {
         let disable = || WebhookCommand::Disable { reason: "410 Gone".into() };
-        assert_eq!(given_when(&[created()], disable()), Ok(vec![WebhookEvent::Disabled { reason: "410 Gone".into() }]));
-        assert_eq!(given_when(&[created(), WebhookEvent::Disabled { reason: "x".into() }], disable()), Ok(vec![]));
+        assert_eq!(
+            given::<Webhook>(&[created()]).when(disable(), &()),
+            Ok(vec![WebhookEvent::Disabled { reason: "410 Gone".into() }])
+        );
+        assert_eq!(
+            given::<Webhook>(&[created(), WebhookEvent::Disabled { reason: "x".into() }]).when(disable(), &()),
+            Ok(vec![])
+        );
         let enabled_again = WebhookEvent::Updated { url: None, events: None, enabled: Some(true), description: None };
         assert_eq!(
-            given_when(&[created(), WebhookEvent::Disabled { reason: "x".into() }, enabled_again], disable()).unwrap().len(),
+            given::<Webhook>(&[created(), WebhookEvent::Disabled { reason: "x".into() }, enabled_again])
+                .when(disable(), &())
+                .unwrap()
+                .len(),
             1
         );
     }
@@ -255,9 +261,9 @@ mod tests {
     #[test]
     fn a_deleted_webhook_is_gone() {
         let gone = [created(), WebhookEvent::Deleted {}];
-        assert_eq!(given_when(&gone, WebhookCommand::Delete), Err(WebhookError::NotFound));
+        assert_eq!(given::<Webhook>(&gone).when(WebhookCommand::Delete, &()), Err(WebhookError::NotFound));
         assert_eq!(
-            given_when(&gone, WebhookCommand::RotateSecret { secret: SealedSecret("x".into()) }),
+            given::<Webhook>(&gone).when(WebhookCommand::RotateSecret { secret: SealedSecret("x".into()) }, &()),
             Err(WebhookError::NotFound)
         );
     }
