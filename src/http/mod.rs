@@ -11,6 +11,7 @@ pub mod operator;
 pub mod rate_limit;
 pub mod rejections;
 pub mod request_id;
+pub mod schemas;
 pub mod serve;
 pub mod v1;
 

@@ -18,6 +18,7 @@ mod mcp;
 mod media;
 mod messaging;
 mod node_safety;
+mod openapi;
 mod projection_runtime;
 mod reading;
 mod rebuild;

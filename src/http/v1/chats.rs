@@ -57,11 +57,12 @@ fn parse_chat_cursor(params: &Params) -> Result<Option<(DateTime<Utc>, String)>,
 }
 
 /// List chats.
-#[utoipa::path(get, path = "/v1/chats", tag = "messages",
-    params(("line_id" = String, Query), ("archived" = Option<bool>, Query),
-        ("limit" = Option<i64>, Query, description = "1 to 500 (default 500, the published maximum)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
-    responses((status = 200, body = ChatsResponse), (status = 404, description = "line_not_found")),
+#[utoipa::path(get, path = "/v1/chats", tag = "messages", operation_id = "listChats",
+    params(("line_id" = String, Query, description = "The line"),
+        ("archived" = Option<bool>, Query, description = "true: only archived chats; false: only the others; absent: both"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807_i64, description = "How many chats (default and maximum 500; larger values are taken as 500)"),
+        ("cursor" = Option<String>, Query, pattern = r"^c-?[0-9]{1,18}_[0-9]{1,20}$", description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "The line's chats, most recent activity first", body = ChatsResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -110,11 +111,16 @@ pub async fn list(
 
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000", "archive": true}))]
 pub struct ArchiveRequest {
+    /// Connected line of the chat.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
     /// The chat: a phone in international format (or its jid).
+    #[schema(required = true, nullable = false, value_type = crate::http::schemas::Phone)]
     pub phone: Option<String>,
     /// `true` (default) archives, `false` unarchives.
+    #[schema(value_type = Option<bool>)]
     pub archive: Option<bool>,
 }
 
@@ -127,8 +133,9 @@ pub struct ArchiveResponse {
 }
 
 /// Archive (or unarchive) a chat.
-#[utoipa::path(post, path = "/v1/chats/archive", tag = "messages", request_body = ArchiveRequest,
-    responses((status = 200, body = ArchiveResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+#[utoipa::path(post, path = "/v1/chats/archive", tag = "messages", operation_id = "archiveChat", request_body = ArchiveRequest,
+    responses((status = 200, description = "The chat's archived state", body = ArchiveResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn archive(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -4,6 +4,7 @@ use crate::commands::lines::{self as line_commands, CreateLineError};
 use crate::commands::CommandError;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Tenant};
+use crate::http::schemas;
 use crate::http::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -43,9 +44,11 @@ pub struct LinesResponse {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"engine": "sim"}))]
 pub struct CreateLineRequest {
     /// The session engine; `sim` (the simulated network) is the default.
     #[serde(default)]
+    #[schema(value_type = Option<schemas::Engine>)]
     pub engine: Option<String>,
 }
 
@@ -96,8 +99,8 @@ pub fn line_error(e: CommandError<LineError>) -> ApiError {
 }
 
 /// Create a line; it waits for its QR code to be scanned.
-#[utoipa::path(post, path = "/v1/lines", tag = "lines", request_body = CreateLineRequest,
-    responses((status = 201, body = LineResponse), (status = 429, description = "line_limit_reached")),
+#[utoipa::path(post, path = "/v1/lines", tag = "lines", operation_id = "createLine", request_body(content = CreateLineRequest, description = "Optional: an empty object creates a `sim` line"),
+    responses((status = 201, description = "The new line, waiting for its QR code to be scanned", body = LineResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -128,7 +131,8 @@ pub async fn create(
 }
 
 /// List lines.
-#[utoipa::path(get, path = "/v1/lines", tag = "lines", responses((status = 200, body = LinesResponse)),
+#[utoipa::path(get, path = "/v1/lines", tag = "lines", operation_id = "listLines",
+    responses((status = 200, description = "Every line of the account", body = LinesResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<LinesResponse>, ApiError> {
     let lines = sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE account_id = $1 ORDER BY line_id"))
@@ -139,8 +143,8 @@ pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum:
 }
 
 /// Detail of a line.
-#[utoipa::path(get, path = "/v1/lines/{line_id}", tag = "lines",
-    responses((status = 200, body = LineResponse), (status = 404, description = "line_not_found")),
+#[utoipa::path(get, path = "/v1/lines/{line_id}", tag = "lines", operation_id = "getLine", params(("line_id" = String, Path, description = "The line: a `line_…` id from GET /v1/lines")),
+    responses((status = 200, description = "The line", body = LineResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -152,8 +156,8 @@ pub async fn get(
 }
 
 /// Log a line out of WhatsApp. It cannot be linked again; create a new line instead.
-#[utoipa::path(delete, path = "/v1/lines/{line_id}", tag = "lines",
-    responses((status = 200, body = LineResponse), (status = 404, description = "line_not_found")),
+#[utoipa::path(delete, path = "/v1/lines/{line_id}", tag = "lines", operation_id = "logoutLine", params(("line_id" = String, Path, description = "The line: a `line_…` id from GET /v1/lines")),
+    responses((status = 200, description = "The line, logged out (it cannot be linked again)", body = LineResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -180,6 +184,14 @@ pub struct QrQuery {
     format: Option<String>,
 }
 
+/// `format` of the QR code.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum QrFormat {
+    Json,
+    Svg,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct QrResponse {
     pub ok: bool,
@@ -191,9 +203,9 @@ pub struct QrResponse {
 }
 
 /// The QR code to scan while the line waits for it (`?format=svg` for an image).
-#[utoipa::path(get, path = "/v1/lines/{line_id}/qr", tag = "lines",
-    params(("format" = Option<String>, Query, description = "`json` (default) or `svg`")),
-    responses((status = 200, body = QrResponse), (status = 409, description = "the line is not waiting for a scan")),
+#[utoipa::path(get, path = "/v1/lines/{line_id}/qr", tag = "lines", operation_id = "getLineQr",
+    params(("line_id" = String, Path, description = "The line: a `line_…` id from GET /v1/lines"), ("format" = Option<QrFormat>, Query, description = "`json` (default) or `svg` (an image)")),
+    responses((status = 200, description = "The current QR code", content((QrResponse = "application/json"), (String = "image/svg+xml")))),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn qr(
     State(state): State<AppState>,

@@ -68,11 +68,8 @@ pub struct CycleView {
 }
 
 /// Account, plan and limits.
-#[utoipa::path(get, path = "/v1/me", tag = "account",
-    responses(
-        (status = 200, description = "The calling account", body = MeResponse),
-        (status = 401, description = "Missing, invalid or revoked API key"),
-    ),
+#[utoipa::path(get, path = "/v1/me", tag = "account", operation_id = "getMe",
+    responses((status = 200, description = "The calling account, its plan, subscription and billing cycle", body = MeResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn me(State(state): State<AppState>, tenant: AnyTenant) -> Result<Json<MeResponse>, ApiError> {
     let id = &tenant.identity;

@@ -4,6 +4,7 @@ use super::lines::{fetch_line, parse_line_id};
 use super::reads::{self, Params};
 use crate::http::error::ApiError;
 use crate::http::extract::Tenant;
+use crate::http::schemas;
 use crate::http::AppState;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -60,10 +61,12 @@ pub struct MessagesResponse {
 }
 
 /// Read messages.
-#[utoipa::path(get, path = "/v1/messages", tag = "messages",
-    params(("line_id" = String, Query), ("phone" = String, Query, description = "The chat: a phone in international format, or its jid"),
-        ("limit" = Option<i64>, Query, description = "1 to 200 (default 200, the published maximum)"), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = MessagesResponse), (status = 404, description = "line_not_found")),
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", operation_id = "listMessages",
+    params(("line_id" = String, Query, description = "The line"),
+        ("phone" = schemas::Phone, Query, description = "The chat: a phone in international format, or its jid"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807_i64, description = "How many messages (default and maximum 200; larger values are taken as 200)"),
+        ("cursor" = Option<String>, Query, pattern = r"^c[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "The chat's messages, newest first", body = MessagesResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,

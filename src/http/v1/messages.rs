@@ -3,6 +3,7 @@
 use crate::commands::messages::{self, Send, SendError, SendOutcome};
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Tenant};
+use crate::http::schemas;
 use crate::http::{idempotency, AppState};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -16,27 +17,40 @@ use utoipa::ToSchema;
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Pedido confirmado"}))]
 pub struct SendRequest {
     /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
     /// Destination phone in international format, e.g. +34600000000.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
     /// Message text (at most 4096 characters).
+    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
     pub message: Option<String>,
     /// `never` (default), `always` or `preserve_if_previously_archived`.
+    #[schema(value_type = Option<schemas::ArchivePolicy>)]
     pub archive_policy: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "media_url": "https://tu-cdn.com/foto.jpg", "media_type": "image", "caption": "Hello"}))]
 pub struct SendMediaRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// Destination phone in international format, e.g. +34600000000.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
     /// Public http(s) URL of the file; the server downloads it.
+    #[schema(required = true, nullable = false, value_type = schemas::MediaUrl)]
     pub media_url: Option<String>,
     /// `image` (default), `video`, `audio` or `document`.
+    #[schema(value_type = Option<schemas::MediaType>)]
     pub media_type: Option<String>,
-    /// Text attached to the file.
+    /// Text attached to the file (at most 4096 characters).
+    #[schema(value_type = Option<schemas::Caption>)]
     pub caption: Option<String>,
 }
 
@@ -81,11 +95,12 @@ fn archive_policy(value: &Option<String>) -> Result<ArchivePolicy, ApiError> {
 
 /// http(s) URLs with a host, at most 2048 characters. Whether the host may be fetched is decided
 /// when the file is downloaded.
-fn media_url(value: &Option<String>) -> Result<String, ApiError> {
+pub fn media_url(value: &Option<String>) -> Result<String, ApiError> {
     let raw = required("media_url", value)?;
     let parsed = reqwest::Url::parse(raw)
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && raw.len() <= 2048);
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && raw.len() <= 2048)
+        .filter(|_| schemas::is_url(raw, false));
     parsed
         .map(|u| u.to_string())
         .ok_or_else(|| ApiError::invalid_field("media_url", "`media_url` must be a public http or https URL."))
@@ -133,10 +148,9 @@ pub async fn run_send(state: &AppState, tenant: &Tenant, send: Send) -> Result<R
 }
 
 /// Send text.
-#[utoipa::path(post, path = "/v1/messages/send", tag = "messages", request_body = SendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
-    responses((status = 200, body = SendResponse), (status = 404, description = "line_not_found"),
-        (status = 409, description = "line_not_connected or idempotency_conflict"), (status = 429, description = "quota_exceeded")),
+#[utoipa::path(post, path = "/v1/messages/send", tag = "messages", operation_id = "sendMessage", request_body = SendRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
+    responses((status = 200, description = "Queued: the line's dispatcher sends it, spaced from the line's other sends", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn send(
     State(state): State<AppState>,
@@ -157,10 +171,9 @@ pub async fn send(
 }
 
 /// Send image, video, audio or document.
-#[utoipa::path(post, path = "/v1/messages/send-media", tag = "messages", request_body = SendMediaRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
-    responses((status = 200, body = SendResponse), (status = 404, description = "line_not_found"),
-        (status = 409, description = "line_not_connected or idempotency_conflict"), (status = 429, description = "quota_exceeded")),
+#[utoipa::path(post, path = "/v1/messages/send-media", tag = "messages", operation_id = "sendMedia", request_body = SendMediaRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
+    responses((status = 200, description = "Queued; the file is downloaded when it is sent", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn send_media(
     State(state): State<AppState>,
@@ -189,12 +202,18 @@ pub async fn send_media(
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Sí, mañana", "quoted_message_id": "msg_xxx"}))]
 pub struct ReplyRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
     /// The chat: destination phone in international format (or its jid).
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
+    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
     pub message: Option<String>,
     /// The message quoted: our id (`msg_…`) or its WhatsApp id, from the same chat.
+    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
     pub quoted_message_id: Option<String>,
 }
 
@@ -230,9 +249,9 @@ async fn chat_message(
 }
 
 /// Respond by quoting.
-#[utoipa::path(post, path = "/v1/messages/reply", tag = "messages", request_body = ReplyRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours")),
-    responses((status = 200, body = SendResponse), (status = 400, description = "validation_error, e.g. the quoted message does not exist")),
+#[utoipa::path(post, path = "/v1/messages/reply", tag = "messages", operation_id = "replyMessage", request_body = ReplyRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
+    responses((status = 200, description = "Queued", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn reply(
     State(state): State<AppState>,
@@ -260,19 +279,26 @@ pub async fn reply(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "jid": "34600000000@s.whatsapp.net", "message_id": "msg_xxx", "emoji": "👍"}))]
 pub struct ReactRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
     /// The chat: a jid (`34600000000@s.whatsapp.net`) or a phone.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub jid: Option<String>,
     /// The message reacted to: our id or its WhatsApp id.
+    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
     pub message_id: Option<String>,
     /// One emoji; empty removes this line's reaction.
+    #[schema(required = true, nullable = false, value_type = schemas::Emoji)]
     pub emoji: Option<String>,
 }
 
 /// React with emoji.
-#[utoipa::path(post, path = "/v1/messages/react", tag = "messages", request_body = ReactRequest,
-    responses((status = 200, body = SendResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+#[utoipa::path(post, path = "/v1/messages/react", tag = "messages", operation_id = "reactMessage", request_body = ReactRequest,
+    responses((status = 200, description = "Queued", body = SendResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Json<ReactRequest>) -> Result<Response, ApiError> {
     let line = line_id(&body.line_id)?;
     let chat = phone("jid", &body.jid)?;
@@ -306,13 +332,19 @@ pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Js
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000"}))]
 pub struct ReadRequest {
+    /// Connected line of the chat.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// The chat, as a phone…
+    /// The chat, as a phone… (one of `phone` and `jid` is required; `phone` wins when both are given)
+    #[schema(value_type = Option<schemas::Phone>)]
     pub phone: Option<String>,
     /// …or as a jid.
+    #[schema(value_type = Option<schemas::Phone>)]
     pub jid: Option<String>,
-    /// Only these messages (our ids or WhatsApp ids); all unread ones when absent.
+    /// Only these messages (our ids or WhatsApp ids, 1 to 500); all unread ones when absent.
+    #[schema(value_type = Option<Vec<schemas::MessageRef>>, min_items = 1, max_items = 500)]
     pub message_ids: Option<Vec<String>>,
 }
 
@@ -326,8 +358,9 @@ pub struct ReadResponse {
 }
 
 /// Mark as read.
-#[utoipa::path(post, path = "/v1/messages/read", tag = "messages", request_body = ReadRequest,
-    responses((status = 200, body = ReadResponse)), security(("bearer" = []), ("bridge_key" = [])))]
+#[utoipa::path(post, path = "/v1/messages/read", tag = "messages", operation_id = "markRead", request_body = ReadRequest,
+    responses((status = 200, description = "The messages marked read", body = ReadResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn read(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -5,6 +5,7 @@ use crate::commands::lines as line_commands;
 use crate::http::error::ApiError;
 use crate::http::extract::{json_body, Json, Tenant};
 use crate::http::rate_limit::RateLimits;
+use crate::http::schemas;
 use crate::http::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,18 +13,25 @@ use axum::http::StatusCode;
 use domain::ids::LineId;
 use domain::line::{EngineKind, LineCommand};
 use domain::phone::PhoneNumber;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"phone": "+34600000001"}))]
 pub struct ScanRequest {
+    /// The number of the simulated phone that scans the code.
+    #[schema(value_type = schemas::PlainPhone)]
     phone: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "network"}))]
 pub struct DisconnectRequest {
+    /// Why the session dropped (`sandbox` when absent), as `line.status` webhooks report it.
     #[serde(default)]
+    #[schema(value_type = Option<schemas::FreeText>)]
     reason: Option<String>,
 }
 
@@ -37,6 +45,9 @@ async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<LineId
 }
 
 /// A simulated phone scans the line's QR code: the line links to that number and connects.
+#[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/scan", tag = "sandbox", operation_id = "sandboxScan", params(("line_id" = String, Path, description = "A `sim` line of the account")),
+    request_body = ScanRequest, responses((status = 200, description = "The line, connected to that number", body = LineResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn scan(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -56,14 +67,22 @@ pub async fn scan(
 
 /// The line's session drops.
 /// The body is optional: `{"reason": "…"}`.
+#[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/disconnect", tag = "sandbox", operation_id = "sandboxDisconnect", params(("line_id" = String, Path, description = "A `sim` line of the account")),
+    request_body(content = Option<DisconnectRequest>, description = "Optional"),
+    responses((status = 200, description = "The line, disconnected", body = LineResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn disconnect(
     State(state): State<AppState>,
     tenant: Tenant,
     Path(line_id): Path<String>,
     body: Bytes,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let body: DisconnectRequest =
-        if body.iter().all(u8::is_ascii_whitespace) { DisconnectRequest::default() } else { json_body(&body)? };
+    // No body, or `null`, is a disconnect without a reason.
+    let body: DisconnectRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DisconnectRequest::default()
+    } else {
+        json_body::<Option<DisconnectRequest>>(&body)?.unwrap_or_default()
+    };
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     let reason = body.reason.unwrap_or_else(|| "sandbox".into());
     let account_id = &tenant.identity.account_id;
@@ -72,6 +91,63 @@ pub async fn disconnect(
         .map_err(line_error)?;
     state.dispatcher.wake(&line_id);
     Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+}
+
+/// What `inbound` takes, for the document: exactly one of text, a file, or a reaction.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(example = json!({"from": "+34600000001", "message": "Hola"}))]
+pub enum InboundSchema {
+    Text(InboundText),
+    Media(InboundMedia),
+    Reaction(InboundReaction),
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct InboundText {
+    #[schema(value_type = schemas::Phone)]
+    from: String,
+    #[schema(value_type = schemas::MessageText)]
+    message: String,
+    #[schema(value_type = Option<schemas::MessageRef>)]
+    quoted_message_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct InboundMedia {
+    #[schema(value_type = schemas::Phone)]
+    from: String,
+    #[schema(value_type = schemas::MediaUrl)]
+    media_url: String,
+    #[schema(value_type = Option<schemas::MediaType>)]
+    media_type: Option<String>,
+    #[schema(value_type = Option<schemas::Caption>)]
+    caption: Option<String>,
+    #[schema(value_type = Option<schemas::MessageRef>)]
+    quoted_message_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct InboundReaction {
+    #[schema(value_type = schemas::Phone)]
+    from: String,
+    /// The message reacted to: our id or its WhatsApp id.
+    #[schema(value_type = schemas::MessageRef)]
+    react_to: String,
+    #[schema(value_type = Option<schemas::Emoji>)]
+    emoji: Option<String>,
+    #[schema(value_type = Option<schemas::MessageRef>)]
+    quoted_message_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InboundResponse {
+    pub ok: bool,
+    pub message_id: String,
 }
 
 #[derive(Deserialize)]
@@ -93,13 +169,16 @@ pub struct InboundRequest {
 
 /// A message arrives on the line from a simulated phone: text, media, a reaction, or a quoted reply.
 /// Limited per line (`rate_limits.sandbox_inbound`).
+#[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/inbound", tag = "sandbox", operation_id = "sandboxInbound", params(("line_id" = String, Path, description = "A `sim` line of the account")),
+    request_body = InboundSchema, responses((status = 200, description = "Received", body = InboundResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn inbound(
     State(state): State<AppState>,
     tenant: Tenant,
     limits: RateLimits,
     Path(line_id): Path<String>,
     Json(body): Json<InboundRequest>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<InboundResponse>, ApiError> {
     use super::messages::{phone, required, text};
     use domain::message::{Content, Emoji, MediaType};
     let from = phone("from", &body.from)?;
@@ -124,7 +203,7 @@ pub async fn inbound(
     let content = match (&body.message, &body.media_url, &body.react_to) {
         (Some(_), None, None) => Content::Text { text: text("message", required("message", &body.message)?)? },
         (None, Some(url), None) => Content::Media {
-            media_url: url.clone(),
+            media_url: super::messages::media_url(&Some(url.clone()))?,
             media_type: body.media_type.as_deref().map_or(Some(MediaType::Image), MediaType::parse).ok_or_else(|| {
                 ApiError::invalid_field("media_type", "`media_type` must be one of image, video, audio, document.")
             })?,
@@ -152,22 +231,43 @@ pub async fn inbound(
     let message_id = crate::commands::messages::receive(&state.store, &tenant.metadata(), account_id, inbound)
         .await
         .map_err(ApiError::server)?;
-    Ok(axum::Json(serde_json::json!({"ok": true, "message_id": message_id})))
+    Ok(axum::Json(InboundResponse { ok: true, message_id: message_id.to_string() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"mode": "fail"}))]
 pub struct FaultRequest {
+    /// `fail` (sends fail), `hang` (sends never answer) or `none`.
+    #[schema(value_type = FaultMode)]
     mode: String,
 }
 
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum FaultMode {
+    Fail,
+    Hang,
+    None,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FaultResponse {
+    pub ok: bool,
+    pub line_id: String,
+    pub mode: String,
+}
+
 /// The line's fault switch: `fail` (sends fail), `hang` (sends never answer) or `none`.
+#[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/fault", tag = "sandbox", operation_id = "sandboxFault", params(("line_id" = String, Path, description = "A `sim` line of the account")),
+    request_body = FaultRequest, responses((status = 200, description = "The line's fault mode", body = FaultResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn fault(
     State(state): State<AppState>,
     tenant: Tenant,
     Path(line_id): Path<String>,
     Json(body): Json<FaultRequest>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<FaultResponse>, ApiError> {
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     match body.mode.as_str() {
         "none" => sqlx::query("DELETE FROM sim_faults WHERE line_id = $1").bind(line_id.as_str()).execute(&state.pool).await?,
@@ -182,5 +282,5 @@ pub async fn fault(
         }
         _ => return Err(ApiError::invalid_field("mode", "`mode` must be one of fail, hang, none.")),
     };
-    Ok(axum::Json(serde_json::json!({"ok": true, "line_id": line_id, "mode": body.mode})))
+    Ok(axum::Json(FaultResponse { ok: true, line_id: line_id.to_string(), mode: body.mode }))
 }

@@ -30,11 +30,8 @@ pub struct MetricUsage {
 }
 
 /// Period consumption.
-#[utoipa::path(get, path = "/v1/usage", tag = "account",
-    responses(
-        (status = 200, description = "Usage in the current billing cycle", body = UsageResponse),
-        (status = 401, description = "Missing, invalid or revoked API key"),
-    ),
+#[utoipa::path(get, path = "/v1/usage", tag = "account", operation_id = "getUsage",
+    responses((status = 200, description = "Usage in the current billing cycle", body = UsageResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn usage(State(state): State<AppState>, tenant: AnyTenant) -> Result<Json<UsageResponse>, ApiError> {
     let id = &tenant.identity;

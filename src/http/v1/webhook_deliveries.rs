@@ -19,6 +19,17 @@ use utoipa::ToSchema;
 pub const MAX_DELIVERIES: i64 = 100;
 const STATES: [&str; 5] = ["pending", "held", "in_flight", "delivered", "failed"];
 
+/// The states of a delivery, to filter the list by.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Held,
+    InFlight,
+    Delivered,
+    Failed,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AttemptResponse {
     pub ok: bool,
@@ -81,9 +92,8 @@ fn retry_error(e: RetryError) -> ApiError {
 /// Send a signed `webhook.test` event now; answers with the receiver's status and latency.
 ///
 /// Limited per webhook (`rate_limits.webhook_test`).
-#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
-    responses((status = 200, body = AttemptResponse), (status = 404, description = "webhook_not_found"),
-        (status = 429, description = "rate_limited")),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks", operation_id = "testWebhook", params(("id" = String, Path, description = "The webhook: a `wh_…` id")),
+    responses((status = 200, description = "The attempt: the receiver's status code, latency and error", body = AttemptResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn test(
     State(state): State<AppState>,
@@ -109,11 +119,12 @@ pub async fn test(
 }
 
 /// The webhook's deliveries, newest first, each with its attempts.
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
-    params(("limit" = Option<i64>, Query, description = "At most 100 (default 50)."),
-           ("status" = Option<String>, Query, description = "pending, held, in_flight, delivered or failed."),
-           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page.")),
-    responses((status = 200, body = DeliveriesResponse), (status = 404, description = "webhook_not_found")),
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks", operation_id = "listWebhookDeliveries",
+    params(("id" = String, Path, description = "The webhook: a `wh_…` id"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807_i64, description = "How many (default 50; larger values than 100 are taken as 100)"),
+        ("status" = Option<DeliveryState>, Query, description = "Only deliveries in this state"),
+        ("cursor" = Option<String>, Query, pattern = r"^c[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "The webhook's deliveries, newest first, each with its attempts", body = DeliveriesResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -157,9 +168,9 @@ pub async fn list(
 }
 
 /// Send one delivery again now, whatever its state; answers like the test endpoint.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks",
-    responses((status = 200, body = AttemptResponse), (status = 404, description = "webhook_not_found or delivery_not_found"),
-              (status = 409, description = "delivery_in_flight"), (status = 429, description = "quota_exceeded")),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks", operation_id = "retryWebhookDelivery",
+    params(("id" = String, Path, description = "The webhook: a `wh_…` id"), ("delivery_id" = String, Path, description = "The delivery: a `dlv_…` id")),
+    responses((status = 200, description = "The attempt", body = AttemptResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn retry(
     State(state): State<AppState>,

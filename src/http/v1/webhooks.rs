@@ -6,6 +6,7 @@ use crate::commands::webhooks as webhook_commands;
 use crate::commands::CommandError;
 use crate::http::error::ApiError;
 use crate::http::extract::{Json, Tenant};
+use crate::http::schemas;
 use crate::http::AppState;
 use crate::net::{is_public, literal_not_public, NotPublic};
 use axum::extract::{Path, State};
@@ -52,23 +53,43 @@ pub struct WebhooksResponse {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://example.com/hooks/whatsapp", "events": ["message.received", "message.status"], "description": "Orders"}))]
 pub struct CreateWebhookRequest {
     /// A public https URL (http only where the operator allows private URLs).
+    #[schema(required = true, nullable = false, value_type = schemas::WebhookUrl)]
     pub url: Option<String>,
     /// Any of message.received, message.sent, message.status, line.status; all four by default.
+    #[schema(value_type = Option<Vec<schemas::WebhookEvent>>, min_items = 1)]
     pub events: Option<Vec<String>>,
     /// Only events of this line.
+    #[schema(value_type = Option<String>)]
     pub line_id: Option<String>,
+    /// At most 500 characters.
+    #[schema(value_type = Option<schemas::FreeText>, max_length = 500)]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": false}))]
 pub struct UpdateWebhookRequest {
+    #[schema(value_type = Option<schemas::WebhookUrl>)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<schemas::WebhookEvent>>, min_items = 1)]
     pub events: Option<Vec<String>>,
+    /// `true` enables the webhook again (and clears `disabled_reason`); `false` pauses deliveries.
+    #[schema(value_type = Option<bool>)]
     pub enabled: Option<bool>,
+    /// At most 500 characters.
+    #[schema(value_type = Option<schemas::FreeText>, max_length = 500)]
     pub description: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeletedResponse {
+    pub ok: bool,
+    pub id: String,
+    pub deleted: bool,
 }
 
 const COLUMNS: &str = "webhook_id, url, events, line_id, description, enabled, disabled_reason, created_at, updated_at";
@@ -103,6 +124,9 @@ async fn checked_url(raw: &str, allow_private: bool) -> Result<String, ApiError>
         return Err(invalid("must be at most 2048 characters, without user or password"));
     }
     let host = url.host().ok_or_else(|| invalid("has no host"))?;
+    if !schemas::is_url(raw, !allow_private) {
+        return Err(invalid("may hold only letters, digits and URL punctuation (percent-encode anything else)"));
+    }
     if !allow_private {
         let refused = match host {
             url::Host::Domain(name) => {
@@ -141,7 +165,8 @@ pub fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
 }
 
 /// List webhooks.
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200, body = WebhooksResponse)),
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", operation_id = "listWebhooks",
+    responses((status = 200, description = "The account's webhooks", body = WebhooksResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<WebhooksResponse>, ApiError> {
     let webhooks = sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE account_id = $1 ORDER BY webhook_id"))
@@ -152,8 +177,8 @@ pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum:
 }
 
 /// Create a webhook. The response is the only place its secret is ever shown.
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhookRequest,
-    responses((status = 201, body = WebhookResponse), (status = 400, description = "validation_error")),
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", operation_id = "createWebhook", request_body = CreateWebhookRequest,
+    responses((status = 201, description = "The webhook, with its signing secret (shown only here)", body = WebhookResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -189,7 +214,8 @@ pub async fn create(
 }
 
 /// Read a webhook.
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "getWebhook", params(("id" = String, Path, description = "The webhook: a `wh_…` id")),
+    responses((status = 200, description = "The webhook", body = WebhookResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -201,8 +227,8 @@ pub async fn get(
 }
 
 /// Change a webhook's URL, events, description, or whether it is enabled.
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", request_body = UpdateWebhookRequest,
-    responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "updateWebhook", params(("id" = String, Path, description = "The webhook: a `wh_…` id")), request_body = UpdateWebhookRequest,
+    responses((status = 200, description = "The webhook as changed", body = WebhookResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -228,22 +254,24 @@ pub async fn update(
 }
 
 /// Delete a webhook.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", responses((status = 200), (status = 404, description = "webhook_not_found")),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "deleteWebhook", params(("id" = String, Path, description = "The webhook: a `wh_…` id")),
+    responses((status = 200, description = "Deleted", body = DeletedResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     tenant: Tenant,
     Path(id): Path<String>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<DeletedResponse>, ApiError> {
     let id = parse_id(&id)?;
     webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, WebhookCommand::Delete)
         .await
         .map_err(webhook_error)?;
-    Ok(axum::Json(serde_json::json!({"ok": true, "id": id, "deleted": true})))
+    Ok(axum::Json(DeletedResponse { ok: true, id: id.to_string(), deleted: true }))
 }
 
 /// Replace the signing secret; the old one stops signing at once.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", responses((status = 200, body = WebhookResponse), (status = 404, description = "webhook_not_found")),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", operation_id = "rotateWebhookSecret", params(("id" = String, Path, description = "The webhook: a `wh_…` id")),
+    responses((status = 200, description = "The webhook with its new secret (shown only here)", body = WebhookResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn rotate_secret(
     State(state): State<AppState>,

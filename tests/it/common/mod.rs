@@ -119,6 +119,16 @@ impl TestDb {
 }
 
 impl TestDb {
+    /// Write `contents` to a file of this test's own (under the target's test scratch directory);
+    /// its path.
+    pub fn scratch_file(&self, name: &str, contents: &[u8]) -> String {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    }
+
     /// Await `check` becoming true, within `timeout`. It is re-evaluated whenever the event log
     /// announces an append on this database (LISTEN `bridge_events`, which every server and CLI
     /// process notifies), so a test reacts to the change itself, across processes. Effects that
