@@ -1,5 +1,7 @@
 //! WAzion Bridge: an event-sourced WhatsApp API gateway. The binary is `bridge` (see `cli`).
 
+pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -15,6 +17,7 @@ pub mod mcp;
 pub mod media;
 pub mod net;
 pub mod node;
+pub mod queries;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -50,6 +50,15 @@ impl MasterKey {
         })
     }
 
+    /// Refuse a configured key that is not one (checked at start, with the rest of the
+    /// configuration; the configuration itself knows nothing of keys).
+    pub fn validate_configured(config: &Config) -> anyhow::Result<()> {
+        match &config.master_key {
+            Some(secret) => Self::from_secret(secret).map(drop).context("BRIDGE_MASTER_KEY"),
+            None => Ok(()),
+        }
+    }
+
     /// The key that signs audit digests.
     pub fn audit_key(&self) -> &[u8; 32] {
         &self.audit_key

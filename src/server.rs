@@ -1,11 +1,19 @@
 //! Wiring: the HTTP server and the background tasks that go with it, under one shutdown token.
+//! The REST, operator and MCP routers are composed here, under the layers every route shares.
 
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::{rate_limit, request_id};
+use crate::app::AppState;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::dispatch::DispatchConfig;
 use crate::engine::sim::SimNetwork;
-use crate::http::{router, AppState};
 use crate::store::EventStore;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use projections::notify::LogWatcher;
 use projections::runtime::{Runner, RunnerConfig};
 use projections::Projection;
@@ -16,6 +24,66 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{Any, CorsLayer};
+
+/// Every route: REST v1 (at both bases), the operator API and the MCP endpoint, with request ids,
+/// CORS, a request timeout, malformed requests in our envelope, rate limits, a body size limit,
+/// and JSON 404/405s.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let request_timeout = Duration::from_millis(state.config.http.request_timeout_ms);
+    let rate_limits = rate_limit::RateLimits::new(&state.config.rate_limits);
+    Router::new()
+        .merge(crate::http::router())
+        .nest("/operator/v1", crate::http::operator::router())
+        .merge(crate::mcp::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(rate_limits))
+        .layer(axum::middleware::from_fn_with_state(state, crate::http::rejections::middleware))
+        .layer(axum::middleware::from_fn_with_state(request_timeout, timeout))
+        .layer(cors())
+        .layer(axum::middleware::from_fn(request_id::middleware))
+}
+
+/// Answer `server_error` when the handler has not answered in time (it is dropped there).
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    tokio::time::timeout(limit, next.run(request)).await.unwrap_or_else(|_| ApiError::timeout(limit).into_response())
+}
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-bridge-key"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(request_id::HEADER),
+            // What MCP clients in a browser send.
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            header::ACCEPT,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static(request_id::HEADER),
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("mcp-session-id"),
+        ])
+        .max_age(Duration::from_secs(86400))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("No route for {method} {}.", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}.", uri.path()))
+}
 
 /// The asynchronous projections this server keeps up to date.
 pub fn async_projections() -> Vec<Arc<dyn Projection>> {

@@ -234,7 +234,7 @@ impl EventStore {
             Arc::new(api_keys::ApiKeys),
             Arc::new(lines::Lines),
             Arc::new(messaging::UsageCounters),
-            Arc::new(messaging::IdempotencyKeys),
+            Arc::new(messaging::IdempotencyKeys { response: crate::commands::messages::accepted_response }),
             Arc::new(messaging::DispatchQueue),
             Arc::new(webhooks::Webhooks),
         ]

@@ -5,19 +5,8 @@ use crate::{ApplyFuture, Projection, StoredEvent};
 use domain::message::{Message, MessageEvent, Queued};
 use domain::webhook_delivery::{self, DeliveryEvent};
 use domain::Aggregate;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::PgConnection;
-
-/// The response a send returns, and returns again for a repeated Idempotency-Key.
-pub fn accepted_response(q: &Queued) -> Value {
-    json!({
-        "ok": true,
-        "message_id": q.message_id,
-        "status": "queued",
-        "line_id": q.line_id,
-        "to": q.to,
-    })
-}
 
 /// `sent_messages` and `webhook_events` per account and billing cycle.
 pub struct UsageCounters;
@@ -62,8 +51,11 @@ impl Projection for UsageCounters {
     }
 }
 
-/// Idempotency records: the key, the hash of the request, and the response it got.
-pub struct IdempotencyKeys;
+/// Idempotency records: the key, the hash of the request, and the response it got. The response
+/// is the server's to shape (`response` renders it from the queued message); it is stored as is.
+pub struct IdempotencyKeys {
+    pub response: fn(&Queued) -> Value,
+}
 
 impl Projection for IdempotencyKeys {
     fn name(&self) -> &'static str {
@@ -89,7 +81,7 @@ impl Projection for IdempotencyKeys {
             .bind(&idem.key)
             .bind(&idem.request_hash)
             .bind(q.message_id.as_str())
-            .bind(accepted_response(&q))
+            .bind((self.response)(&q))
             .bind(event.recorded_at)
             .execute(conn)
             .await?;

@@ -162,7 +162,7 @@ fn parse_duration(value: &str) -> Result<chrono::Duration, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load() {
+    let config = match Config::load().and_then(|c| crate::secrets::MasterKey::validate_configured(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,81 +1,106 @@
-//! Chat commands (mark read, archive) and finding a chat's messages by either of their ids.
+//! Chat commands: mark read and archive, as REST and MCP request them (checked, run, answered
+//! with a typed result), and the command handler under them.
 
 use super::{execute, CommandError};
+use crate::api::error::ApiError;
+use crate::api::fields;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
+use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
 use crate::store::{EventStore, Metadata};
 use domain::chat::{self, Chat, ChatCommand, ChatError, ChatEvent};
-use domain::ids::{AccountId, LineId, MessageId};
+use domain::ids::{AccountId, LineId};
 use domain::phone::PhoneNumber;
 use domain::Aggregate;
-use sqlx::PgPool;
+use serde::Serialize;
+use std::time::Duration;
+use utoipa::ToSchema;
 
-/// A message of a chat, as the read model knows it.
-#[derive(Debug, Clone)]
-pub struct FoundMessage {
-    pub message_id: MessageId,
-    pub engine_message_id: Option<String>,
-    pub direction: String,
-    /// `queued`, `sent`, `delivered`, `read`, `failed` (outbound) or `received`.
-    pub status: String,
+/// Archive or unarchive a chat (`POST /v1/chats/archive`, `bridge_archive_chat`).
+pub struct ChatToArchive {
+    pub line_id: Option<String>,
+    pub phone: Option<String>,
+    /// `true` when not given.
+    pub archive: Option<bool>,
 }
 
-/// Find a message of the chat (line, phone) by our id (`msg_…`) or its WhatsApp id.
-pub async fn find_message(
-    pool: &PgPool,
-    line_id: &LineId,
-    phone: &PhoneNumber,
-    id: &str,
-) -> Result<Option<FoundMessage>, sqlx::Error> {
-    let row: Option<(String, Option<String>, String, String)> = sqlx::query_as(
-        "SELECT message_id, engine_message_id, direction, status FROM rm_messages \
-         WHERE line_id = $1 AND chat_phone = $2 AND (message_id = $3 OR engine_message_id = $3) AND type <> 'reaction'",
-    )
-    .bind(line_id.as_str())
-    .bind(phone.as_str())
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.and_then(|(id, engine_message_id, direction, status)| {
-        Some(FoundMessage { message_id: MessageId::parse(&id).ok()?, engine_message_id, direction, status })
-    }))
+#[derive(Serialize, ToSchema)]
+pub struct ArchiveResponse {
+    pub ok: bool,
+    pub line_id: String,
+    pub phone: String,
+    pub archived: bool,
 }
 
-/// The WhatsApp ids of the chat's inbound messages among `ids` (ours or WhatsApp's), in one query.
-/// Returns the ids that matched no received message of the chat as the error.
-pub async fn inbound_engine_ids(
-    pool: &PgPool,
-    line_id: &LineId,
-    phone: &PhoneNumber,
-    ids: &[String],
-) -> Result<Result<Vec<String>, Vec<String>>, sqlx::Error> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT q.id, m.engine_message_id FROM unnest($3::text[]) AS q(id) \
-           JOIN rm_messages m ON m.line_id = $1 AND m.chat_phone = $2 AND m.direction = 'inbound' \
-            AND m.engine_message_id IS NOT NULL AND (m.message_id = q.id OR m.engine_message_id = q.id)",
-    )
-    .bind(line_id.as_str())
-    .bind(phone.as_str())
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
-    let missing: Vec<String> = ids.iter().filter(|id| !rows.iter().any(|(q, _)| q == *id)).cloned().collect();
-    if !missing.is_empty() {
-        return Ok(Err(missing));
+/// Mark a chat's received messages read (`POST /v1/messages/read`): the chat as `phone` or `jid`,
+/// and `message_ids` (ours or WhatsApp's), or every unread one when absent.
+pub struct ChatToRead {
+    pub line_id: Option<String>,
+    pub phone: Option<String>,
+    pub jid: Option<String>,
+    pub message_ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReadResponse {
+    pub ok: bool,
+    pub line_id: String,
+    pub phone: String,
+    /// How many messages were marked read.
+    pub marked_read: usize,
+}
+
+/// The most ids one read may name.
+const MAX_READ_IDS: usize = 500;
+
+pub async fn archive(state: &AppState, tenant: &Tenant, request: ChatToArchive) -> Result<ArchiveResponse, ApiError> {
+    let chat = fields::phone("phone", &request.phone)?;
+    let line = fields::line_id(&request.line_id)?;
+    let account_id = &tenant.identity.account_id;
+    crate::queries::lines::connected(&state.pool, account_id, &line).await?;
+    let archived = request.archive.unwrap_or(true);
+    let command = ChatCommand::Archive { account_id: account_id.clone(), line_id: line.clone(), phone: chat.clone(), archived };
+    handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command).await.map_err(ApiError::server)?;
+    Ok(ArchiveResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), archived })
+}
+
+pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ChatToRead) -> Result<ReadResponse, ApiError> {
+    let chat = match (&request.phone, &request.jid) {
+        (Some(_), _) => fields::phone("phone", &request.phone)?,
+        (None, Some(_)) => fields::phone("jid", &request.jid)?,
+        (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
+    };
+    let line = fields::line_id(&request.line_id)?;
+    let account_id = &tenant.identity.account_id;
+    crate::queries::lines::connected(&state.pool, account_id, &line).await?;
+    crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
+    let engine_ids = match &request.message_ids {
+        None => unread_engine_ids(&state.pool, &line, &chat).await?,
+        Some(ids) => {
+            if ids.is_empty() || ids.len() > MAX_READ_IDS {
+                return Err(ApiError::invalid_field("message_ids", "`message_ids` must list 1 to 500 ids."));
+            }
+            match inbound_engine_ids(&state.pool, &line, &chat, ids).await? {
+                Ok(engine_ids) => engine_ids,
+                Err(missing) => {
+                    return Err(ApiError::invalid_field("message_ids", "Some ids are not received messages of this chat.")
+                        .with("unknown_ids", missing.into_iter().take(20).collect::<Vec<_>>()))
+                }
+            }
+        }
+    };
+    let command = ChatCommand::Read {
+        account_id: account_id.clone(),
+        line_id: line.clone(),
+        phone: chat.clone(),
+        engine_message_ids: engine_ids.clone(),
+    };
+    handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command).await.map_err(ApiError::server)?;
+    // Read receipts go out after the fact is recorded; a failure here is logged, not fatal.
+    if let Err(e) = state.engine.mark_read(&line, &chat, &engine_ids).await {
+        tracing::warn!(line_id = %line, error = %e, "sending read receipts failed");
     }
-    let mut engine_ids: Vec<String> = rows.into_iter().map(|(_, e)| e).collect();
-    engine_ids.dedup();
-    Ok(Ok(engine_ids))
-}
-
-/// The WhatsApp ids of the chat's inbound messages not read yet.
-pub async fn unread_engine_ids(pool: &PgPool, line_id: &LineId, phone: &PhoneNumber) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT engine_message_id FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND direction = 'inbound' \
-           AND status <> 'read' AND engine_message_id IS NOT NULL AND type <> 'reaction' ORDER BY position",
-    )
-    .bind(line_id.as_str())
-    .bind(phone.as_str())
-    .fetch_all(pool)
-    .await
+    Ok(ReadResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), marked_read: engine_ids.len() })
 }
 
 pub async fn handle(

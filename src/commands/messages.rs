@@ -22,7 +22,9 @@ use domain::message::{
 use domain::phone::PhoneNumber;
 use domain::plan::{Metric, PlanCatalog};
 use domain::Aggregate;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A validated send (text or media).
 #[derive(Debug, Clone)]
@@ -35,12 +37,43 @@ pub struct Send {
     pub idempotency: Option<Idempotency>,
 }
 
+// What a send answers, and answers again for a repeated Idempotency-Key: the idempotency record
+// keeps its serialisation (see `accepted_response`). A plain comment: a doc comment would become
+// the schema's description in the OpenAPI document.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    pub ok: bool,
+    #[schema(example = "msg_01jdzq2m9a8x0v3k1s5t7w9y2b")]
+    pub message_id: String,
+    /// `queued`: the line's dispatcher sends it, spaced from the line's other sends.
+    pub status: String,
+    pub line_id: String,
+    pub to: String,
+}
+
+impl SendResponse {
+    pub fn queued(q: &Queued) -> Self {
+        Self {
+            ok: true,
+            message_id: q.message_id.to_string(),
+            status: "queued".into(),
+            line_id: q.line_id.to_string(),
+            to: q.to.to_string(),
+        }
+    }
+}
+
+/// The response saved with an Idempotency-Key, for the inline idempotency projection.
+pub fn accepted_response(q: &Queued) -> Value {
+    serde_json::to_value(SendResponse::queued(q)).expect("a send response serialises")
+}
+
 #[derive(Debug)]
 pub enum SendOutcome {
     /// Queued now: the response to return.
-    Accepted { status: u16, body: Value, line_id: LineId },
+    Accepted { response: SendResponse, line_id: LineId },
     /// The same Idempotency-Key and body were seen before: the saved response.
-    Replayed { status: u16, body: Value },
+    Replayed { response: SendResponse },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +92,8 @@ pub enum SendError {
     Db(#[from] sqlx::Error),
     #[error("event store error")]
     Store(#[from] AppendError),
+    #[error("the saved response of the Idempotency-Key does not read back")]
+    SavedResponse(#[source] serde_json::Error),
 }
 
 /// How long an Idempotency-Key is remembered.
@@ -79,8 +114,8 @@ pub async fn send(
             .bind(&idem.key)
             .execute(&mut *tx)
             .await?;
-        let saved: Option<(String, i32, Value)> = sqlx::query_as(
-            "SELECT request_hash, status_code, response FROM idempotency_keys \
+        let saved: Option<(String, Value)> = sqlx::query_as(
+            "SELECT request_hash, response FROM idempotency_keys \
              WHERE account_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)",
         )
         .bind(account_id.as_str())
@@ -88,9 +123,10 @@ pub async fn send(
         .bind(IDEMPOTENCY_WINDOW_HOURS)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some((hash, status, body)) = saved {
+        if let Some((hash, saved)) = saved {
             return if hash == idem.request_hash {
-                Ok(SendOutcome::Replayed { status: status as u16, body })
+                let response = serde_json::from_value(saved).map_err(SendError::SavedResponse)?;
+                Ok(SendOutcome::Replayed { response })
             } else {
                 Err(SendError::IdempotencyConflict)
             };
@@ -136,7 +172,7 @@ pub async fn send(
         cycle_start: cycle.start,
         idempotency: send.idempotency,
     };
-    let body = projections::messaging::accepted_response(&queued);
+    let response = SendResponse::queued(&queued);
     let message_id = queued.message_id.clone();
     let events = Message::default().decide(MessageCommand::Queue(Box::new(queued)), &()).expect("a new message can be queued");
     let append = Append {
@@ -147,7 +183,7 @@ pub async fn send(
     store.append_in(&mut tx, &append).await?;
     tx.commit().await?;
     store.committed(&append);
-    Ok(SendOutcome::Accepted { status: 200, body, line_id: send.line_id })
+    Ok(SendOutcome::Accepted { response, line_id: send.line_id })
 }
 
 /// A message that arrived on a line (from the engine, or the sandbox).

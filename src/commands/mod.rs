@@ -7,6 +7,7 @@ pub mod chats;
 pub mod keys;
 pub mod lines;
 pub mod messages;
+pub mod sending;
 pub mod webhooks;
 
 use crate::store::{Append, AppendError, EventStore, Metadata, StreamAppend};

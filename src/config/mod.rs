@@ -153,9 +153,6 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024 (got {})", self.max_body_bytes);
         }
-        if let Some(key) = &self.master_key {
-            crate::secrets::MasterKey::from_secret(key).context("BRIDGE_MASTER_KEY")?;
-        }
         if self.audit_digest_interval_secs == 0 {
             bail!("audit_digest_interval_secs must be positive");
         }

@@ -1,12 +1,13 @@
 //! The OpenAPI 3.1 document served at `/api/bridge/v1/openapi.json`.
 //!
 //! Paths, parameters, request and success bodies come from the handlers' `#[utoipa::path]`
-//! attributes and the request types (whose field schemas are in [`super::schemas`]). The errors
+//! attributes and the request types (whose field schemas are in [`crate::api::schemas`]). The errors
 //! come from [`ERRORS`]: every error code an operation can answer, grouped by status into the
 //! two published envelopes. The document is built once per process and variant (see
 //! [`document`]).
 
-use super::schemas;
+use crate::api::error::{Envelope, ErrorCode, ErrorCode::*};
+use crate::api::schemas;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -72,78 +73,47 @@ struct ApiDoc;
 
 /// The error codes each operation can answer besides `unauthorized`, `rate_limited` and
 /// `server_error`, which every authenticated operation can.
-pub const ERRORS: &[(&str, &[&str])] = &[
+pub const ERRORS: &[(&str, &[ErrorCode])] = &[
     ("getMe", &[]),
     ("getUsage", &[]),
-    ("createLine", &[SUBSCRIPTION, VALIDATION, "line_limit_reached"]),
-    ("listLines", &[SUBSCRIPTION]),
-    ("getLine", &[SUBSCRIPTION, "line_not_found"]),
-    ("logoutLine", &[SUBSCRIPTION, "line_not_found"]),
-    ("getLineQr", &[SUBSCRIPTION, VALIDATION, "line_not_found", "line_not_pending_qr"]),
-    ("sandboxScan", &[SUBSCRIPTION, VALIDATION, "line_not_found", "not_a_sandbox_line", "line_conflict"]),
+    ("createLine", &[SubscriptionRequired, ValidationError, LineLimitReached]),
+    ("listLines", &[SubscriptionRequired]),
+    ("getLine", &[SubscriptionRequired, LineNotFound]),
+    ("logoutLine", &[SubscriptionRequired, LineNotFound]),
+    ("getLineQr", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotPendingQr]),
+    ("sandboxScan", &[SubscriptionRequired, ValidationError, LineNotFound, NotASandboxLine, LineConflict]),
     (
         "sandboxDisconnect",
-        &[SUBSCRIPTION, VALIDATION, "line_not_found", "not_a_sandbox_line", "line_not_connected", "line_conflict"],
+        &[SubscriptionRequired, ValidationError, LineNotFound, NotASandboxLine, LineNotConnected, LineConflict],
     ),
-    ("sandboxInbound", &[SUBSCRIPTION, VALIDATION, "line_not_found", "not_a_sandbox_line", "line_not_connected"]),
-    ("sandboxFault", &[SUBSCRIPTION, VALIDATION, "line_not_found", "not_a_sandbox_line"]),
+    ("sandboxInbound", &[SubscriptionRequired, ValidationError, LineNotFound, NotASandboxLine, LineNotConnected]),
+    ("sandboxFault", &[SubscriptionRequired, ValidationError, LineNotFound, NotASandboxLine]),
     ("sendMessage", SEND),
     ("sendMedia", SEND),
     ("replyMessage", SEND),
-    ("reactMessage", &[SUBSCRIPTION, VALIDATION, "line_not_found", "line_not_connected", "quota_exceeded"]),
-    ("markRead", &[SUBSCRIPTION, VALIDATION, "line_not_found", "line_not_connected"]),
-    ("listChats", &[SUBSCRIPTION, VALIDATION, "line_not_found"]),
-    ("archiveChat", &[SUBSCRIPTION, VALIDATION, "line_not_found", "line_not_connected"]),
-    ("listMessages", &[SUBSCRIPTION, VALIDATION, "line_not_found"]),
-    ("listWebhooks", &[SUBSCRIPTION]),
-    ("createWebhook", &[SUBSCRIPTION, VALIDATION, "line_not_found"]),
-    ("getWebhook", &[SUBSCRIPTION, "webhook_not_found"]),
-    ("updateWebhook", &[SUBSCRIPTION, VALIDATION, "webhook_not_found"]),
-    ("deleteWebhook", &[SUBSCRIPTION, "webhook_not_found"]),
-    ("rotateWebhookSecret", &[SUBSCRIPTION, "webhook_not_found"]),
-    ("testWebhook", &[SUBSCRIPTION, "webhook_not_found", "delivery_held", "quota_exceeded"]),
-    ("listWebhookDeliveries", &[SUBSCRIPTION, VALIDATION, "webhook_not_found"]),
+    ("reactMessage", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotConnected, QuotaExceeded]),
+    ("markRead", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotConnected]),
+    ("listChats", &[SubscriptionRequired, ValidationError, LineNotFound]),
+    ("archiveChat", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotConnected]),
+    ("listMessages", &[SubscriptionRequired, ValidationError, LineNotFound]),
+    ("listWebhooks", &[SubscriptionRequired]),
+    ("createWebhook", &[SubscriptionRequired, ValidationError, LineNotFound]),
+    ("getWebhook", &[SubscriptionRequired, WebhookNotFound]),
+    ("updateWebhook", &[SubscriptionRequired, ValidationError, WebhookNotFound]),
+    ("deleteWebhook", &[SubscriptionRequired, WebhookNotFound]),
+    ("rotateWebhookSecret", &[SubscriptionRequired, WebhookNotFound]),
+    ("testWebhook", &[SubscriptionRequired, WebhookNotFound, DeliveryHeld, QuotaExceeded]),
+    ("listWebhookDeliveries", &[SubscriptionRequired, ValidationError, WebhookNotFound]),
     (
         "retryWebhookDelivery",
-        &[SUBSCRIPTION, "webhook_not_found", "delivery_not_found", "delivery_in_flight", "delivery_held", "quota_exceeded"],
+        &[SubscriptionRequired, WebhookNotFound, DeliveryNotFound, DeliveryInFlight, DeliveryHeld, QuotaExceeded],
     ),
 ];
 
-const SUBSCRIPTION: &str = "subscription_required";
-const VALIDATION: &str = "validation_error";
-const SEND: &[&str] =
-    &[SUBSCRIPTION, VALIDATION, "line_not_found", "line_not_connected", "idempotency_conflict", "quota_exceeded"];
+const SEND: &[ErrorCode] =
+    &[SubscriptionRequired, ValidationError, LineNotFound, LineNotConnected, IdempotencyConflict, QuotaExceeded];
 /// What every authenticated operation can answer.
-const ALWAYS: &[&str] = &["unauthorized", "rate_limited", "server_error"];
-
-/// The two published envelopes.
-#[derive(Clone, Copy, PartialEq)]
-enum Envelope {
-    /// `{"ok": false, "error": {"code", "message", "retryable"}}`: authentication, account, server.
-    Standard,
-    /// `{"error": code, "message", …details}`: validation and business errors.
-    Flat,
-}
-
-/// The status and envelope of each error code.
-fn error_kind(code: &str) -> (u16, Envelope) {
-    match code {
-        "unauthorized" => (401, Envelope::Standard),
-        "subscription_required" => (402, Envelope::Standard),
-        "server_error" => (500, Envelope::Standard),
-        "validation_error" => (400, Envelope::Flat),
-        "line_not_found" | "webhook_not_found" | "delivery_not_found" => (404, Envelope::Flat),
-        "line_not_connected"
-        | "idempotency_conflict"
-        | "line_conflict"
-        | "line_not_pending_qr"
-        | "not_a_sandbox_line"
-        | "delivery_in_flight"
-        | "delivery_held" => (409, Envelope::Flat),
-        "quota_exceeded" | "line_limit_reached" | "rate_limited" => (429, Envelope::Flat),
-        other => panic!("error code `{other}` has no status in the OpenAPI document"),
-    }
-}
+const ALWAYS: &[ErrorCode] = &[Unauthorized, RateLimited, ServerError];
 
 /// What each status means, for the response descriptions.
 fn status_meaning(status: u16) -> &'static str {
@@ -217,7 +187,7 @@ fn security_schemes() -> Value {
 }
 
 fn standard_error_schema() -> Value {
-    let codes: Vec<&str> = every_code().filter(|c| error_kind(c).1 == Envelope::Standard).collect();
+    let codes: Vec<&str> = every_code().filter(|c| c.envelope() == Envelope::Standard).map(ErrorCode::as_str).collect();
     json!({
         "type": "object",
         "description": "Authentication, account and server errors.",
@@ -239,7 +209,7 @@ fn standard_error_schema() -> Value {
 }
 
 fn flat_error_schema() -> Value {
-    let codes: Vec<&str> = every_code().filter(|c| error_kind(c).1 == Envelope::Flat).collect();
+    let codes: Vec<&str> = every_code().filter(|c| c.envelope() == Envelope::Flat).map(ErrorCode::as_str).collect();
     json!({
         "type": "object",
         "description": "Validation and business errors: the code, a message, and details that depend on the code \
@@ -261,11 +231,10 @@ fn flat_error_schema() -> Value {
     })
 }
 
-fn every_code() -> impl Iterator<Item = &'static str> {
-    let mut codes: Vec<&str> = ALWAYS.iter().chain(ERRORS.iter().flat_map(|(_, codes)| codes.iter())).copied().collect();
-    codes.sort_unstable();
-    codes.dedup();
-    codes.into_iter()
+/// The codes the documented operations can answer, in [`ErrorCode::ALL`]'s order.
+fn every_code() -> impl Iterator<Item = ErrorCode> {
+    let used: Vec<ErrorCode> = ALWAYS.iter().chain(ERRORS.iter().flat_map(|(_, codes)| codes.iter())).copied().collect();
+    ErrorCode::ALL.into_iter().filter(move |code| used.contains(code))
 }
 
 /// The operation's error responses, one per status, each naming its codes.
@@ -273,15 +242,15 @@ fn add_errors(operation: &mut Value) {
     let id = operation["operationId"].as_str().expect("every operation has an operationId").to_owned();
     let (_, specific) = ERRORS.iter().find(|(op, _)| *op == id).unwrap_or_else(|| panic!("no ERRORS entry for `{id}`"));
     let has_body = operation.get("requestBody").is_some();
-    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    let mut by_status: std::collections::BTreeMap<u16, Vec<ErrorCode>> = Default::default();
     for code in ALWAYS.iter().chain(specific.iter()) {
-        by_status.entry(error_kind(code).0).or_default().push(code);
+        by_status.entry(code.status().as_u16()).or_default().push(*code);
     }
     let responses = operation["responses"].as_object_mut().expect("an operation has responses");
     for (status, codes) in by_status {
         let response = match shared_response(&codes) {
             Some(name) => json!({"$ref": format!("#/components/responses/{name}")}),
-            None => error_response(status, error_kind(codes[0]).1, &codes),
+            None => error_response(status, codes[0].envelope(), &codes),
         };
         responses.insert(status.to_string(), response);
     }
@@ -292,35 +261,33 @@ fn add_errors(operation: &mut Value) {
 
 /// The error responses many operations share, under `components/responses`: the name of the one
 /// that answers exactly `codes`.
-fn shared_response(codes: &[&str]) -> Option<&'static str> {
+fn shared_response(codes: &[ErrorCode]) -> Option<&'static str> {
     SHARED_RESPONSES.iter().find(|(_, code)| codes == [*code]).map(|(name, _)| *name)
 }
 
-const SHARED_RESPONSES: &[(&str, &str)] = &[
-    ("Unauthorized", "unauthorized"),
-    ("SubscriptionRequired", SUBSCRIPTION),
-    ("RateLimited", "rate_limited"),
-    ("ServerError", "server_error"),
-    ("ValidationError", VALIDATION),
+const SHARED_RESPONSES: &[(&str, ErrorCode)] = &[
+    ("Unauthorized", Unauthorized),
+    ("SubscriptionRequired", SubscriptionRequired),
+    ("RateLimited", RateLimited),
+    ("ServerError", ServerError),
+    ("ValidationError", ValidationError),
 ];
 
 fn shared_responses() -> Value {
     let mut responses: Map<String, Value> = SHARED_RESPONSES
         .iter()
-        .map(|(name, code)| {
-            let (status, envelope) = error_kind(code);
-            ((*name).to_owned(), error_response(status, envelope, &[code]))
-        })
+        .map(|(name, code)| ((*name).to_owned(), error_response(code.status().as_u16(), code.envelope(), &[*code])))
         .collect();
-    responses.insert("BodyTooLarge".into(), error_response(413, Envelope::Flat, &[VALIDATION]));
+    responses.insert("BodyTooLarge".into(), error_response(413, Envelope::Flat, &[ValidationError]));
     for response in responses.values_mut() {
         response["headers"]["X-Request-Id"] = json!({"$ref": "#/components/headers/RequestId"});
     }
     Value::Object(responses)
 }
 
-fn error_response(status: u16, envelope: Envelope, codes: &[&str]) -> Value {
-    let list = codes.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+fn error_response(status: u16, envelope: Envelope, codes: &[ErrorCode]) -> Value {
+    let list = codes.iter().map(|c| format!("`{}`", c.as_str())).collect::<Vec<_>>().join(", ");
+    let codes: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
     let schema = match envelope {
         Envelope::Standard => json!({"allOf": [{"$ref": "#/components/schemas/StandardError"},
             {"properties": {"error": {"properties": {"code": {"enum": codes}}}}}]}),

@@ -9,8 +9,8 @@
 //! - `GET /operator/v1/usage?cycle=YYYY-MM` (or `from`, `to`; `format=csv|json`) — as
 //!   `bridge usage export`.
 
-use super::error::ApiError;
-use super::AppState;
+use crate::api::error::{ApiError, ErrorCode};
+use crate::app::AppState;
 use crate::audit;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -46,7 +46,7 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(expected) = &state.config.operator_token else {
-            return Err(ApiError::Unauthorized("The operator API is off: the server has no BRIDGE_OPERATOR_TOKEN."));
+            return Err(ApiError::unauthorized("The operator API is off: the server has no BRIDGE_OPERATOR_TOKEN."));
         };
         let presented = parts
             .headers
@@ -56,8 +56,8 @@ impl FromRequestParts<AppState> for Operator {
             .map(str::trim);
         match presented {
             Some(token) if same_secret(token, expected.expose()) => Ok(Operator),
-            Some(_) => Err(ApiError::Unauthorized("Invalid operator token (tenant API keys do not open the operator API).")),
-            None => Err(ApiError::Unauthorized("Missing operator token: send Authorization: Bearer <BRIDGE_OPERATOR_TOKEN>.")),
+            Some(_) => Err(ApiError::unauthorized("Invalid operator token (tenant API keys do not open the operator API).")),
+            None => Err(ApiError::unauthorized("Missing operator token: send Authorization: Bearer <BRIDGE_OPERATOR_TOKEN>.")),
         }
     }
 }
@@ -68,10 +68,10 @@ fn time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiEr
 
 async fn known_account(state: &AppState, raw: &str) -> Result<String, ApiError> {
     let account_id = domain::ids::AccountId::parse(raw)
-        .map_err(|e| ApiError::not_found("account_not_found", format!("No account {raw}: {e}.")))?
+        .map_err(|e| ApiError::new(ErrorCode::AccountNotFound, format!("No account {raw}: {e}.")))?
         .to_string();
     if !audit::account_exists(&state.pool, &account_id).await? {
-        return Err(ApiError::not_found("account_not_found", format!("No account {account_id}.")));
+        return Err(ApiError::new(ErrorCode::AccountNotFound, format!("No account {account_id}.")));
     }
     Ok(account_id)
 }

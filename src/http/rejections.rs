@@ -8,8 +8,8 @@
 //!
 //! Query strings are checked for NUL characters here too, before any handler reads them.
 
-use super::error::ApiError;
-use super::AppState;
+use crate::api::error::ApiError;
+use crate::app::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 const MAX_REJECTION_TEXT: usize = 4096;
 
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(refused) = request.uri().query().map_or(Ok(()), super::nul::refuse_in_query) {
+    if let Err(refused) = request.uri().query().map_or(Ok(()), crate::api::nul::refuse_in_query) {
         return refused.into_response();
     }
     let response = next.run(request).await;
@@ -45,5 +45,5 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let text = axum::body::to_bytes(response.into_body(), MAX_REJECTION_TEXT).await.unwrap_or_default();
     let message = String::from_utf8_lossy(&text).trim().to_owned();
     let message = if message.is_empty() { "The request is malformed.".to_owned() } else { message };
-    ApiError::flat(status, "validation_error", message).into_response()
+    ApiError::validation(message).with_status(status).into_response()
 }

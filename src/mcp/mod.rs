@@ -2,16 +2,16 @@
 //! Streamable HTTP with the official SDK (`rmcp`), stateless so any node answers any request.
 //!
 //! The caller is authenticated before any MCP exchange, with the same keys and headers as REST
-//! (a missing or bad key is HTTP 401 in the standard envelope). Each tool runs the REST handler of
-//! its twin endpoint (see [`tools`]), so validation, quotas, events, limits and errors are the
-//! REST ones; a business error comes back as a tool result with `isError: true` whose content is
-//! the REST error body.
+//! (a missing or bad key is HTTP 401 in the standard envelope). Each tool calls the service
+//! function of its twin endpoint (see [`tools`]), so validation, quotas, events, limits, results
+//! and errors are the REST ones; a business error comes back as a tool result with
+//! `isError: true` whose content is the REST error body.
 
 pub mod tools;
 
-use crate::http::error::ApiError;
-use crate::http::extract::Tenant;
-use crate::http::AppState;
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -29,9 +29,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_max_request_body_bytes(state.config.max_body_bytes);
-    let server_state = state.clone();
+    let (server_state, tools) = (state.clone(), tools::tools());
     let service = StreamableHttpService::new(
-        move || Ok(tools::Bridge::new(server_state.clone())),
+        move || Ok(tools::Bridge::new(server_state.clone(), tools.clone())),
         Arc::new(NeverSessionManager::default()),
         config,
     );
@@ -63,15 +63,11 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
 async fn explain_refusal(response: Response) -> Response {
     let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
     let reason = String::from_utf8_lossy(&bytes);
-    let (code, message) = if reason.contains("Host") {
-        (
-            "host_not_allowed",
-            "The MCP endpoint answers only the host names the operator lists in `public_hosts` (BRIDGE_PUBLIC_HOSTS); \
-             this request's Host header is not one of them."
-                .to_owned(),
-        )
+    let refused = if reason.contains("Host") {
+        ApiError::from(ErrorCode::HostNotAllowed)
     } else {
-        ("forbidden", format!("The MCP endpoint refused the request: {}.", reason.trim_start_matches("Forbidden: ")))
+        let reason = reason.trim_start_matches("Forbidden: ");
+        ApiError::new(ErrorCode::Forbidden, format!("The MCP endpoint refused the request: {reason}."))
     };
-    ApiError::flat(StatusCode::FORBIDDEN, code, message).into_response()
+    refused.into_response()
 }

@@ -1,16 +1,19 @@
-//! The eight published MCP tools. Each one builds the request its REST twin takes and runs that
-//! twin's handler, so there is one implementation of every operation: the tool only translates
-//! arguments in and the HTTP answer out (2xx → a result, anything else → `isError: true` with the
-//! REST error body, e.g. `{"error": "line_not_found", "message": …}`).
+//! The eight published MCP tools. Each one calls the service function its REST twin calls (see
+//! [`crate::commands`] and [`crate::queries`]) with the same request, and answers the same typed
+//! result: as JSON text and as structured content. A refusal is a result with `isError: true`
+//! whose content is the REST error body, e.g. `{"error": "line_not_found", "message": …}`.
 
-use crate::http::error::ApiError;
-use crate::http::extract::{Json, Tenant};
-use crate::http::v1::{chats, lines, message_history, messages};
-use crate::http::AppState;
-use axum::extract::{Query, State};
+use crate::api::error::ApiError;
+use crate::api::fields::{parse_line_id, parse_phone};
+use crate::api::idempotency;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
+use crate::commands::chats::{self as chat_commands, ChatToArchive};
+use crate::commands::sending::{self, MediaMessage, Reaction, Reply, Sent, TextMessage};
+use crate::queries::chats::{self as chat_queries, ChatFilter};
+use crate::queries::lines as line_queries;
+use crate::queries::messages::{self as message_queries, MessageFilter};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::IntoResponse;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{Extension, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
@@ -19,20 +22,27 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::sync::Arc;
 
+/// The MCP server of one request (the service is stateless): the state, and the tools, which are
+/// built once and shared by every request (see [`tools`]).
 #[derive(Clone)]
 pub struct Bridge {
     state: AppState,
-    /// What `call_tool` and the generated `list_tools` dispatch through.
-    tool_router: ToolRouter<Self>,
+    /// What `call_tool`, `list_tools` and `get_tool` dispatch through.
+    tool_router: Arc<ToolRouter<Self>>,
+}
+
+/// The tools, with their schemas: they never change, so the server builds them once.
+pub fn tools() -> Arc<ToolRouter<Bridge>> {
+    Arc::new(Bridge::tool_router())
 }
 
 impl Bridge {
-    pub fn new(state: AppState) -> Self {
-        Self { state, tool_router: Self::tool_router() }
+    pub fn new(state: AppState, tools: Arc<ToolRouter<Self>>) -> Self {
+        Self { state, tool_router: tools }
     }
 }
 
@@ -152,39 +162,47 @@ fn tenant(parts: &Parts) -> Result<Tenant, ErrorData> {
     parts.extensions.get::<Tenant>().cloned().ok_or_else(|| ErrorData::internal_error("no authenticated caller", None))
 }
 
-/// `idempotency_key` as the `Idempotency-Key` header the REST handler reads (and validates).
-fn idempotency(key: Option<String>) -> Result<HeaderMap, ApiError> {
-    let mut headers = HeaderMap::new();
-    if let Some(key) = key {
-        let value = HeaderValue::from_str(&key).map_err(|_| {
-            ApiError::invalid_field("idempotency_key", "`idempotency_key` must be printable ASCII, at most 255 characters.")
-        })?;
-        headers.insert(crate::http::idempotency::HEADER, value);
-    }
-    Ok(headers)
+/// `idempotency_key`, checked as REST checks its `Idempotency-Key` header.
+fn idempotency_key(key: Option<String>) -> Result<Option<String>, ApiError> {
+    key.map(|k| {
+        idempotency::parse_key(&k).ok_or_else(|| {
+            ApiError::invalid_field("idempotency_key", "`idempotency_key` must be 1 to 255 visible ASCII characters.")
+        })
+    })
+    .transpose()
 }
 
-fn to_value<T: serde::Serialize>(value: &Option<T>) -> Option<String> {
+/// An enum argument as the string REST takes in its place.
+fn to_value<T: Serialize>(value: &Option<T>) -> Option<String> {
     value.as_ref().and_then(|v| serde_json::to_value(v).ok()).and_then(|v| v.as_str().map(str::to_owned))
 }
 
-/// The REST answer as a tool result: the JSON body as text and as structured content.
-async fn outcome(answer: impl IntoResponse) -> Result<CallToolResult, ErrorData> {
-    let response = answer.into_response();
-    let ok = response.status().is_success();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| ErrorData::internal_error(format!("reading the answer: {e}"), None))?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let mut result = if ok {
-        CallToolResult::success(vec![ContentBlock::text(text)])
-    } else {
-        CallToolResult::error(vec![ContentBlock::text(text)])
-    };
-    if let Ok(value @ Value::Object(_)) = serde_json::from_slice::<Value>(&bytes) {
-        result.structured_content = Some(value);
+/// A service's answer as a tool result: the typed result, or the error body with `isError`.
+fn answer<T: Serialize>(result: Result<T, ApiError>) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(value) => {
+            let body = serde_json::to_value(value).map_err(|e| ErrorData::internal_error(format!("the answer: {e}"), None))?;
+            Ok(tool_result(body, false))
+        }
+        Err(refused) => {
+            if let Some(cause) = refused.cause() {
+                tracing::error!(code = %refused.code, cause, "MCP tool call failed");
+            }
+            Ok(tool_result(refused.body(), true))
+        }
     }
-    Ok(result)
+}
+
+fn tool_result(body: Value, is_error: bool) -> CallToolResult {
+    let content = vec![ContentBlock::text(body.to_string())];
+    let mut result = if is_error { CallToolResult::error(content) } else { CallToolResult::success(content) };
+    result.structured_content = Some(body);
+    result
+}
+
+/// A send's answer (MCP has no header to say it was a replay).
+fn sent(result: Result<Sent, ApiError>) -> Result<CallToolResult, ErrorData> {
+    answer(result.map(|sent| sent.response))
 }
 
 #[tool_router]
@@ -195,7 +213,8 @@ impl Bridge {
         annotations(read_only_hint = true)
     )]
     async fn bridge_list_lines(&self, Extension(parts): Extension<Parts>) -> Result<CallToolResult, ErrorData> {
-        outcome(lines::list(State(self.state.clone()), tenant(&parts)?).await).await
+        let tenant = tenant(&parts)?;
+        answer(line_queries::list(&self.state.pool, &tenant.identity.account_id).await)
     }
 
     #[tool(
@@ -207,17 +226,14 @@ impl Bridge {
         Parameters(args): Parameters<SendMessageArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = messages::SendRequest {
+        let tenant = tenant(&parts)?;
+        let request = TextMessage {
             line_id: Some(args.line_id),
             to: Some(args.to),
             message: Some(args.message),
             archive_policy: to_value(&args.archive_policy),
         };
-        let headers = match idempotency(args.idempotency_key) {
-            Ok(headers) => headers,
-            Err(refused) => return outcome(refused).await,
-        };
-        outcome(messages::send(State(self.state.clone()), tenant(&parts)?, headers, Json(body)).await).await
+        sent(async { sending::send_text(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
     }
 
     #[tool(
@@ -229,18 +245,15 @@ impl Bridge {
         Parameters(args): Parameters<SendMediaArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = messages::SendMediaRequest {
+        let tenant = tenant(&parts)?;
+        let request = MediaMessage {
             line_id: Some(args.line_id),
             to: Some(args.to),
             media_url: Some(args.media_url),
             media_type: to_value(&args.media_type),
             caption: args.caption,
         };
-        let headers = match idempotency(args.idempotency_key) {
-            Ok(headers) => headers,
-            Err(refused) => return outcome(refused).await,
-        };
-        outcome(messages::send_media(State(self.state.clone()), tenant(&parts)?, headers, Json(body)).await).await
+        sent(async { sending::send_media(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
     }
 
     #[tool(
@@ -252,17 +265,14 @@ impl Bridge {
         Parameters(args): Parameters<ReplyArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = messages::ReplyRequest {
+        let tenant = tenant(&parts)?;
+        let request = Reply {
             line_id: Some(args.line_id),
             to: Some(args.to),
             message: Some(args.message),
             quoted_message_id: Some(args.quoted_message_id),
         };
-        let headers = match idempotency(args.idempotency_key) {
-            Ok(headers) => headers,
-            Err(refused) => return outcome(refused).await,
-        };
-        outcome(messages::reply(State(self.state.clone()), tenant(&parts)?, headers, Json(body)).await).await
+        sent(async { sending::reply(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
     }
 
     #[tool(
@@ -274,13 +284,14 @@ impl Bridge {
         Parameters(args): Parameters<ReactArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = messages::ReactRequest {
+        let tenant = tenant(&parts)?;
+        let request = Reaction {
             line_id: Some(args.line_id),
             jid: Some(args.jid),
             message_id: Some(args.message_id),
             emoji: Some(args.emoji),
         };
-        outcome(messages::react(State(self.state.clone()), tenant(&parts)?, Json(body)).await).await
+        sent(sending::react(&self.state, &tenant, request).await)
     }
 
     #[tool(
@@ -293,14 +304,15 @@ impl Bridge {
         Parameters(args): Parameters<ChatsArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let mut params = HashMap::from([("line_id".to_owned(), args.line_id)]);
-        if let Some(limit) = args.limit {
-            params.insert("limit".into(), limit.to_string());
-        }
-        if let Some(archived) = args.archived {
-            params.insert("archived".into(), archived.to_string());
-        }
-        outcome(chats::list(State(self.state.clone()), tenant(&parts)?, Query(params)).await).await
+        let tenant = tenant(&parts)?;
+        answer(
+            async {
+                let line_id = parse_line_id(&args.line_id)?;
+                let filter = ChatFilter { line_id, limit: args.limit.map(i64::from), archived: args.archived, cursor: None };
+                chat_queries::list(&self.state, &tenant.identity.account_id, filter).await
+            }
+            .await,
+        )
     }
 
     #[tool(
@@ -313,11 +325,19 @@ impl Bridge {
         Parameters(args): Parameters<MessagesArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let mut params = HashMap::from([("line_id".to_owned(), args.line_id), ("phone".to_owned(), args.phone)]);
-        if let Some(limit) = args.limit {
-            params.insert("limit".into(), limit.to_string());
-        }
-        outcome(message_history::list(State(self.state.clone()), tenant(&parts)?, Query(params)).await).await
+        let tenant = tenant(&parts)?;
+        answer(
+            async {
+                let filter = MessageFilter {
+                    line_id: parse_line_id(&args.line_id)?,
+                    phone: parse_phone("phone", &args.phone)?,
+                    limit: args.limit.map(i64::from),
+                    cursor: None,
+                };
+                message_queries::list(&self.state, &tenant.identity.account_id, filter).await
+            }
+            .await,
+        )
     }
 
     #[tool(
@@ -330,25 +350,26 @@ impl Bridge {
         Parameters(args): Parameters<ArchiveArgs>,
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
-        let body = chats::ArchiveRequest { line_id: Some(args.line_id), phone: Some(args.phone), archive: args.archive };
-        outcome(chats::archive(State(self.state.clone()), tenant(&parts)?, Json(body)).await).await
+        let tenant = tenant(&parts)?;
+        let request = ChatToArchive { line_id: Some(args.line_id), phone: Some(args.phone), archive: args.archive };
+        answer(chat_commands::archive(&self.state, &tenant, request).await)
     }
 }
 
 /// How the SDK's `Parameters` extractor starts the message of an argument that does not fit.
 const ARGUMENTS_DO_NOT_FIT: &str = "failed to deserialize parameters:";
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for Bridge {
     /// As the generated one, after refusing NUL characters in any argument as REST refuses them
-    /// in a body (PostgreSQL stores none; see [`crate::http::nul`]).
+    /// in a body (PostgreSQL stores none; see [`crate::api::nul`]).
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if let Some(Err(refused)) = request.arguments.as_ref().map(crate::http::nul::refuse_in_fields) {
-            return outcome(refused).await.map(Into::into);
+        if let Some(Err(refused)) = request.arguments.as_ref().map(crate::api::nul::refuse_in_fields) {
+            return answer::<()>(Err(refused)).map(Into::into);
         }
         let response = self.tool_router.call(ToolCallContext::new(self, request, context)).await?;
         // Arguments that do not fit the tool's parameters (a wrong type, an unknown enum value, a
@@ -358,7 +379,7 @@ impl ServerHandler for Bridge {
             let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.as_str());
             if let (Some(true), Some(detail)) = (result.is_error, text.and_then(|t| t.strip_prefix(ARGUMENTS_DO_NOT_FIT))) {
                 let refused = ApiError::validation(format!("The arguments do not match the tool's parameters:{detail}."));
-                return outcome(Err::<(), _>(refused)).await.map(Into::into);
+                return answer::<()>(Err(refused)).map(Into::into);
             }
         }
         Ok(response)

@@ -245,10 +245,10 @@ async fn queue_text(
         archive_policy: Default::default(),
         idempotency: None,
     };
-    let SendOutcome::Accepted { body, .. } = send(store, plans, &metadata, account, message).await.unwrap() else {
+    let SendOutcome::Accepted { response, .. } = send(store, plans, &metadata, account, message).await.unwrap() else {
         panic!("queued")
     };
-    domain::ids::MessageId::parse(body["message_id"].as_str().unwrap()).unwrap()
+    domain::ids::MessageId::parse(&response.message_id).unwrap()
 }
 
 /// The last 40 lines of a server's log, for a failure message.

@@ -1,46 +1,23 @@
 //! Lines: create, list, detail, QR code, logout.
 
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::fields::parse_line_id;
+use crate::api::schemas;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
 use crate::commands::lines::{self as line_commands, CreateLineError};
 use crate::commands::CommandError;
-use crate::http::error::ApiError;
-use crate::http::extract::{Json, Tenant};
-use crate::http::schemas;
-use crate::http::AppState;
+use crate::http::extract::Json;
+use crate::queries::lines as line_queries;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::ids::{AccountId, LineId};
 use domain::line::{EngineKind, LineCommand, LineError, LineStatus};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema, sqlx::FromRow)]
-pub struct LineView {
-    #[schema(example = "line_01jdzq2m9a8x0v3k1s5t7w9y2b")]
-    pub line_id: String,
-    /// `pending_qr`, `connected`, `disconnected` or `logged_out`.
-    pub status: String,
-    /// The linked number, once the QR code has been scanned.
-    #[schema(example = "+34600000000")]
-    pub phone: Option<String>,
-    pub engine: String,
-    pub created_at: DateTime<Utc>,
-    pub connected_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LineResponse {
-    pub ok: bool,
-    pub line: LineView,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LinesResponse {
-    pub ok: bool,
-    pub lines: Vec<LineView>,
-}
+pub use crate::queries::lines::{LineResponse, LineView, LinesResponse};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,46 +29,12 @@ pub struct CreateLineRequest {
     pub engine: Option<String>,
 }
 
-const LINE_COLUMNS: &str = "line_id, status, phone, engine, created_at, connected_at";
-
-pub fn line_not_found() -> ApiError {
-    ApiError::not_found("line_not_found", "The line_id does not exist in your account.")
-}
-
-/// A line id from a path: a malformed one cannot exist, so it is `line_not_found` too.
-pub fn parse_line_id(raw: &str) -> Result<LineId, ApiError> {
-    LineId::parse(raw).map_err(|_| line_not_found())
-}
-
-pub async fn fetch_line(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
-    sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE line_id = $1 AND account_id = $2"))
-        .bind(line_id.as_str())
-        .bind(account_id.as_str())
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(line_not_found)
-}
-
-/// The account's line that best stands for the account where an event needs one (a test event
-/// of a webhook tied to no line): a connected one, else one not logged out, newest first.
-pub async fn representative_line(pool: &PgPool, account_id: &AccountId) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT line_id FROM lines WHERE account_id = $1 \
-          ORDER BY status = 'connected' DESC, status <> 'logged_out' DESC, created_at DESC LIMIT 1",
-    )
-    .bind(account_id.as_str())
-    .fetch_optional(pool)
-    .await
-}
-
 pub fn line_error(e: CommandError<LineError>) -> ApiError {
     match e {
-        CommandError::Rejected(LineError::NotFound) => line_not_found(),
-        CommandError::Rejected(LineError::NotConnected) => {
-            ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp.")
-        }
+        CommandError::Rejected(LineError::NotFound) => ErrorCode::LineNotFound.into(),
+        CommandError::Rejected(LineError::NotConnected) => ErrorCode::LineNotConnected.into(),
         CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse)) => {
-            ApiError::flat(StatusCode::CONFLICT, "line_conflict", format!("{e}."))
+            ApiError::new(ErrorCode::LineConflict, format!("{e}."))
         }
         CommandError::Rejected(LineError::AlreadyExists) => ApiError::server(anyhow::anyhow!("line id collision")),
         other => ApiError::server(other),
@@ -115,18 +58,12 @@ pub async fn create(
     let account_id = &tenant.identity.account_id;
     let line =
         line_commands::create(&state.store, &state.plans, &tenant.metadata(), account_id, engine).await.map_err(|e| match e {
-            CreateLineError::LimitReached { used, limit, plan } => ApiError::flat(
-                StatusCode::TOO_MANY_REQUESTS,
-                "line_limit_reached",
-                "You have reached the maximum number of lines in the plan.",
-            )
-            .with("metric", "lines")
-            .with("used", used)
-            .with("limit", limit)
-            .with("plan", plan),
+            CreateLineError::LimitReached { used, limit, plan } => {
+                ApiError::over_limit(ErrorCode::LineLimitReached, "lines", used, limit, plan)
+            }
             CreateLineError::Command(e) => line_error(e),
         })?;
-    let line = fetch_line(&state.pool, account_id, &line.line_id).await?;
+    let line = line_queries::get(&state.pool, account_id, &line.line_id).await?;
     Ok((StatusCode::CREATED, axum::Json(LineResponse { ok: true, line })))
 }
 
@@ -135,11 +72,7 @@ pub async fn create(
     responses((status = 200, description = "Every line of the account", body = LinesResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<LinesResponse>, ApiError> {
-    let lines = sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE account_id = $1 ORDER BY line_id"))
-        .bind(tenant.identity.account_id.as_str())
-        .fetch_all(&state.pool)
-        .await?;
-    Ok(axum::Json(LinesResponse { ok: true, lines }))
+    line_queries::list(&state.pool, &tenant.identity.account_id).await.map(axum::Json)
 }
 
 /// Detail of a line.
@@ -151,7 +84,7 @@ pub async fn get(
     tenant: Tenant,
     Path(line_id): Path<String>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let line = fetch_line(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
+    let line = line_queries::get(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
     Ok(axum::Json(LineResponse { ok: true, line }))
 }
 
@@ -176,7 +109,7 @@ pub async fn logout(
             tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
         }
     }
-    Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+    Ok(axum::Json(LineResponse { ok: true, line: line_queries::get(&state.pool, account_id, &line_id).await? }))
 }
 
 #[derive(Deserialize)]
@@ -214,11 +147,10 @@ pub async fn qr(
     Query(query): Query<QrQuery>,
 ) -> Result<Response, ApiError> {
     let line_id = parse_line_id(&line_id)?;
-    let line = fetch_line(&state.pool, &tenant.identity.account_id, &line_id).await?;
+    let line = line_queries::get(&state.pool, &tenant.identity.account_id, &line_id).await?;
     if line.status != LineStatus::PendingQr.as_str() {
-        return Err(ApiError::flat(
-            StatusCode::CONFLICT,
-            "line_not_pending_qr",
+        return Err(ApiError::new(
+            ErrorCode::LineNotPendingQr,
             format!("The line is {}; it shows a QR code only while it waits for a scan.", line.status),
         )
         .with("status", line.status));

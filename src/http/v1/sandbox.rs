@@ -1,15 +1,18 @@
 //! Sandbox endpoints: drive the simulated network of a tenant's own `sim` lines.
 
-use super::lines::{fetch_line, line_error, parse_line_id, LineResponse};
+use super::lines::{line_error, LineResponse};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::fields::{parse_line_id, phone, required, text};
+use crate::api::json::json_body;
+use crate::api::rate_limit::RateLimits;
+use crate::api::schemas;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
 use crate::commands::lines as line_commands;
-use crate::http::error::ApiError;
-use crate::http::extract::{json_body, Json, Tenant};
-use crate::http::rate_limit::RateLimits;
-use crate::http::schemas;
-use crate::http::AppState;
+use crate::http::extract::Json;
+use crate::queries::lines::get as fetch_line;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use domain::ids::LineId;
 use domain::line::{EngineKind, LineCommand};
 use domain::phone::PhoneNumber;
@@ -39,7 +42,7 @@ async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<LineId
     let line_id = parse_line_id(raw)?;
     let line = fetch_line(&state.pool, &tenant.identity.account_id, &line_id).await?;
     if line.engine != EngineKind::Sim.as_str() {
-        return Err(ApiError::flat(StatusCode::CONFLICT, "not_a_sandbox_line", "Sandbox endpoints work on sim lines only."));
+        return Err(ErrorCode::NotASandboxLine.into());
     }
     Ok(line_id)
 }
@@ -179,22 +182,16 @@ pub async fn inbound(
     Path(line_id): Path<String>,
     Json(body): Json<InboundRequest>,
 ) -> Result<axum::Json<InboundResponse>, ApiError> {
-    use super::messages::{phone, required, text};
-    use domain::message::{Content, Emoji, MediaType};
+    use domain::message::{Content, Emoji};
     let from = phone("from", &body.from)?;
     let line_id = sim_line(&state, &tenant, &line_id).await?;
     limits.sandbox_inbound(&line_id)?;
     let account_id = &tenant.identity.account_id;
-    let line = fetch_line(&state.pool, account_id, &line_id).await?;
-    if line.status != "connected" {
-        return Err(ApiError::flat(StatusCode::CONFLICT, "line_not_connected", "The line is not connected to WhatsApp."));
-    }
+    crate::queries::lines::connected(&state.pool, account_id, &line_id).await?;
     let find = |field: &'static str, id: String| {
         let (state, line_id, from) = (&state, &line_id, &from);
         async move {
-            crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], std::time::Duration::from_secs(5))
-                .await?;
-            crate::commands::chats::find_message(&state.pool, line_id, from, &id)
+            crate::queries::chats::find_own_message(&state.pool, account_id, line_id, from, &id)
                 .await?
                 .and_then(|m| m.engine_message_id)
                 .ok_or_else(|| ApiError::invalid_field(field, "No sent or received message with that id in this chat."))
@@ -203,11 +200,9 @@ pub async fn inbound(
     let content = match (&body.message, &body.media_url, &body.react_to) {
         (Some(_), None, None) => Content::Text { text: text("message", required("message", &body.message)?)? },
         (None, Some(url), None) => Content::Media {
-            media_url: super::messages::media_url(&Some(url.clone()))?,
-            media_type: body.media_type.as_deref().map_or(Some(MediaType::Image), MediaType::parse).ok_or_else(|| {
-                ApiError::invalid_field("media_type", "`media_type` must be one of image, video, audio, document.")
-            })?,
-            caption: body.caption.as_deref().filter(|c| !c.is_empty()).map(|c| text("caption", c)).transpose()?,
+            media_url: crate::api::fields::media_url(&Some(url.clone()))?,
+            media_type: crate::api::fields::media_type(&body.media_type)?,
+            caption: crate::api::fields::caption(&body.caption)?,
         },
         (None, None, Some(target)) => Content::Reaction {
             target_message_id: None,

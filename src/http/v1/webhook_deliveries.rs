@@ -2,22 +2,19 @@
 //! one delivery again.
 
 use super::reads::{self, Params};
-use super::webhooks::{fetch, parse_id};
-use crate::http::error::ApiError;
-use crate::http::extract::Tenant;
-use crate::http::rate_limit::RateLimits;
-use crate::http::AppState;
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::rate_limit::RateLimits;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
+use crate::queries::webhook_deliveries::{self as delivery_queries, DeliveryFilter};
+use crate::queries::webhooks::{self as webhook_queries, parse_id};
 use crate::webhook_delivery::{AttemptReport, RetryError};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
-pub const MAX_DELIVERIES: i64 = 100;
-const STATES: [&str; 5] = ["pending", "held", "in_flight", "delivered", "failed"];
+pub use crate::queries::webhook_deliveries::{DeliveriesResponse, DeliveryView, MAX_DELIVERIES};
 
 /// The states of a delivery, to filter the list by.
 #[derive(ToSchema)]
@@ -37,54 +34,14 @@ pub struct AttemptResponse {
     pub attempt: AttemptReport,
 }
 
-#[derive(Serialize, ToSchema, sqlx::FromRow)]
-pub struct DeliveryView {
-    #[schema(example = "dlv_01jdzq2m9a8x0v3k1s5t7w9y2b")]
-    pub id: String,
-    /// `message.received`, `message.sent`, `message.status`, `line.status` or `webhook.test`.
-    pub event: String,
-    /// The `id` of the body: the event's id, the same on every attempt.
-    pub event_id: String,
-    /// `pending` (waiting for its next attempt), `held` (over the plan's webhook_events quota),
-    /// `in_flight`, `delivered` or `failed` (given up).
-    pub status: String,
-    pub attempts: i32,
-    pub last_status_code: Option<i32>,
-    pub last_duration_ms: Option<i32>,
-    pub last_error: Option<String>,
-    /// When it is tried next, while pending or held.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// Every attempt: number, start time, status code, duration in ms, error.
-    #[schema(value_type = Vec<Object>)]
-    pub attempt_log: Value,
-    #[serde(skip)]
-    pub seq: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveriesResponse {
-    pub ok: bool,
-    pub deliveries: Vec<DeliveryView>,
-    /// Pass as `cursor` for the next (older) page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
 fn retry_error(e: RetryError) -> ApiError {
     match e {
-        RetryError::NotFound => ApiError::not_found("delivery_not_found", "The delivery does not exist for this webhook."),
-        RetryError::InFlight => {
-            ApiError::flat(StatusCode::CONFLICT, "delivery_in_flight", "The delivery is being sent right now; try again shortly.")
-        }
+        RetryError::NotFound => ErrorCode::DeliveryNotFound.into(),
+        RetryError::InFlight => ErrorCode::DeliveryInFlight.into(),
         RetryError::Held { quota: Some(q), .. } => {
-            ApiError::flat(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", "Monthly quota exceeded")
-                .with("metric", "webhook_events")
-                .with("used", q.used)
-                .with("limit", q.limit)
-                .with("plan", q.plan)
+            ApiError::over_limit(ErrorCode::QuotaExceeded, "webhook_events", q.used, q.limit, q.plan)
         }
-        RetryError::Held { reason, quota: None } => ApiError::flat(StatusCode::CONFLICT, "delivery_held", reason),
+        RetryError::Held { reason, quota: None } => ApiError::new(ErrorCode::DeliveryHeld, reason),
         RetryError::Internal(e) => ApiError::server(e),
     }
 }
@@ -102,19 +59,19 @@ pub async fn test(
     Path(id): Path<String>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
     let id = parse_id(&id)?;
-    let webhook = fetch(&state, &tenant, &id).await?;
+    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?;
     limits.webhook_test(&id)?;
     // A test event carries a real line id, so a receiver that routes by line can handle it.
     let line_id = match webhook.line_id {
         Some(line_id) => Some(line_id),
-        None => super::lines::representative_line(&state.pool, &tenant.identity.account_id).await?,
+        None => crate::queries::lines::representative(&state.pool, &tenant.identity.account_id).await?,
     };
     let attempt = state
         .deliverer
         .send_test(&tenant.identity.account_id, &id, line_id)
         .await
         .map_err(retry_error)?
-        .ok_or_else(super::webhooks::not_found)?;
+        .ok_or(ErrorCode::WebhookNotFound)?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }
 
@@ -132,39 +89,13 @@ pub async fn list(
     Path(id): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Json<DeliveriesResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let limit = reads::limit(&params, 50, MAX_DELIVERIES)?;
-    let status = params.get("status").map(String::as_str);
-    if let Some(s) = status.filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::invalid_field(
-            "status",
-            format!("`status` must be one of {}; got `{}`.", STATES.join(", "), s.chars().take(32).collect::<String>()),
-        ));
-    }
-    let before = reads::cursor(&params)?;
-    fetch(&state, &tenant, &id).await?;
-    let mut deliveries: Vec<DeliveryView> = sqlx::query_as(
-        "SELECT d.delivery_id AS id, d.event_type AS event, d.event_id, d.state AS status, d.attempts, d.last_status_code, \
-             d.last_duration_ms, d.last_error, \
-             CASE WHEN d.state IN ('pending', 'held') THEN d.next_attempt_at END AS next_attempt_at, \
-             d.created_at, d.delivered_at, d.seq, \
-             COALESCE((SELECT json_agg(json_build_object('attempt', a.attempt, 'started_at', a.started_at, \
-                          'status_code', a.status_code, 'duration_ms', a.duration_ms, 'error', a.error) ORDER BY a.attempt) \
-                       FROM webhook_attempts a WHERE a.delivery_id = d.delivery_id), '[]'::json) AS attempt_log \
-         FROM webhook_deliveries d \
-         WHERE d.webhook_id = $1 AND d.account_id = $2 AND ($3::bigint IS NULL OR d.seq < $3) \
-           AND ($4::text IS NULL OR d.state = $4) \
-         ORDER BY d.seq DESC LIMIT $5",
-    )
-    .bind(id.as_str())
-    .bind(tenant.identity.account_id.as_str())
-    .bind(before)
-    .bind(status)
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await?;
-    let next_cursor = reads::next_page(&mut deliveries, limit, |d| reads::position_cursor(d.seq));
-    Ok(Json(DeliveriesResponse { ok: true, deliveries, next_cursor }))
+    let filter = DeliveryFilter {
+        webhook_id: parse_id(&id)?,
+        limit: reads::limit(&params, MAX_DELIVERIES)?,
+        status: params.get("status").cloned(),
+        cursor: params.get("cursor").cloned(),
+    };
+    delivery_queries::list(&state.pool, &tenant.identity.account_id, filter).await.map(Json)
 }
 
 /// Send one delivery again now, whatever its state; answers like the test endpoint.
@@ -178,7 +109,7 @@ pub async fn retry(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
     let id = parse_id(&id)?;
-    fetch(&state, &tenant, &id).await?;
+    webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?;
     let attempt = state.deliverer.retry_now(&tenant.identity.account_id, &id, &delivery_id).await.map_err(retry_error)?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }

@@ -1,55 +1,24 @@
 //! Webhook registration: list, create, read, update, delete, rotate the secret. The secret
 //! (`wzb_whsec_…`) is in the create and rotate responses only.
 
-use super::messages::required;
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::fields::{parse_line_id, required};
+use crate::api::schemas;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
 use crate::commands::webhooks as webhook_commands;
 use crate::commands::CommandError;
-use crate::http::error::ApiError;
-use crate::http::extract::{Json, Tenant};
-use crate::http::schemas;
-use crate::http::AppState;
+use crate::http::extract::Json;
 use crate::net::{is_public, literal_not_public, NotPublic};
+use crate::queries::webhooks::{self as webhook_queries, parse_id};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use domain::ids::{LineId, WebhookId};
+use domain::ids::WebhookId;
 use domain::webhook::{EventType, WebhookCommand, WebhookError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema, sqlx::FromRow)]
-pub struct WebhookView {
-    #[sqlx(rename = "webhook_id")]
-    #[schema(example = "wh_01jdzq2m9a8x0v3k1s5t7w9y2b")]
-    pub id: String,
-    pub url: String,
-    /// Subscribed events.
-    pub events: Vec<String>,
-    /// Only events of this line, if set.
-    pub line_id: Option<String>,
-    pub description: Option<String>,
-    pub enabled: bool,
-    /// Why deliveries stopped, when the server disabled the webhook (410 Gone, or failing for too
-    /// long). Enabling it again clears it.
-    pub disabled_reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhookResponse {
-    pub ok: bool,
-    pub webhook: WebhookView,
-    /// The signing secret: only when the webhook is created or its secret rotated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhooksResponse {
-    pub ok: bool,
-    pub webhooks: Vec<WebhookView>,
-}
+pub use crate::queries::webhooks::{WebhookResponse, WebhookView, WebhooksResponse};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,15 +61,9 @@ pub struct DeletedResponse {
     pub deleted: bool,
 }
 
-const COLUMNS: &str = "webhook_id, url, events, line_id, description, enabled, disabled_reason, created_at, updated_at";
-
-pub fn not_found() -> ApiError {
-    ApiError::not_found("webhook_not_found", "The webhook does not exist in your account.")
-}
-
 fn webhook_error(e: CommandError<WebhookError>) -> ApiError {
     match e {
-        CommandError::Rejected(WebhookError::NotFound) => not_found(),
+        CommandError::Rejected(WebhookError::NotFound) => ErrorCode::WebhookNotFound.into(),
         CommandError::Rejected(e @ WebhookError::NoEvents) | CommandError::Rejected(e @ WebhookError::UnknownEvent(_)) => {
             ApiError::invalid_field("events", format!("{e}."))
         }
@@ -151,29 +114,12 @@ fn event_types(raw: Option<Vec<String>>) -> Result<Option<Vec<EventType>>, ApiEr
     .transpose()
 }
 
-pub async fn fetch(state: &AppState, tenant: &Tenant, id: &WebhookId) -> Result<WebhookView, ApiError> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE webhook_id = $1 AND account_id = $2"))
-        .bind(id.as_str())
-        .bind(tenant.identity.account_id.as_str())
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or_else(not_found)
-}
-
-pub fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
-    WebhookId::parse(raw).map_err(|_| not_found())
-}
-
 /// List webhooks.
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", operation_id = "listWebhooks",
     responses((status = 200, description = "The account's webhooks", body = WebhooksResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<WebhooksResponse>, ApiError> {
-    let webhooks = sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE account_id = $1 ORDER BY webhook_id"))
-        .bind(tenant.identity.account_id.as_str())
-        .fetch_all(&state.pool)
-        .await?;
-    Ok(axum::Json(WebhooksResponse { ok: true, webhooks }))
+    webhook_queries::list(&state.pool, &tenant.identity.account_id).await.map(axum::Json)
 }
 
 /// Create a webhook. The response is the only place its secret is ever shown.
@@ -189,8 +135,8 @@ pub async fn create(
     let events = event_types(body.events)?.unwrap_or_else(EventType::all);
     let line_id = match &body.line_id {
         Some(raw) => {
-            let line = LineId::parse(raw).map_err(|_| super::lines::line_not_found())?;
-            super::lines::fetch_line(&state.pool, &tenant.identity.account_id, &line).await?;
+            let line = parse_line_id(raw)?;
+            crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
             Some(line)
         }
         None => None,
@@ -209,7 +155,7 @@ pub async fn create(
     webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &webhook_id, command)
         .await
         .map_err(webhook_error)?;
-    let webhook = fetch(&state, &tenant, &webhook_id).await?;
+    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &webhook_id).await?;
     Ok((StatusCode::CREATED, axum::Json(WebhookResponse { ok: true, webhook, secret: Some(secret.expose().to_owned()) })))
 }
 
@@ -222,7 +168,7 @@ pub async fn get(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<axum::Json<WebhookResponse>, ApiError> {
-    let webhook = fetch(&state, &tenant, &parse_id(&id)?).await?;
+    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
     Ok(axum::Json(WebhookResponse { ok: true, webhook, secret: None }))
 }
 
@@ -250,7 +196,11 @@ pub async fn update(
         // Deliveries that waited while it was disabled may go now.
         state.deliverer.wake();
     }
-    Ok(axum::Json(WebhookResponse { ok: true, webhook: fetch(&state, &tenant, &id).await?, secret: None }))
+    Ok(axum::Json(WebhookResponse {
+        ok: true,
+        webhook: webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?,
+        secret: None,
+    }))
 }
 
 /// Delete a webhook.
@@ -286,7 +236,7 @@ pub async fn rotate_secret(
         .map_err(webhook_error)?;
     Ok(axum::Json(WebhookResponse {
         ok: true,
-        webhook: fetch(&state, &tenant, &id).await?,
+        webhook: webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?,
         secret: Some(secret.expose().to_owned()),
     }))
 }

@@ -73,11 +73,10 @@ mod tests {
     fn field(result: Result<(), ApiError>) -> Option<Value> {
         match result {
             Ok(()) => None,
-            Err(ApiError::Flat { code, details, .. }) => {
-                assert_eq!(code, "validation_error");
-                Some(details["field"].clone())
+            Err(refused) => {
+                assert_eq!(refused.code, crate::api::error::ErrorCode::ValidationError);
+                Some(refused.details["field"].clone())
             }
-            Err(other) => panic!("{other:?}"),
         }
     }
 

@@ -1,35 +1,41 @@
-//! The `Idempotency-Key` header: validated, and paired with a hash of the request so that the same
-//! key with another body can be told apart from a retry.
+//! The `Idempotency-Key` (a REST header, an MCP argument): validated, and paired with a hash of
+//! the request so that the same key with another body can be told apart from a retry.
 
 use super::error::ApiError;
 use axum::http::HeaderMap;
 use domain::message::Idempotency;
+use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "idempotency-key";
 
-/// The key, if the client sent one: 1 to 255 visible ASCII characters.
+/// A key as given: 1 to 255 visible ASCII characters once trimmed.
+pub fn parse_key(raw: &str) -> Option<String> {
+    let key = raw.trim();
+    ((1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())).then(|| key.to_owned())
+}
+
+/// The `Idempotency-Key` header, if the client sent one.
 pub fn key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(HEADER) else { return Ok(None) };
-    let key =
-        value.to_str().ok().map(str::trim).filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()));
-    match key {
-        Some(k) => Ok(Some(k.to_owned())),
+    match value.to_str().ok().and_then(parse_key) {
+        Some(k) => Ok(Some(k)),
         None => Err(ApiError::invalid_field("Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters.")),
     }
 }
 
-/// The key and a hash of (endpoint, body). The body is hashed in a canonical form (keys sorted), so
-/// a client that re-serialises the same object in another key order is still retrying.
-pub fn for_request(headers: &HeaderMap, endpoint: &str, body: &Value) -> Result<Option<Idempotency>, ApiError> {
-    Ok(key(headers)?.map(|key| {
+/// The key and a hash of (endpoint, request). The request is hashed in a canonical form (keys
+/// sorted), so a client that re-serialises the same object in another key order is still retrying.
+pub fn for_request(key: Option<String>, endpoint: &str, request: &impl Serialize) -> Option<Idempotency> {
+    let request = serde_json::to_value(request).unwrap_or(Value::Null);
+    key.map(|key| {
         let mut hasher = Sha256::new();
         hasher.update(endpoint.as_bytes());
         hasher.update([0]);
-        write_canonical(body, &mut hasher);
+        write_canonical(&request, &mut hasher);
         Idempotency { key, request_hash: hex::encode(hasher.finalize()) }
-    }))
+    })
 }
 
 fn write_canonical(value: &Value, out: &mut Sha256) {
@@ -71,14 +77,14 @@ mod tests {
 
     #[test]
     fn key_order_does_not_change_the_hash_but_values_and_endpoints_do() {
-        let h = headers("order-1001");
-        let a = for_request(&h, "send", &json!({"to": "+34600000000", "message": "hi"})).unwrap().unwrap();
-        let b =
-            for_request(&h, "send", &serde_json::from_str(r#"{"message":"hi","to":"+34600000000"}"#).unwrap()).unwrap().unwrap();
+        let h = key(&headers("order-1001")).unwrap();
+        let a = for_request(h.clone(), "send", &json!({"to": "+34600000000", "message": "hi"})).unwrap();
+        let reordered: Value = serde_json::from_str(r#"{"message":"hi","to":"+34600000000"}"#).unwrap();
+        let b = for_request(h.clone(), "send", &reordered).unwrap();
         assert_eq!(a, b);
-        let c = for_request(&h, "send", &json!({"to": "+34600000000", "message": "hi!"})).unwrap().unwrap();
+        let c = for_request(h.clone(), "send", &json!({"to": "+34600000000", "message": "hi!"})).unwrap();
         assert_ne!(a.request_hash, c.request_hash);
-        let d = for_request(&h, "reply", &json!({"to": "+34600000000", "message": "hi"})).unwrap().unwrap();
+        let d = for_request(h, "reply", &json!({"to": "+34600000000", "message": "hi"})).unwrap();
         assert_ne!(a.request_hash, d.request_hash);
     }
 
@@ -87,5 +93,7 @@ mod tests {
         assert!(key(&headers(&"k".repeat(256))).is_err());
         assert!(key(&headers("has space")).is_err());
         assert_eq!(key(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(parse_key(" order-1 "), Some("order-1".to_owned()));
+        assert_eq!(parse_key("pedido-ñ"), None);
     }
 }

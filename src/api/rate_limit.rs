@@ -82,10 +82,10 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         self.sweep_now_and_then();
         self.limiter.check_key(key).map_err(|not_until| {
             let RateLimit { per_second, burst } = self.config;
-            ApiError::RateLimited {
-                message: format!("Too many requests for {}: at most {per_second} a second, {burst} at once.", self.what),
-                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
-            }
+            ApiError::rate_limited(
+                format!("Too many requests for {}: at most {per_second} a second, {burst} at once.", self.what),
+                not_until.wait_time_from(self.limiter.clock().now()),
+            )
         })
     }
 

@@ -1,0 +1,23 @@
+//! The application's shared state: what every REST handler, MCP tool and service function can
+//! reach. Built once by [`crate::server::start`].
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::store::EventStore;
+use domain::plan::PlanCatalog;
+use sqlx::PgPool;
+use std::sync::Arc;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub plans: Arc<PlanCatalog>,
+    pub pool: PgPool,
+    pub store: EventStore,
+    pub auth: Arc<Authenticator>,
+    pub dispatcher: crate::dispatch::Dispatcher,
+    pub engine: Arc<dyn crate::engine::SessionEngine>,
+    pub master_key: Arc<crate::secrets::MasterKey>,
+    pub deliverer: crate::webhook_delivery::Deliverer,
+}

@@ -1,0 +1,192 @@
+//! Sends as REST and MCP request them (a text, a file, a quoting reply, a reaction), checked field
+//! by field into a [`Send`] and run. A REST handler builds the request from its body, an MCP tool
+//! from its arguments; both answer the typed [`Sent`]. The requests serialise as the REST bodies
+//! do, and that is what an Idempotency-Key's request hash covers, whichever door it came through.
+
+use super::messages::{self, Send, SendError, SendOutcome, SendResponse};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::fields;
+use crate::api::idempotency;
+use crate::api::tenant::Tenant;
+use crate::app::AppState;
+use crate::queries::chats::{find_own_message, FoundMessage};
+use domain::ids::LineId;
+use domain::message::{ArchivePolicy, Content, Emoji};
+use domain::phone::PhoneNumber;
+use serde::Serialize;
+
+/// A text message (`POST /v1/messages/send`, `bridge_send_message`).
+#[derive(Serialize)]
+pub struct TextMessage {
+    pub line_id: Option<String>,
+    pub to: Option<String>,
+    pub message: Option<String>,
+    pub archive_policy: Option<String>,
+}
+
+/// A file (`POST /v1/messages/send-media`, `bridge_send_media`).
+#[derive(Serialize)]
+pub struct MediaMessage {
+    pub line_id: Option<String>,
+    pub to: Option<String>,
+    pub media_url: Option<String>,
+    pub media_type: Option<String>,
+    pub caption: Option<String>,
+}
+
+/// A text quoting a message of the chat (`POST /v1/messages/reply`, `bridge_reply_message`).
+#[derive(Serialize)]
+pub struct Reply {
+    pub line_id: Option<String>,
+    pub to: Option<String>,
+    pub message: Option<String>,
+    pub quoted_message_id: Option<String>,
+}
+
+/// An emoji on a message of the chat (`POST /v1/messages/react`, `bridge_react_message`).
+pub struct Reaction {
+    pub line_id: Option<String>,
+    pub jid: Option<String>,
+    pub message_id: Option<String>,
+    pub emoji: Option<String>,
+}
+
+/// What a send answers: the response, and whether it is the saved one of an earlier request with
+/// the same Idempotency-Key (REST says so in `Idempotent-Replayed`).
+#[derive(Debug)]
+pub struct Sent {
+    pub response: SendResponse,
+    pub replayed: bool,
+}
+
+pub async fn send_text(
+    state: &AppState,
+    tenant: &Tenant,
+    request: TextMessage,
+    idempotency_key: Option<String>,
+) -> Result<Sent, ApiError> {
+    let idempotency = idempotency::for_request(idempotency_key, "messages/send", &request);
+    let send = Send {
+        line_id: fields::line_id(&request.line_id)?,
+        to: fields::phone("to", &request.to)?,
+        content: Content::Text { text: fields::text("message", fields::required("message", &request.message)?)? },
+        quoted_message_id: None,
+        archive_policy: fields::archive_policy(&request.archive_policy)?,
+        idempotency,
+    };
+    run(state, tenant, send).await
+}
+
+pub async fn send_media(
+    state: &AppState,
+    tenant: &Tenant,
+    request: MediaMessage,
+    idempotency_key: Option<String>,
+) -> Result<Sent, ApiError> {
+    let idempotency = idempotency::for_request(idempotency_key, "messages/send-media", &request);
+    let media_type = fields::media_type(&request.media_type)?;
+    let caption = fields::caption(&request.caption)?;
+    let send = Send {
+        line_id: fields::line_id(&request.line_id)?,
+        to: fields::phone("to", &request.to)?,
+        content: Content::Media { media_url: fields::media_url(&request.media_url)?, media_type, caption },
+        quoted_message_id: None,
+        archive_policy: ArchivePolicy::default(),
+        idempotency,
+    };
+    run(state, tenant, send).await
+}
+
+pub async fn reply(state: &AppState, tenant: &Tenant, request: Reply, idempotency_key: Option<String>) -> Result<Sent, ApiError> {
+    let idempotency = idempotency::for_request(idempotency_key, "messages/reply", &request);
+    let line = fields::line_id(&request.line_id)?;
+    let to = fields::phone("to", &request.to)?;
+    let text = fields::text("message", fields::required("message", &request.message)?)?;
+    let quoted_raw = fields::required("quoted_message_id", &request.quoted_message_id)?;
+    crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
+    let quoted = chat_message(state, tenant, &line, &to, "quoted_message_id", quoted_raw).await?;
+    let send = Send {
+        line_id: line,
+        to,
+        content: Content::Text { text },
+        quoted_message_id: Some(quoted.message_id),
+        archive_policy: ArchivePolicy::default(),
+        idempotency,
+    };
+    run(state, tenant, send).await
+}
+
+pub async fn react(state: &AppState, tenant: &Tenant, request: Reaction) -> Result<Sent, ApiError> {
+    let line = fields::line_id(&request.line_id)?;
+    let chat = fields::phone("jid", &request.jid)?;
+    let target_raw = fields::required("message_id", &request.message_id)?;
+    let emoji = request
+        .emoji
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid_field("emoji", "`emoji` is required (empty removes the reaction)."))?;
+    let emoji = Emoji::parse(emoji).map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?;
+    crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
+    let target = chat_message(state, tenant, &line, &chat, "message_id", target_raw).await?;
+    // A message still queued on this line may be reacted to: the reaction is queued behind it
+    // (one FIFO per line) and goes out with its WhatsApp id. One that failed never will.
+    if target.engine_message_id.is_none() && target.status != "queued" {
+        return Err(ApiError::invalid_field(
+            "message_id",
+            format!("That message was not sent ({}); it cannot be reacted to.", target.status),
+        ));
+    }
+    let send = Send {
+        line_id: line,
+        to: chat,
+        content: Content::Reaction {
+            target_message_id: Some(target.message_id),
+            target_engine_message_id: target.engine_message_id,
+            emoji,
+        },
+        quoted_message_id: None,
+        archive_policy: ArchivePolicy::default(),
+        idempotency: None,
+    };
+    run(state, tenant, send).await
+}
+
+/// The message of the chat being quoted or reacted to (`field` names where its id was given).
+async fn chat_message(
+    state: &AppState,
+    tenant: &Tenant,
+    line_id: &LineId,
+    chat: &PhoneNumber,
+    field: &str,
+    id: &str,
+) -> Result<FoundMessage, ApiError> {
+    find_own_message(&state.pool, &tenant.identity.account_id, line_id, chat, id).await?.ok_or_else(|| {
+        ApiError::invalid_field(field, format!("No message `{}` in this chat.", id.chars().take(64).collect::<String>()))
+    })
+}
+
+/// Run a checked send; wake the line's dispatcher if it queued something.
+async fn run(state: &AppState, tenant: &Tenant, send: Send) -> Result<Sent, ApiError> {
+    let outcome = messages::send(&state.store, &state.plans, &tenant.metadata(), &tenant.identity.account_id, send)
+        .await
+        .map_err(send_error)?;
+    match outcome {
+        SendOutcome::Accepted { response, line_id } => {
+            state.dispatcher.wake(&line_id);
+            Ok(Sent { response, replayed: false })
+        }
+        SendOutcome::Replayed { response } => Ok(Sent { response, replayed: true }),
+    }
+}
+
+fn send_error(e: SendError) -> ApiError {
+    match e {
+        SendError::Suspended => ErrorCode::SubscriptionRequired.into(),
+        SendError::LineNotFound => ErrorCode::LineNotFound.into(),
+        SendError::LineNotConnected => ErrorCode::LineNotConnected.into(),
+        SendError::QuotaExceeded { used, limit, plan } => {
+            ApiError::over_limit(ErrorCode::QuotaExceeded, "sent_messages", used, limit, plan)
+        }
+        SendError::IdempotencyConflict => ErrorCode::IdempotencyConflict.into(),
+        other => ApiError::server(other),
+    }
+}

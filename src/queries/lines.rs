@@ -1,0 +1,76 @@
+//! Lines of an account: the list, one line, and the line that stands for the account.
+
+use crate::api::error::{ApiError, ErrorCode};
+use chrono::{DateTime, Utc};
+use domain::ids::{AccountId, LineId};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct LineView {
+    #[schema(example = "line_01jdzq2m9a8x0v3k1s5t7w9y2b")]
+    pub line_id: String,
+    /// `pending_qr`, `connected`, `disconnected` or `logged_out`.
+    pub status: String,
+    /// The linked number, once the QR code has been scanned.
+    #[schema(example = "+34600000000")]
+    pub phone: Option<String>,
+    pub engine: String,
+    pub created_at: DateTime<Utc>,
+    pub connected_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LineResponse {
+    pub ok: bool,
+    pub line: LineView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LinesResponse {
+    pub ok: bool,
+    pub lines: Vec<LineView>,
+}
+
+const LINE_COLUMNS: &str = "line_id, status, phone, engine, created_at, connected_at";
+
+/// The account's line, or `line_not_found`.
+pub async fn get(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
+    sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE line_id = $1 AND account_id = $2"))
+        .bind(line_id.as_str())
+        .bind(account_id.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| ErrorCode::LineNotFound.into())
+}
+
+/// The account's line that is connected, or the published error (`line_not_found`, `line_not_connected`).
+pub async fn connected(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
+    let line = get(pool, account_id, line_id).await?;
+    if line.status != "connected" {
+        return Err(ErrorCode::LineNotConnected.into());
+    }
+    Ok(line)
+}
+
+/// Every line of the account.
+pub async fn list(pool: &PgPool, account_id: &AccountId) -> Result<LinesResponse, ApiError> {
+    let lines = sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE account_id = $1 ORDER BY line_id"))
+        .bind(account_id.as_str())
+        .fetch_all(pool)
+        .await?;
+    Ok(LinesResponse { ok: true, lines })
+}
+
+/// The account's line that best stands for the account where an event needs one (a test event
+/// of a webhook tied to no line): a connected one, else one not logged out, newest first.
+pub async fn representative(pool: &PgPool, account_id: &AccountId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT line_id FROM lines WHERE account_id = $1 \
+          ORDER BY status = 'connected' DESC, status <> 'logged_out' DESC, created_at DESC LIMIT 1",
+    )
+    .bind(account_id.as_str())
+    .fetch_optional(pool)
+    .await
+}

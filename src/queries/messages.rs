@@ -1,0 +1,88 @@
+//! The messages of one chat, newest first, a page at a time.
+
+use super::{cursor_at, next_page, page_limit, position_cursor};
+use crate::api::error::ApiError;
+use crate::app::AppState;
+use chrono::{DateTime, Utc};
+use domain::ids::{AccountId, LineId};
+use domain::phone::PhoneNumber;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// The published maximum of messages per request.
+pub const MAX_MESSAGES: i64 = 200;
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct MessageView {
+    pub message_id: String,
+    /// The WhatsApp id, once sent or received.
+    pub engine_message_id: Option<String>,
+    pub line_id: String,
+    /// The other party of the chat.
+    pub phone: String,
+    /// `outbound` or `inbound`.
+    pub direction: String,
+    /// `text`, `image`, `video`, `audio` or `document`.
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+    pub caption: Option<String>,
+    pub media_url: Option<String>,
+    pub media_type: Option<String>,
+    pub quoted_message_id: Option<String>,
+    /// `queued`, `sent`, `delivered`, `read` or `failed`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    /// Emoji by reacting phone.
+    #[schema(value_type = Object)]
+    pub reactions: Value,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub position: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessagesResponse {
+    pub ok: bool,
+    pub messages: Vec<MessageView>,
+    /// Pass as `cursor` to get the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which messages: those of the chat with `phone` on the line, a page of at most `limit` (default
+/// and cap [`MAX_MESSAGES`]) older than `cursor`.
+pub struct MessageFilter {
+    pub line_id: LineId,
+    pub phone: PhoneNumber,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A page of the chat's messages, once the caller's own writes are visible.
+pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilter) -> Result<MessagesResponse, ApiError> {
+    let limit = page_limit(filter.limit, MAX_MESSAGES, MAX_MESSAGES)?;
+    let before = position_cursor(filter.cursor.as_deref())?;
+    super::lines::get(&state.pool, account_id, &filter.line_id).await?;
+    crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
+    let mut messages: Vec<MessageView> = sqlx::query_as(
+        "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
+                quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position \
+           FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND type <> 'reaction' AND ($3::bigint IS NULL OR position < $3) \
+          ORDER BY position DESC LIMIT $4",
+    )
+    .bind(filter.line_id.as_str())
+    .bind(filter.phone.as_str())
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = next_page(&mut messages, limit, |m| cursor_at(m.position));
+    Ok(MessagesResponse { ok: true, messages, next_cursor })
+}
