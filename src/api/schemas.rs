@@ -60,15 +60,13 @@ pub const POSITION_CURSOR_PATTERN: &str = r"^c[1-9][0-9]{0,17}$";
 /// A `next_cursor` of `/v1/chats`: `c`, an activity time in microseconds, `_` and a phone's digits.
 pub const CHAT_CURSOR_PATTERN: &str = r"^c-?[0-9]{1,18}_[0-9]{1,20}$";
 
-/// A string schema: its pattern, length bounds, description and example.
-fn string(pattern: &str, max_length: Option<usize>, description: &str, example: serde_json::Value) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-        .max_length(max_length)
-        .description(Some(description))
-        .examples([example])
-        .into()
+/// A string schema: its pattern, description and example (callers add lengths and formats).
+fn string(pattern: &str, description: &str, example: serde_json::Value) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).description(Some(description)).examples([example])
+}
+
+fn uri() -> Option<SchemaFormat> {
+    Some(SchemaFormat::Custom("uri".into()))
 }
 
 fn one_of(values: &[&str], description: &str) -> RefOr<Schema> {
@@ -105,91 +103,74 @@ named_schema!(
     Phone,
     string(
         PHONE_PATTERN,
-        None,
         "A phone number in international format with a leading + (e.g. +34600000000), or its WhatsApp jid (34600000000@s.whatsapp.net).",
         json!("+34600000000")
     )
+    .into()
 );
 
 named_schema!(
     /// A phone number, without the jid form.
     PlainPhone,
-    string(PLAIN_PHONE_PATTERN, None, "A phone number in international format with a leading +.", json!("+34600000000"))
+    string(PLAIN_PHONE_PATTERN, "A phone number in international format with a leading +.", json!("+34600000000")).into()
 );
 
 named_schema!(
     /// Message text.
     MessageText,
-    {
-        let RefOr::T(Schema::Object(mut text)) =
-            string(TEXT_PATTERN, Some(domain::message::MAX_TEXT_CHARS), "Text, at most 4096 characters, not only white space.", json!("Pedido confirmado"))
-        else {
-            unreachable!("a string schema is an object schema")
-        };
-        text.min_length = Some(1);
-        text.into()
-    }
+    string(TEXT_PATTERN, "Text, at most 4096 characters, not only white space.", json!("Pedido confirmado"))
+        .min_length(Some(1))
+        .max_length(Some(domain::message::MAX_TEXT_CHARS))
+        .into()
 );
 
 named_schema!(
     /// A caption: empty (none) or text.
     Caption,
-    string(CAPTION_PATTERN, Some(domain::message::MAX_TEXT_CHARS), "Text shown with the file, at most 4096 characters.", json!("Hello"))
+    string(CAPTION_PATTERN, "Text shown with the file, at most 4096 characters.", json!("Hello")).max_length(Some(domain::message::MAX_TEXT_CHARS)).into()
 );
 
 named_schema!(
     /// A message of a chat, named by either of its ids.
     MessageRef,
-    string(NO_NUL_PATTERN, None, "A message of the chat: its `msg_…` id or its WhatsApp id.", json!("msg_xxx"))
+    string(NO_NUL_PATTERN, "A message of the chat: its `msg_…` id or its WhatsApp id.", json!("msg_xxx")).into()
 );
 
 named_schema!(
     /// Free text.
     FreeText,
-    string(NO_NUL_PATTERN, None, "Free text.", json!("Orders"))
+    string(NO_NUL_PATTERN, "Free text.", json!("Orders")).into()
 );
 
 named_schema!(
     /// An emoji, or empty.
     Emoji,
-    {
-        let RefOr::T(Schema::Object(mut emoji)) =
-            string(EMOJI_PATTERN, Some(16), "One emoji (a single grapheme such as 👍 or ❤️); an empty string removes the reaction.", json!("👍"))
-        else {
-            unreachable!("a string schema is an object schema")
-        };
-        emoji.max_length = Some(16);
-        emoji.into()
-    }
+    string(EMOJI_PATTERN, "One emoji (a single grapheme such as 👍 or ❤️); an empty string removes the reaction.", json!("👍"))
+        .max_length(Some(16))
+        .into()
 );
 
 named_schema!(
     /// A public file URL.
     MediaUrl,
-    {
-        let RefOr::T(Schema::Object(mut url)) =
-            string(HTTP_URL_PATTERN, Some(2048), "A public http(s) URL of the file; the server downloads it when it sends.", json!("https://tu-cdn.com/foto.jpg"))
-        else {
-            unreachable!("a string schema is an object schema")
-        };
-        url.format = Some(SchemaFormat::Custom("uri".into()));
-        url.into()
-    }
+    string(HTTP_URL_PATTERN, "A public http(s) URL of the file; the server downloads it when it sends.", json!("https://tu-cdn.com/foto.jpg"))
+        .max_length(Some(2048))
+        .format(uri())
+        .into()
 );
 
 named_schema!(
     /// A webhook's URL. (The document served by a server whose operator allows private URLs
     /// admits http too: see `openapi::document`.)
     WebhookUrl,
-    {
-        let RefOr::T(Schema::Object(mut url)) =
-            string(HTTPS_URL_PATTERN, Some(2048), "A public https URL that receives the events; its host must resolve to public addresses only.", json!("https://example.com/hooks/whatsapp"))
-        else {
-            unreachable!("a string schema is an object schema")
-        };
-        url.format = Some(SchemaFormat::Custom("uri".into()));
-        url.into()
-    }
+    string(
+        HTTPS_URL_PATTERN,
+        "A public https URL that receives the events; its host must resolve to public addresses only.",
+        json!("https://example.com/hooks/whatsapp")
+    )
+    .max_length(Some(2048))
+    .format(uri())
+    .into()
 );
 
 named_schema!(

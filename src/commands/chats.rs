@@ -4,6 +4,7 @@
 use super::{execute, CommandError};
 use crate::api::error::ApiError;
 use crate::api::fields;
+use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
 use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
@@ -12,15 +13,23 @@ use domain::chat::{self, Chat, ChatCommand, ChatError, ChatEvent};
 use domain::ids::{AccountId, LineId};
 use domain::phone::PhoneNumber;
 use domain::Aggregate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
 
 /// Archive or unarchive a chat (`POST /v1/chats/archive`, `bridge_archive_chat`).
-pub struct ChatToArchive {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000", "archive": true}))]
+pub struct ArchiveRequest {
+    /// Connected line of the chat.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// The chat: a phone in international format (or its jid).
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub phone: Option<String>,
-    /// `true` when not given.
+    /// `true` (default) archives, `false` unarchives.
+    #[schema(value_type = Option<bool>)]
     pub archive: Option<bool>,
 }
 
@@ -34,10 +43,21 @@ pub struct ArchiveResponse {
 
 /// Mark a chat's received messages read (`POST /v1/messages/read`): the chat as `phone` or `jid`,
 /// and `message_ids` (ours or WhatsApp's), or every unread one when absent.
-pub struct ChatToRead {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000"}))]
+pub struct ReadRequest {
+    /// Connected line of the chat.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// The chat, as a phone… (one of `phone` and `jid` is required; `phone` wins when both are given)
+    #[schema(value_type = Option<schemas::Phone>)]
     pub phone: Option<String>,
+    /// …or as a jid.
+    #[schema(value_type = Option<schemas::Phone>)]
     pub jid: Option<String>,
+    /// Only these messages (our ids or WhatsApp ids, 1 to 500); all unread ones when absent.
+    #[schema(value_type = Option<Vec<schemas::MessageRef>>, min_items = 1, max_items = 500)]
     pub message_ids: Option<Vec<String>>,
 }
 
@@ -53,7 +73,7 @@ pub struct ReadResponse {
 /// The most ids one read may name.
 const MAX_READ_IDS: usize = 500;
 
-pub async fn archive(state: &AppState, tenant: &Tenant, request: ChatToArchive) -> Result<ArchiveResponse, ApiError> {
+pub async fn archive(state: &AppState, tenant: &Tenant, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
     let chat = fields::phone("phone", &request.phone)?;
     let line = fields::line_id(&request.line_id)?;
     let account_id = &tenant.identity.account_id;
@@ -64,7 +84,7 @@ pub async fn archive(state: &AppState, tenant: &Tenant, request: ChatToArchive) 
     Ok(ArchiveResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), archived })
 }
 
-pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ChatToRead) -> Result<ReadResponse, ApiError> {
+pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) -> Result<ReadResponse, ApiError> {
     let chat = match (&request.phone, &request.jid) {
         (Some(_), _) => fields::phone("phone", &request.phone)?,
         (None, Some(_)) => fields::phone("jid", &request.jid)?,

@@ -7,47 +7,91 @@ use super::messages::{self, Send, SendError, SendOutcome, SendResponse};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::fields;
 use crate::api::idempotency;
+use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
 use crate::queries::chats::{find_own_message, FoundMessage};
 use domain::ids::LineId;
 use domain::message::{ArchivePolicy, Content, Emoji};
 use domain::phone::PhoneNumber;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A text message (`POST /v1/messages/send`, `bridge_send_message`).
-#[derive(Serialize)]
-pub struct TextMessage {
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Pedido confirmado"}))]
+pub struct SendRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// Destination phone in international format, e.g. +34600000000.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
+    /// Message text (at most 4096 characters).
+    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
     pub message: Option<String>,
+    /// `never` (default), `always` or `preserve_if_previously_archived`.
+    #[schema(value_type = Option<schemas::ArchivePolicy>)]
     pub archive_policy: Option<String>,
 }
 
 /// A file (`POST /v1/messages/send-media`, `bridge_send_media`).
-#[derive(Serialize)]
-pub struct MediaMessage {
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "media_url": "https://tu-cdn.com/foto.jpg", "media_type": "image", "caption": "Hello"}))]
+pub struct SendMediaRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// Destination phone in international format, e.g. +34600000000.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
+    /// Public http(s) URL of the file; the server downloads it.
+    #[schema(required = true, nullable = false, value_type = schemas::MediaUrl)]
     pub media_url: Option<String>,
+    /// `image` (default), `video`, `audio` or `document`.
+    #[schema(value_type = Option<schemas::MediaType>)]
     pub media_type: Option<String>,
+    /// Text attached to the file (at most 4096 characters).
+    #[schema(value_type = Option<schemas::Caption>)]
     pub caption: Option<String>,
 }
 
 /// A text quoting a message of the chat (`POST /v1/messages/reply`, `bridge_reply_message`).
-#[derive(Serialize)]
-pub struct Reply {
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Sí, mañana", "quoted_message_id": "msg_xxx"}))]
+pub struct ReplyRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// The chat: destination phone in international format (or its jid).
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub to: Option<String>,
+    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
     pub message: Option<String>,
+    /// The message quoted: our id (`msg_…`) or its WhatsApp id, from the same chat.
+    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
     pub quoted_message_id: Option<String>,
 }
 
 /// An emoji on a message of the chat (`POST /v1/messages/react`, `bridge_react_message`).
-pub struct Reaction {
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"line_id": "line_xxx", "jid": "34600000000@s.whatsapp.net", "message_id": "msg_xxx", "emoji": "👍"}))]
+pub struct ReactRequest {
+    /// Connected line from which it is sent.
+    #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
+    /// The chat: a jid (`34600000000@s.whatsapp.net`) or a phone.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
     pub jid: Option<String>,
+    /// The message reacted to: our id or its WhatsApp id.
+    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
     pub message_id: Option<String>,
+    /// One emoji; empty removes this line's reaction.
+    #[schema(required = true, nullable = false, value_type = schemas::Emoji)]
     pub emoji: Option<String>,
 }
 
@@ -62,7 +106,7 @@ pub struct Sent {
 pub async fn send_text(
     state: &AppState,
     tenant: &Tenant,
-    request: TextMessage,
+    request: SendRequest,
     idempotency_key: Option<String>,
 ) -> Result<Sent, ApiError> {
     let idempotency = idempotency::for_request(idempotency_key, "messages/send", &request);
@@ -80,7 +124,7 @@ pub async fn send_text(
 pub async fn send_media(
     state: &AppState,
     tenant: &Tenant,
-    request: MediaMessage,
+    request: SendMediaRequest,
     idempotency_key: Option<String>,
 ) -> Result<Sent, ApiError> {
     let idempotency = idempotency::for_request(idempotency_key, "messages/send-media", &request);
@@ -97,7 +141,12 @@ pub async fn send_media(
     run(state, tenant, send).await
 }
 
-pub async fn reply(state: &AppState, tenant: &Tenant, request: Reply, idempotency_key: Option<String>) -> Result<Sent, ApiError> {
+pub async fn reply(
+    state: &AppState,
+    tenant: &Tenant,
+    request: ReplyRequest,
+    idempotency_key: Option<String>,
+) -> Result<Sent, ApiError> {
     let idempotency = idempotency::for_request(idempotency_key, "messages/reply", &request);
     let line = fields::line_id(&request.line_id)?;
     let to = fields::phone("to", &request.to)?;
@@ -116,7 +165,7 @@ pub async fn reply(state: &AppState, tenant: &Tenant, request: Reply, idempotenc
     run(state, tenant, send).await
 }
 
-pub async fn react(state: &AppState, tenant: &Tenant, request: Reaction) -> Result<Sent, ApiError> {
+pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> Result<Sent, ApiError> {
     let line = fields::line_id(&request.line_id)?;
     let chat = fields::phone("jid", &request.jid)?;
     let target_raw = fields::required("message_id", &request.message_id)?;

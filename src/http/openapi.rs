@@ -161,6 +161,8 @@ fn build(allow_private_urls: bool) -> Value {
     let schemas = components.get_mut("schemas").and_then(Value::as_object_mut).expect("components have schemas");
     schemas.insert("StandardError".into(), standard_error_schema());
     schemas.insert("FlatError".into(), flat_error_schema());
+    // The chat of a read is named by `phone` or by `jid`: one of them at least.
+    schemas["ReadRequest"]["anyOf"] = json!([{"required": ["phone"]}, {"required": ["jid"]}]);
     if allow_private_urls {
         schemas["WebhookUrl"]["pattern"] = json!(schemas::HTTP_URL_PATTERN);
         schemas["WebhookUrl"]["description"] =

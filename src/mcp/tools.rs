@@ -8,8 +8,8 @@ use crate::api::fields::{parse_line_id, parse_phone};
 use crate::api::idempotency;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
-use crate::commands::chats::{self as chat_commands, ChatToArchive};
-use crate::commands::sending::{self, MediaMessage, Reaction, Reply, Sent, TextMessage};
+use crate::commands::chats::{self as chat_commands, ArchiveRequest};
+use crate::commands::sending::{self, ReactRequest, ReplyRequest, SendMediaRequest, SendRequest, Sent};
 use crate::queries::chats::{self as chat_queries, ChatFilter};
 use crate::queries::lines as line_queries;
 use crate::queries::messages::{self as message_queries, MessageFilter};
@@ -227,7 +227,7 @@ impl Bridge {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        let request = TextMessage {
+        let request = SendRequest {
             line_id: Some(args.line_id),
             to: Some(args.to),
             message: Some(args.message),
@@ -246,7 +246,7 @@ impl Bridge {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        let request = MediaMessage {
+        let request = SendMediaRequest {
             line_id: Some(args.line_id),
             to: Some(args.to),
             media_url: Some(args.media_url),
@@ -266,7 +266,7 @@ impl Bridge {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        let request = Reply {
+        let request = ReplyRequest {
             line_id: Some(args.line_id),
             to: Some(args.to),
             message: Some(args.message),
@@ -285,7 +285,7 @@ impl Bridge {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        let request = Reaction {
+        let request = ReactRequest {
             line_id: Some(args.line_id),
             jid: Some(args.jid),
             message_id: Some(args.message_id),
@@ -351,7 +351,7 @@ impl Bridge {
         Extension(parts): Extension<Parts>,
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        let request = ChatToArchive { line_id: Some(args.line_id), phone: Some(args.phone), archive: args.archive };
+        let request = ArchiveRequest { line_id: Some(args.line_id), phone: Some(args.phone), archive: args.archive };
         answer(chat_commands::archive(&self.state, &tenant, request).await)
     }
 }

@@ -5,11 +5,10 @@ use crate::api::error::ApiError;
 use crate::api::fields::parse_line_id;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
-use crate::commands::chats::{self as chat_commands, ChatToArchive};
+use crate::commands::chats::{self as chat_commands, ArchiveRequest};
 use crate::queries::chats::{self as chat_queries, ChatFilter};
 use axum::extract::{Query, State};
 use axum::Json;
-use utoipa::ToSchema;
 
 pub use crate::commands::chats::ArchiveResponse;
 pub use crate::queries::chats::{ChatView, ChatsResponse, MAX_CHATS};
@@ -36,21 +35,6 @@ pub async fn list(
     chat_queries::list(&state, &tenant.identity.account_id, filter).await.map(Json)
 }
 
-#[derive(serde::Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000", "archive": true}))]
-pub struct ArchiveRequest {
-    /// Connected line of the chat.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// The chat: a phone in international format (or its jid).
-    #[schema(required = true, nullable = false, value_type = crate::api::schemas::Phone)]
-    pub phone: Option<String>,
-    /// `true` (default) archives, `false` unarchives.
-    #[schema(value_type = Option<bool>)]
-    pub archive: Option<bool>,
-}
-
 /// Archive (or unarchive) a chat.
 #[utoipa::path(post, path = "/v1/chats/archive", tag = "messages", operation_id = "archiveChat", request_body = ArchiveRequest,
     responses((status = 200, description = "The chat's archived state", body = ArchiveResponse)),
@@ -60,6 +44,5 @@ pub async fn archive(
     tenant: Tenant,
     crate::http::extract::Json(body): crate::http::extract::Json<ArchiveRequest>,
 ) -> Result<Json<ArchiveResponse>, ApiError> {
-    let ArchiveRequest { line_id, phone, archive } = body;
-    chat_commands::archive(&state, &tenant, ChatToArchive { line_id, phone, archive }).await.map(Json)
+    chat_commands::archive(&state, &tenant, body).await.map(Json)
 }

@@ -4,59 +4,17 @@
 
 use crate::api::error::ApiError;
 use crate::api::idempotency;
-use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
-use crate::commands::chats::{self as chat_commands, ChatToRead};
-use crate::commands::sending::{self, MediaMessage, Reaction, Reply, Sent, TextMessage};
+use crate::commands::chats::{self as chat_commands, ReadRequest};
+use crate::commands::sending::{self, ReactRequest, ReplyRequest, SendMediaRequest, SendRequest, Sent};
 use crate::http::extract::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 pub use crate::commands::chats::ReadResponse;
 pub use crate::commands::messages::SendResponse;
-
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Pedido confirmado"}))]
-pub struct SendRequest {
-    /// Connected line from which it is sent.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// Destination phone in international format, e.g. +34600000000.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
-    pub to: Option<String>,
-    /// Message text (at most 4096 characters).
-    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
-    pub message: Option<String>,
-    /// `never` (default), `always` or `preserve_if_previously_archived`.
-    #[schema(value_type = Option<schemas::ArchivePolicy>)]
-    pub archive_policy: Option<String>,
-}
-
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "media_url": "https://tu-cdn.com/foto.jpg", "media_type": "image", "caption": "Hello"}))]
-pub struct SendMediaRequest {
-    /// Connected line from which it is sent.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// Destination phone in international format, e.g. +34600000000.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
-    pub to: Option<String>,
-    /// Public http(s) URL of the file; the server downloads it.
-    #[schema(required = true, nullable = false, value_type = schemas::MediaUrl)]
-    pub media_url: Option<String>,
-    /// `image` (default), `video`, `audio` or `document`.
-    #[schema(value_type = Option<schemas::MediaType>)]
-    pub media_type: Option<String>,
-    /// Text attached to the file (at most 4096 characters).
-    #[schema(value_type = Option<schemas::Caption>)]
-    pub caption: Option<String>,
-}
 
 /// A send's answer; a replay says so in `Idempotent-Replayed`.
 fn sent(sent: Sent) -> Response {
@@ -79,8 +37,7 @@ pub async fn send(
     Json(body): Json<SendRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    let request = TextMessage { line_id: body.line_id, to: body.to, message: body.message, archive_policy: body.archive_policy };
-    sending::send_text(&state, &tenant, request, key).await.map(sent)
+    sending::send_text(&state, &tenant, body, key).await.map(sent)
 }
 
 /// Send image, video, audio or document.
@@ -95,25 +52,7 @@ pub async fn send_media(
     Json(body): Json<SendMediaRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    let SendMediaRequest { line_id, to, media_url, media_type, caption } = body;
-    sending::send_media(&state, &tenant, MediaMessage { line_id, to, media_url, media_type, caption }, key).await.map(sent)
-}
-
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "to": "+34600000000", "message": "Sí, mañana", "quoted_message_id": "msg_xxx"}))]
-pub struct ReplyRequest {
-    /// Connected line from which it is sent.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// The chat: destination phone in international format (or its jid).
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
-    pub to: Option<String>,
-    #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
-    pub message: Option<String>,
-    /// The message quoted: our id (`msg_…`) or its WhatsApp id, from the same chat.
-    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
-    pub quoted_message_id: Option<String>,
+    sending::send_media(&state, &tenant, body, key).await.map(sent)
 }
 
 /// Respond by quoting.
@@ -128,26 +67,7 @@ pub async fn reply(
     Json(body): Json<ReplyRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    let ReplyRequest { line_id, to, message, quoted_message_id } = body;
-    sending::reply(&state, &tenant, Reply { line_id, to, message, quoted_message_id }, key).await.map(sent)
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "jid": "34600000000@s.whatsapp.net", "message_id": "msg_xxx", "emoji": "👍"}))]
-pub struct ReactRequest {
-    /// Connected line from which it is sent.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// The chat: a jid (`34600000000@s.whatsapp.net`) or a phone.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
-    pub jid: Option<String>,
-    /// The message reacted to: our id or its WhatsApp id.
-    #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
-    pub message_id: Option<String>,
-    /// One emoji; empty removes this line's reaction.
-    #[schema(required = true, nullable = false, value_type = schemas::Emoji)]
-    pub emoji: Option<String>,
+    sending::reply(&state, &tenant, body, key).await.map(sent)
 }
 
 /// React with emoji.
@@ -155,26 +75,7 @@ pub struct ReactRequest {
     responses((status = 200, description = "Queued", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Json<ReactRequest>) -> Result<Response, ApiError> {
-    let ReactRequest { line_id, jid, message_id, emoji } = body;
-    sending::react(&state, &tenant, Reaction { line_id, jid, message_id, emoji }).await.map(sent)
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"line_id": "line_xxx", "phone": "+34600000000"}))]
-pub struct ReadRequest {
-    /// Connected line of the chat.
-    #[schema(required = true, nullable = false, value_type = String)]
-    pub line_id: Option<String>,
-    /// The chat, as a phone… (one of `phone` and `jid` is required; `phone` wins when both are given)
-    #[schema(value_type = Option<schemas::Phone>)]
-    pub phone: Option<String>,
-    /// …or as a jid.
-    #[schema(value_type = Option<schemas::Phone>)]
-    pub jid: Option<String>,
-    /// Only these messages (our ids or WhatsApp ids, 1 to 500); all unread ones when absent.
-    #[schema(value_type = Option<Vec<schemas::MessageRef>>, min_items = 1, max_items = 500)]
-    pub message_ids: Option<Vec<String>>,
+    sending::react(&state, &tenant, body).await.map(sent)
 }
 
 /// Mark as read.
@@ -186,6 +87,5 @@ pub async fn read(
     tenant: Tenant,
     Json(body): Json<ReadRequest>,
 ) -> Result<axum::Json<ReadResponse>, ApiError> {
-    let ReadRequest { line_id, phone, jid, message_ids } = body;
-    chat_commands::mark_read(&state, &tenant, ChatToRead { line_id, phone, jid, message_ids }).await.map(axum::Json)
+    chat_commands::mark_read(&state, &tenant, body).await.map(axum::Json)
 }
