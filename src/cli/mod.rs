@@ -268,7 +268,8 @@ async fn serve(
         let base = format!("http://{}", listener.local_addr()?);
         println!("Demo account {} (plan pro), API key {}:\n\n  {}\n", account.id, key.key_id, secret.expose());
         println!("Try it:\n\n  curl -s {base}/api/bridge/v1/me -H \"Authorization: Bearer {}\"\n", secret.expose());
-        let (email, link) = console_users::demo_owner(store, &operator(), &account.id, &base).await?;
+        let console_base = config.console.base_url.clone().unwrap_or(base);
+        let (email, link) = console_users::demo_owner(store, &operator(), &account.id, &console_base).await?;
         println!("Console: set a password for {email} and sign in (the link works once, for 24 hours):\n\n  {link}\n");
     }
     // Install the handlers before serving, so that even a signal in the first moment is graceful.

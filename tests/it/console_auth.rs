@@ -440,3 +440,36 @@ async fn one_email_is_one_user_and_bad_invitations_write_nothing() {
     assert_eq!(after, before);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn self_sign_up_is_off_by_default_and_opens_a_free_account_with_its_owner_when_on() {
+    let off = TestApp::spawn().await;
+    let visitor = Visitor::new(&off);
+    assert_eq!(visitor.get("/console/signup").await.status(), StatusCode::NOT_FOUND);
+    let fields = [("account_name", "Initech"), ("email", "founder@example.com"), ("password", PASSWORD)];
+    assert_eq!(visitor.post("/console/signup", &fields).await.status(), StatusCode::NOT_FOUND);
+    off.shutdown().await;
+
+    let app = TestApp::spawn_with(|c| c.console.signup = true).await;
+    let mut visitor = Visitor::new(&app);
+    let bad = visitor.post("/console/signup", &[("account_name", " "), ("email", "nope"), ("password", "short")]).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = bad.text().await.unwrap();
+    for field in ["name-error", "email-error", "password-error"] {
+        assert!(html.contains(&format!("id=\"{field}\"")), "{field} is shown next to its field");
+    }
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(events, 0, "nothing half-done is stored");
+
+    let created = visitor.post("/console/signup", &fields).await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    visitor.keep_cookie(&created);
+    let overview = visitor.get("/console").await.text().await.unwrap();
+    assert!(overview.contains(">Initech<") && overview.contains("data-testid=\"plan\">free<"), "{overview}");
+    assert_eq!(visitor.get("/console/users").await.status(), StatusCode::OK, "the founder is the owner");
+    let again = Visitor::new(&app).post("/console/signup", &fields).await;
+    assert_eq!(again.status(), StatusCode::UNPROCESSABLE_ENTITY, "one email is one user");
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(accounts, 1);
+    app.shutdown().await;
+}
