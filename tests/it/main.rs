@@ -8,6 +8,7 @@ mod api_auth;
 mod audit;
 mod billing;
 mod cli;
+mod console_auth;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;
