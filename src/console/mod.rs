@@ -32,7 +32,14 @@ pub use sign_in::{link, LinkKind};
 
 /// Every console route, to be nested at `/console`.
 pub fn router(state: &AppState) -> Router<AppState> {
-    Router::new()
+    let mut sections = Router::new();
+    // Sections not built yet answer a placeholder in the layout; each page's module replaces its
+    // entry here with its own routes.
+    for section in [Nav::Lines, Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Explorer, Nav::Activity] {
+        let path = section.href().trim_start_matches("/console");
+        sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
+    }
+    sections
         .route("/", get(overview::overview))
         .route("/sign-in", get(sign_in::sign_in_page).post(sign_in::sign_in))
         .route("/sign-out", post(sign_in::sign_out))
@@ -42,12 +49,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/signup", get(sign_in::signup_page).post(sign_in::sign_up))
         .route("/users", get(users::list).post(users::invite))
         .route("/users/{user_id}/role", post(users::change_role))
-        .route("/lines", get(placeholder_lines))
-        .route("/keys", get(placeholder_keys))
-        .route("/webhooks", get(placeholder_webhooks))
-        .route("/usage", get(placeholder_usage))
-        .route("/explorer", get(placeholder_explorer))
-        .route("/activity", get(placeholder_activity))
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(stylesheet))
         .fallback(not_found)
@@ -92,23 +93,4 @@ struct Placeholder {
 /// A section whose page is not built yet (the navigation already links to it).
 fn placeholder(session: auth::ConsoleSession, section: Nav) -> Response {
     page::render(&Placeholder { chrome: Some(session.chrome(section)), heading: section.label() })
-}
-
-async fn placeholder_lines(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Lines)
-}
-async fn placeholder_keys(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Keys)
-}
-async fn placeholder_webhooks(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Webhooks)
-}
-async fn placeholder_usage(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Usage)
-}
-async fn placeholder_explorer(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Explorer)
-}
-async fn placeholder_activity(session: auth::ConsoleSession) -> Response {
-    placeholder(session, Nav::Activity)
 }

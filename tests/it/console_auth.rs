@@ -133,6 +133,11 @@ async fn an_invitation_sets_a_password_and_signs_in_with_the_cookie_as_specified
     app.shutdown().await;
 }
 
+/// The id of the console user with this email.
+async fn user_id(app: &TestApp, email: &str) -> String {
+    sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = $1").bind(email).fetch_one(&app.db.pool).await.unwrap()
+}
+
 async fn user_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM console_users").fetch_one(&app.db.pool).await.unwrap()
 }
@@ -281,10 +286,7 @@ async fn developers_cannot_open_the_users_page_and_owners_change_roles() {
 
     let page = owner.get("/console/users").await.text().await.unwrap();
     assert!(page.contains("dev@example.com") && page.contains("boss@example.com"));
-    let dev_id: String = sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = 'dev@example.com'")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let dev_id = user_id(&app, "dev@example.com").await;
     let owner_csrf = owner.csrf().await;
     let promoted = owner.post(&format!("/console/users/{dev_id}/role"), &[("_csrf", &owner_csrf), ("role", "owner")]).await;
     assert_eq!(promoted.status(), StatusCode::SEE_OTHER);
@@ -330,19 +332,13 @@ async fn console_user_changes_are_events_with_the_user_as_actor_and_no_secret() 
     let session_token = owner.cookie.clone().unwrap().split_once('=').unwrap().1.to_owned();
     let dev = user(&app, &account, "second@example.com", "developer").await;
     drop(dev);
-    let dev_id: String = sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = 'second@example.com'")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let dev_id = user_id(&app, "second@example.com").await;
     let csrf = owner.csrf().await;
     owner.post(&format!("/console/users/{dev_id}/role"), &[("_csrf", &csrf), ("role", "owner")]).await;
     let reset = app.cli(&["users", "reset-link", "audited@example.com", "--json"]).await.json();
     let reset_token = reset["link"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
 
-    let owner_id: String = sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = 'audited@example.com'")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let owner_id = user_id(&app, "audited@example.com").await;
     let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
         "SELECT event_type, metadata FROM events WHERE stream_type = 'console_user' AND stream_id = $1 ORDER BY global_position",
     )
@@ -403,10 +399,7 @@ async fn a_user_of_one_account_never_sees_or_touches_another_accounts_data() {
     let users = second_owner.get("/console/users").await.text().await.unwrap();
     assert!(users.contains("second-dev@example.com") && !users.contains("first@example.com"));
 
-    let dev_id: String = sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = 'second-dev@example.com'")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let dev_id = user_id(&app, "second-dev@example.com").await;
     let csrf = first_owner.csrf().await;
     let across = first_owner.post(&format!("/console/users/{dev_id}/role"), &[("_csrf", &csrf), ("role", "owner")]).await;
     assert_eq!(across.status(), StatusCode::NOT_FOUND, "another account's user does not exist here");
