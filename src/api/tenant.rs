@@ -10,6 +10,7 @@ use crate::store::{Actor, Metadata};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use domain::account::SubscriptionStatus;
+use domain::ids::AccountId;
 use std::sync::Arc;
 
 /// A caller with a valid key whose account may be suspended: only for `me` and `usage`.
@@ -30,6 +31,21 @@ impl Tenant {
     pub fn metadata(&self) -> Metadata {
         Metadata::new(Actor::ApiKey { key_id: self.identity.key_id.to_string() }).with_request_id(self.request_id.clone())
     }
+
+    /// This key as the caller of a command.
+    pub fn caller(&self) -> Caller {
+        Caller { account_id: self.identity.account_id.clone(), metadata: self.metadata() }
+    }
+}
+
+/// Who acts in a command or query: the account it acts in, and the actor its events name. REST
+/// and MCP calls are made by an API key ([`Tenant::caller`]); console actions by the signed-in
+/// user (`console::auth::ConsoleSession::caller`). Commands take this, so every door runs the
+/// same rules and records who it was.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub account_id: AccountId,
+    pub metadata: Metadata,
 }
 
 fn presented_key(parts: &Parts) -> Result<&str, ApiError> {

@@ -5,7 +5,7 @@ use super::{execute, CommandError};
 use crate::api::error::ApiError;
 use crate::api::fields;
 use crate::api::schemas;
-use crate::api::tenant::Tenant;
+use crate::api::tenant::Caller;
 use crate::app::AppState;
 use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
 use crate::queries::owned::OwnedLine;
@@ -73,25 +73,25 @@ pub struct ReadResponse {
 /// The most ids one read may name.
 const MAX_READ_IDS: usize = 500;
 
-pub async fn archive(state: &AppState, tenant: &Tenant, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
+pub async fn archive(state: &AppState, caller: &Caller, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
     let chat = fields::phone("phone", &request.phone)?;
     let line = fields::line_id(&request.line_id)?;
-    let (line, _) = crate::queries::lines::connected(&state.pool, &tenant.identity.account_id, &line).await?;
+    let (line, _) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
     let archived = request.archive.unwrap_or(true);
     let command =
         ChatCommand::Archive { account_id: line.account_id().clone(), line_id: line.id().clone(), phone: chat.clone(), archived };
-    handle(&state.store, &tenant.metadata(), &line, &chat, command).await.map_err(ApiError::server)?;
+    handle(&state.store, &caller.metadata, &line, &chat, command).await.map_err(ApiError::server)?;
     Ok(ArchiveResponse { ok: true, line_id: line.id().to_string(), phone: chat.to_string(), archived })
 }
 
-pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) -> Result<ReadResponse, ApiError> {
+pub async fn mark_read(state: &AppState, caller: &Caller, request: ReadRequest) -> Result<ReadResponse, ApiError> {
     let chat = match (&request.phone, &request.jid) {
         (Some(_), _) => fields::phone("phone", &request.phone)?,
         (None, Some(_)) => fields::phone("jid", &request.jid)?,
         (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
     };
     let line = fields::line_id(&request.line_id)?;
-    let (line, _) = crate::queries::lines::connected(&state.pool, &tenant.identity.account_id, &line).await?;
+    let (line, _) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
     crate::consistency::await_own_writes(&state.pool, line.account_id(), &["messages"], Duration::from_secs(5)).await?;
     let engine_ids = match &request.message_ids {
         None => unread_engine_ids(&state.pool, &line, &chat).await?,
@@ -114,7 +114,7 @@ pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) 
         phone: chat.clone(),
         engine_message_ids: engine_ids.clone(),
     };
-    handle(&state.store, &tenant.metadata(), &line, &chat, command).await.map_err(ApiError::server)?;
+    handle(&state.store, &caller.metadata, &line, &chat, command).await.map_err(ApiError::server)?;
     // Read receipts go out after the fact is recorded; a failure here is logged, not fatal.
     if let Err(e) = state.engine.mark_read(line.id(), &chat, &engine_ids).await {
         tracing::warn!(line_id = %line.id(), error = %e, "sending read receipts failed");

@@ -8,7 +8,7 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::fields;
 use crate::api::idempotency;
 use crate::api::schemas;
-use crate::api::tenant::Tenant;
+use crate::api::tenant::Caller;
 use crate::app::AppState;
 use crate::queries::chats::{find_own_message, FoundMessage};
 use crate::queries::owned::OwnedLine;
@@ -105,7 +105,7 @@ pub struct Sent {
 
 pub async fn send_text(
     state: &AppState,
-    tenant: &Tenant,
+    caller: &Caller,
     request: SendRequest,
     idempotency_key: Option<String>,
 ) -> Result<Sent, ApiError> {
@@ -118,12 +118,12 @@ pub async fn send_text(
         archive_policy: fields::archive_policy(&request.archive_policy)?,
         idempotency,
     };
-    run(state, tenant, send).await
+    run(state, caller, send).await
 }
 
 pub async fn send_media(
     state: &AppState,
-    tenant: &Tenant,
+    caller: &Caller,
     request: SendMediaRequest,
     idempotency_key: Option<String>,
 ) -> Result<Sent, ApiError> {
@@ -138,12 +138,12 @@ pub async fn send_media(
         archive_policy: ArchivePolicy::default(),
         idempotency,
     };
-    run(state, tenant, send).await
+    run(state, caller, send).await
 }
 
 pub async fn reply(
     state: &AppState,
-    tenant: &Tenant,
+    caller: &Caller,
     request: ReplyRequest,
     idempotency_key: Option<String>,
 ) -> Result<Sent, ApiError> {
@@ -152,7 +152,7 @@ pub async fn reply(
     let to = fields::phone("to", &request.to)?;
     let text = fields::text("message", fields::required("message", &request.message)?)?;
     let quoted_raw = fields::required("quoted_message_id", &request.quoted_message_id)?;
-    let (line, _) = crate::queries::lines::owned(&state.pool, &tenant.identity.account_id, &line).await?;
+    let (line, _) = crate::queries::lines::owned(&state.pool, &caller.account_id, &line).await?;
     let quoted = chat_message(state, &line, &to, "quoted_message_id", quoted_raw).await?;
     let send = Send {
         line_id: line.id().clone(),
@@ -162,10 +162,10 @@ pub async fn reply(
         archive_policy: ArchivePolicy::default(),
         idempotency,
     };
-    run(state, tenant, send).await
+    run(state, caller, send).await
 }
 
-pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> Result<Sent, ApiError> {
+pub async fn react(state: &AppState, caller: &Caller, request: ReactRequest) -> Result<Sent, ApiError> {
     let line = fields::line_id(&request.line_id)?;
     let chat = fields::phone("jid", &request.jid)?;
     let target_raw = fields::required("message_id", &request.message_id)?;
@@ -174,7 +174,7 @@ pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> 
         .as_deref()
         .ok_or_else(|| ApiError::invalid_field("emoji", "`emoji` is required (empty removes the reaction)."))?;
     let emoji = Emoji::parse(emoji).map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?;
-    let (line, _) = crate::queries::lines::owned(&state.pool, &tenant.identity.account_id, &line).await?;
+    let (line, _) = crate::queries::lines::owned(&state.pool, &caller.account_id, &line).await?;
     let target = chat_message(state, &line, &chat, "message_id", target_raw).await?;
     // A message still queued on this line may be reacted to: the reaction is queued behind it
     // (one FIFO per line) and goes out with its WhatsApp id. One that failed never will.
@@ -196,7 +196,7 @@ pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> 
         archive_policy: ArchivePolicy::default(),
         idempotency: None,
     };
-    run(state, tenant, send).await
+    run(state, caller, send).await
 }
 
 /// The message of the chat being quoted or reacted to (`field` names where its id was given).
@@ -213,10 +213,9 @@ async fn chat_message(
 }
 
 /// Run a checked send; wake the line's dispatcher if it queued something.
-async fn run(state: &AppState, tenant: &Tenant, send: Send) -> Result<Sent, ApiError> {
-    let outcome = messages::send(&state.store, &state.plans, &tenant.metadata(), &tenant.identity.account_id, send)
-        .await
-        .map_err(send_error)?;
+async fn run(state: &AppState, caller: &Caller, send: Send) -> Result<Sent, ApiError> {
+    let outcome =
+        messages::send(&state.store, &state.plans, &caller.metadata, &caller.account_id, send).await.map_err(send_error)?;
     match outcome {
         SendOutcome::Accepted { response, line_id } => {
             state.dispatcher.wake(&line_id);

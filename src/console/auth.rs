@@ -47,6 +47,12 @@ impl ConsoleSession {
         Metadata::new(Actor::ConsoleUser { user_id: self.user_id.to_string() }).with_request_id(self.request_id.clone())
     }
 
+    /// This user as the caller of a command: the same commands REST and MCP run, recorded with
+    /// this user as the actor.
+    pub fn caller(&self) -> crate::api::tenant::Caller {
+        crate::api::tenant::Caller { account_id: self.account_id.clone(), metadata: self.metadata() }
+    }
+
     /// Refuse (a 403 page) unless the user is an owner of the account.
     pub fn require_owner(&self) -> Result<(), ConsoleError> {
         match self.role {

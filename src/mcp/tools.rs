@@ -233,7 +233,10 @@ impl Bridge {
             message: Some(args.message),
             archive_policy: to_value(&args.archive_policy),
         };
-        sent(async { sending::send_text(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
+        sent(
+            async { sending::send_text(&self.state, &tenant.caller(), request, idempotency_key(args.idempotency_key)?).await }
+                .await,
+        )
     }
 
     #[tool(
@@ -253,7 +256,10 @@ impl Bridge {
             media_type: to_value(&args.media_type),
             caption: args.caption,
         };
-        sent(async { sending::send_media(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
+        sent(
+            async { sending::send_media(&self.state, &tenant.caller(), request, idempotency_key(args.idempotency_key)?).await }
+                .await,
+        )
     }
 
     #[tool(
@@ -272,7 +278,7 @@ impl Bridge {
             message: Some(args.message),
             quoted_message_id: Some(args.quoted_message_id),
         };
-        sent(async { sending::reply(&self.state, &tenant, request, idempotency_key(args.idempotency_key)?).await }.await)
+        sent(async { sending::reply(&self.state, &tenant.caller(), request, idempotency_key(args.idempotency_key)?).await }.await)
     }
 
     #[tool(
@@ -291,7 +297,7 @@ impl Bridge {
             message_id: Some(args.message_id),
             emoji: Some(args.emoji),
         };
-        sent(sending::react(&self.state, &tenant, request).await)
+        sent(sending::react(&self.state, &tenant.caller(), request).await)
     }
 
     #[tool(
@@ -352,7 +358,7 @@ impl Bridge {
     ) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
         let request = ArchiveRequest { line_id: Some(args.line_id), phone: Some(args.phone), archive: args.archive };
-        answer(chat_commands::archive(&self.state, &tenant, request).await)
+        answer(chat_commands::archive(&self.state, &tenant.caller(), request).await)
     }
 }
 

@@ -44,5 +44,5 @@ pub async fn archive(
     tenant: Tenant,
     crate::http::extract::Json(body): crate::http::extract::Json<ArchiveRequest>,
 ) -> Result<Json<ArchiveResponse>, ApiError> {
-    chat_commands::archive(&state, &tenant, body).await.map(Json)
+    chat_commands::archive(&state, &tenant.caller(), body).await.map(Json)
 }

@@ -36,7 +36,7 @@ pub async fn send(
     Json(body): Json<SendRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    sending::send_text(&state, &tenant, body, key).await.map(sent)
+    sending::send_text(&state, &tenant.caller(), body, key).await.map(sent)
 }
 
 /// Send image, video, audio or document.
@@ -50,7 +50,7 @@ pub async fn send_media(
     Json(body): Json<SendMediaRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    sending::send_media(&state, &tenant, body, key).await.map(sent)
+    sending::send_media(&state, &tenant.caller(), body, key).await.map(sent)
 }
 
 /// Respond by quoting.
@@ -64,7 +64,7 @@ pub async fn reply(
     Json(body): Json<ReplyRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency::key(&headers)?;
-    sending::reply(&state, &tenant, body, key).await.map(sent)
+    sending::reply(&state, &tenant.caller(), body, key).await.map(sent)
 }
 
 /// React with emoji.
@@ -72,7 +72,7 @@ pub async fn reply(
     responses((status = 200, description = "Queued", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn react(State(state): State<AppState>, tenant: Tenant, Json(body): Json<ReactRequest>) -> Result<Response, ApiError> {
-    sending::react(&state, &tenant, body).await.map(sent)
+    sending::react(&state, &tenant.caller(), body).await.map(sent)
 }
 
 /// Mark as read.
@@ -84,5 +84,5 @@ pub async fn read(
     tenant: Tenant,
     Json(body): Json<ReadRequest>,
 ) -> Result<axum::Json<ReadResponse>, ApiError> {
-    chat_commands::mark_read(&state, &tenant, body).await.map(axum::Json)
+    chat_commands::mark_read(&state, &tenant.caller(), body).await.map(axum::Json)
 }
