@@ -201,11 +201,13 @@ async fn main() -> anyhow::Result<()> {
             wazion_bridge::commands::accounts::open(&store, &plans, &operator, &format!("bench {a}"), "business").await?;
         let line =
             wazion_bridge::commands::lines::create(&store, &plans, &operator, &account.id, domain::line::EngineKind::Sim).await?;
+        let (owned, _) = wazion_bridge::queries::lines::owned(store.pool(), &account.id, &line.line_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         wazion_bridge::commands::lines::handle(
             &store,
             &operator,
-            &account.id,
-            &line.line_id,
+            &owned,
             domain::line::LineCommand::Connect { phone: domain::phone::PhoneNumber::parse(&format!("+3460000{a:04}")).unwrap() },
         )
         .await?;

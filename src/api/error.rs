@@ -282,6 +282,14 @@ impl ApiError {
     }
 
     /// Why a `server_error` happened, for the log.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn cause(&self) -> Option<&str> {
         self.cause.as_deref()
     }

@@ -443,13 +443,16 @@ async fn sim_scan(store: &EventStore, raw_line: &str, raw_phone: &str, out: Json
     if line.engine != EngineKind::Sim {
         bail!("line {raw_line} does not use the sim engine");
     }
-    let (line, _) =
-        crate::commands::lines::handle(store, &operator(), &line.account_id, &line_id, LineCommand::Connect { phone })
-            .await
-            .map_err(|e| match e {
-                CommandError::Rejected(e) => anyhow!("{raw_line}: {e}"),
-                other => anyhow::Error::new(other),
-            })?;
+    // The operator acts on the line's own account, found as any account's line is.
+    let (owned, _) = crate::queries::lines::owned(store.pool(), &line.account_id, &line_id)
+        .await
+        .map_err(|e| anyhow!("{raw_line}: {}", e.cause().unwrap_or(e.message())))?;
+    let (line, _) = crate::commands::lines::handle(store, &operator(), &owned, LineCommand::Connect { phone }).await.map_err(
+        |e| match e {
+            CommandError::Rejected(e) => anyhow!("{raw_line}: {e}"),
+            other => anyhow::Error::new(other),
+        },
+    )?;
     let phone = line.phone.as_ref().map(|p| p.to_string());
     print(out.json, json!({"line_id": line.line_id, "status": line.status.as_str(), "phone": phone}), || {
         format!("line {} is {} as {}", line.line_id, line.status.as_str(), phone.as_deref().unwrap_or("-"))

@@ -8,9 +8,9 @@ use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
 use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
+use crate::queries::owned::OwnedLine;
 use crate::store::{EventStore, Metadata};
 use domain::chat::{self, Chat, ChatCommand, ChatError, ChatEvent};
-use domain::ids::{AccountId, LineId};
 use domain::phone::PhoneNumber;
 use domain::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -76,12 +76,12 @@ const MAX_READ_IDS: usize = 500;
 pub async fn archive(state: &AppState, tenant: &Tenant, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
     let chat = fields::phone("phone", &request.phone)?;
     let line = fields::line_id(&request.line_id)?;
-    let account_id = &tenant.identity.account_id;
-    crate::queries::lines::connected(&state.pool, account_id, &line).await?;
+    let (line, _) = crate::queries::lines::connected(&state.pool, &tenant.identity.account_id, &line).await?;
     let archived = request.archive.unwrap_or(true);
-    let command = ChatCommand::Archive { account_id: account_id.clone(), line_id: line.clone(), phone: chat.clone(), archived };
-    handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command).await.map_err(ApiError::server)?;
-    Ok(ArchiveResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), archived })
+    let command =
+        ChatCommand::Archive { account_id: line.account_id().clone(), line_id: line.id().clone(), phone: chat.clone(), archived };
+    handle(&state.store, &tenant.metadata(), &line, &chat, command).await.map_err(ApiError::server)?;
+    Ok(ArchiveResponse { ok: true, line_id: line.id().to_string(), phone: chat.to_string(), archived })
 }
 
 pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) -> Result<ReadResponse, ApiError> {
@@ -91,9 +91,8 @@ pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) 
         (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
     };
     let line = fields::line_id(&request.line_id)?;
-    let account_id = &tenant.identity.account_id;
-    crate::queries::lines::connected(&state.pool, account_id, &line).await?;
-    crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
+    let (line, _) = crate::queries::lines::connected(&state.pool, &tenant.identity.account_id, &line).await?;
+    crate::consistency::await_own_writes(&state.pool, line.account_id(), &["messages"], Duration::from_secs(5)).await?;
     let engine_ids = match &request.message_ids {
         None => unread_engine_ids(&state.pool, &line, &chat).await?,
         Some(ids) => {
@@ -110,31 +109,31 @@ pub async fn mark_read(state: &AppState, tenant: &Tenant, request: ReadRequest) 
         }
     };
     let command = ChatCommand::Read {
-        account_id: account_id.clone(),
-        line_id: line.clone(),
+        account_id: line.account_id().clone(),
+        line_id: line.id().clone(),
         phone: chat.clone(),
         engine_message_ids: engine_ids.clone(),
     };
-    handle(&state.store, &tenant.metadata(), account_id, &line, &chat, command).await.map_err(ApiError::server)?;
+    handle(&state.store, &tenant.metadata(), &line, &chat, command).await.map_err(ApiError::server)?;
     // Read receipts go out after the fact is recorded; a failure here is logged, not fatal.
-    if let Err(e) = state.engine.mark_read(&line, &chat, &engine_ids).await {
-        tracing::warn!(line_id = %line, error = %e, "sending read receipts failed");
+    if let Err(e) = state.engine.mark_read(line.id(), &chat, &engine_ids).await {
+        tracing::warn!(line_id = %line.id(), error = %e, "sending read receipts failed");
     }
-    Ok(ReadResponse { ok: true, line_id: line.to_string(), phone: chat.to_string(), marked_read: engine_ids.len() })
+    Ok(ReadResponse { ok: true, line_id: line.id().to_string(), phone: chat.to_string(), marked_read: engine_ids.len() })
 }
 
+/// Run a command on a chat of the account's line.
 pub async fn handle(
     store: &EventStore,
     metadata: &Metadata,
-    account_id: &AccountId,
-    line_id: &LineId,
+    line: &OwnedLine,
     phone: &PhoneNumber,
     command: ChatCommand,
 ) -> Result<Vec<ChatEvent>, CommandError<ChatError>> {
-    let tenant = account_id.to_string();
+    let tenant = line.account_id().to_string();
     let (_, stored) = execute::<Chat, _>(
         store,
-        &chat::stream_id(line_id, phone),
+        &chat::stream_id(line.id(), phone),
         |_| Some(tenant.clone()),
         metadata,
         |c: &Chat| c.decide(command.clone(), &()),

@@ -2,6 +2,7 @@
 //! transaction that holds the account's row lock, so concurrent creations cannot overshoot it.
 
 use super::{execute, CommandError};
+use crate::queries::owned::OwnedLine;
 use crate::store::{Append, EventStore, Metadata, StreamAppend};
 use domain::ids::{AccountId, LineId};
 use domain::line::{EngineKind, Line, LineCommand, LineError, LineEvent, LineState};
@@ -58,17 +59,18 @@ pub async fn create(
 /// The unique index that gives a sim number to one line at most (migration 0012).
 const SIM_NUMBER_INDEX: &str = "lines_sim_phone_key";
 
-/// Run a command on a line of `account_id`; another account's line is `NotFound`.
+/// Run a command on the account's line. (The aggregate checks the account again: a line whose
+/// stream names another account is `NotFound`.)
 pub async fn handle(
     store: &EventStore,
     metadata: &Metadata,
-    account_id: &AccountId,
-    line_id: &LineId,
+    line: &OwnedLine,
     command: LineCommand,
 ) -> Result<(LineState, Vec<LineEvent>), CommandError<LineError>> {
+    let account_id = line.account_id();
     let (state, stored) = execute::<Line, _>(
         store,
-        line_id.as_str(),
+        line.id().as_str(),
         |l| l.line.as_ref().map(|s| s.account_id.to_string()),
         metadata,
         |line: &Line| match &line.line {

@@ -11,7 +11,7 @@ use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
 use crate::queries::chats::{find_own_message, FoundMessage};
-use domain::ids::LineId;
+use crate::queries::owned::OwnedLine;
 use domain::message::{ArchivePolicy, Content, Emoji};
 use domain::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
@@ -152,10 +152,10 @@ pub async fn reply(
     let to = fields::phone("to", &request.to)?;
     let text = fields::text("message", fields::required("message", &request.message)?)?;
     let quoted_raw = fields::required("quoted_message_id", &request.quoted_message_id)?;
-    crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
-    let quoted = chat_message(state, tenant, &line, &to, "quoted_message_id", quoted_raw).await?;
+    let (line, _) = crate::queries::lines::owned(&state.pool, &tenant.identity.account_id, &line).await?;
+    let quoted = chat_message(state, &line, &to, "quoted_message_id", quoted_raw).await?;
     let send = Send {
-        line_id: line,
+        line_id: line.id().clone(),
         to,
         content: Content::Text { text },
         quoted_message_id: Some(quoted.message_id),
@@ -174,8 +174,8 @@ pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> 
         .as_deref()
         .ok_or_else(|| ApiError::invalid_field("emoji", "`emoji` is required (empty removes the reaction)."))?;
     let emoji = Emoji::parse(emoji).map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?;
-    crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
-    let target = chat_message(state, tenant, &line, &chat, "message_id", target_raw).await?;
+    let (line, _) = crate::queries::lines::owned(&state.pool, &tenant.identity.account_id, &line).await?;
+    let target = chat_message(state, &line, &chat, "message_id", target_raw).await?;
     // A message still queued on this line may be reacted to: the reaction is queued behind it
     // (one FIFO per line) and goes out with its WhatsApp id. One that failed never will.
     if target.engine_message_id.is_none() && target.status != "queued" {
@@ -185,7 +185,7 @@ pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> 
         ));
     }
     let send = Send {
-        line_id: line,
+        line_id: line.id().clone(),
         to: chat,
         content: Content::Reaction {
             target_message_id: Some(target.message_id),
@@ -202,13 +202,12 @@ pub async fn react(state: &AppState, tenant: &Tenant, request: ReactRequest) -> 
 /// The message of the chat being quoted or reacted to (`field` names where its id was given).
 async fn chat_message(
     state: &AppState,
-    tenant: &Tenant,
-    line_id: &LineId,
+    line: &OwnedLine,
     chat: &PhoneNumber,
     field: &str,
     id: &str,
 ) -> Result<FoundMessage, ApiError> {
-    find_own_message(&state.pool, &tenant.identity.account_id, line_id, chat, id).await?.ok_or_else(|| {
+    find_own_message(&state.pool, line, chat, id).await?.ok_or_else(|| {
         ApiError::invalid_field(field, format!("No message `{}` in this chat.", id.chars().take(64).collect::<String>()))
     })
 }

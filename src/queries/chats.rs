@@ -1,5 +1,6 @@
 //! A line's chats, most recent activity first, and finding a message of a chat.
 
+use super::owned::OwnedLine;
 use super::{foreign_cursor, next_page, page_limit};
 use crate::api::error::ApiError;
 use crate::app::AppState;
@@ -68,7 +69,7 @@ fn parse_chat_cursor(raw: Option<&str>) -> Result<Option<(DateTime<Utc>, String)
 pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) -> Result<ChatsResponse, ApiError> {
     let limit = page_limit(filter.limit, MAX_CHATS, MAX_CHATS)?;
     let after = parse_chat_cursor(filter.cursor.as_deref())?;
-    super::lines::get(&state.pool, account_id, &filter.line_id).await?;
+    let (line, _) = super::lines::owned(&state.pool, account_id, &filter.line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["chats"], Duration::from_secs(5)).await?;
     type Row = (String, String, Option<String>, DateTime<Utc>, String, i32, bool);
     // Keyset paging on the list's own order; one row more than asked says whether there is more.
@@ -79,7 +80,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) 
             AND ($4::timestamptz IS NULL OR (last_message_at, phone) < ($4, $5)) \
           ORDER BY last_message_at DESC, phone DESC LIMIT $3 + 1",
     )
-    .bind(filter.line_id.as_str())
+    .bind(line.id().as_str())
     .bind(filter.archived)
     .bind(limit)
     .bind(after_at)
@@ -116,7 +117,7 @@ pub struct FoundMessage {
 /// Find a message of the chat (line, phone) by our id (`msg_…`) or its WhatsApp id.
 pub async fn find_message(
     pool: &PgPool,
-    line_id: &LineId,
+    line: &OwnedLine,
     phone: &PhoneNumber,
     id: &str,
 ) -> Result<Option<FoundMessage>, sqlx::Error> {
@@ -124,7 +125,7 @@ pub async fn find_message(
         "SELECT message_id, engine_message_id, direction, status FROM rm_messages \
          WHERE line_id = $1 AND chat_phone = $2 AND (message_id = $3 OR engine_message_id = $3) AND type <> 'reaction'",
     )
-    .bind(line_id.as_str())
+    .bind(line.id().as_str())
     .bind(phone.as_str())
     .bind(id)
     .fetch_optional(pool)
@@ -138,20 +139,19 @@ pub async fn find_message(
 /// can be quoted or reacted to at once).
 pub async fn find_own_message(
     pool: &PgPool,
-    account_id: &AccountId,
-    line_id: &LineId,
+    line: &OwnedLine,
     phone: &PhoneNumber,
     id: &str,
 ) -> Result<Option<FoundMessage>, ApiError> {
-    crate::consistency::await_own_writes(pool, account_id, &["messages"], Duration::from_secs(5)).await?;
-    Ok(find_message(pool, line_id, phone, id).await?)
+    crate::consistency::await_own_writes(pool, line.account_id(), &["messages"], Duration::from_secs(5)).await?;
+    Ok(find_message(pool, line, phone, id).await?)
 }
 
 /// The WhatsApp ids of the chat's inbound messages among `ids` (ours or WhatsApp's), in one query.
 /// Returns the ids that matched no received message of the chat as the error.
 pub async fn inbound_engine_ids(
     pool: &PgPool,
-    line_id: &LineId,
+    line: &OwnedLine,
     phone: &PhoneNumber,
     ids: &[String],
 ) -> Result<Result<Vec<String>, Vec<String>>, sqlx::Error> {
@@ -160,7 +160,7 @@ pub async fn inbound_engine_ids(
            JOIN rm_messages m ON m.line_id = $1 AND m.chat_phone = $2 AND m.direction = 'inbound' \
             AND m.engine_message_id IS NOT NULL AND (m.message_id = q.id OR m.engine_message_id = q.id)",
     )
-    .bind(line_id.as_str())
+    .bind(line.id().as_str())
     .bind(phone.as_str())
     .bind(ids)
     .fetch_all(pool)
@@ -175,12 +175,12 @@ pub async fn inbound_engine_ids(
 }
 
 /// The WhatsApp ids of the chat's inbound messages not read yet.
-pub async fn unread_engine_ids(pool: &PgPool, line_id: &LineId, phone: &PhoneNumber) -> Result<Vec<String>, sqlx::Error> {
+pub async fn unread_engine_ids(pool: &PgPool, line: &OwnedLine, phone: &PhoneNumber) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT engine_message_id FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND direction = 'inbound' \
            AND status <> 'read' AND engine_message_id IS NOT NULL AND type <> 'reaction' ORDER BY position",
     )
-    .bind(line_id.as_str())
+    .bind(line.id().as_str())
     .bind(phone.as_str())
     .fetch_all(pool)
     .await

@@ -1,5 +1,6 @@
 //! Lines of an account: the list, one line, and the line that stands for the account.
 
+use super::owned::OwnedLine;
 use crate::api::error::{ApiError, ErrorCode};
 use chrono::{DateTime, Utc};
 use domain::ids::{AccountId, LineId};
@@ -35,23 +36,34 @@ pub struct LinesResponse {
 
 const LINE_COLUMNS: &str = "line_id, status, phone, engine, created_at, connected_at";
 
-/// The account's line, or `line_not_found`.
-pub async fn get(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
+/// The account's line (what commands and queries on it take) and how it is now, or
+/// `line_not_found` (another account's line does not exist for this one).
+pub async fn owned(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<(OwnedLine, LineView), ApiError> {
+    let view = select(pool, account_id, line_id).await?;
+    Ok((OwnedLine::vouched(account_id.clone(), line_id.clone()), view))
+}
+
+/// The account's line that is connected, or the published error (`line_not_found`, `line_not_connected`).
+pub async fn connected(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<(OwnedLine, LineView), ApiError> {
+    let (line, view) = owned(pool, account_id, line_id).await?;
+    if view.status != "connected" {
+        return Err(ErrorCode::LineNotConnected.into());
+    }
+    Ok((line, view))
+}
+
+/// How the line is now (after a command on it, say).
+pub async fn view(pool: &PgPool, line: &OwnedLine) -> Result<LineView, ApiError> {
+    select(pool, line.account_id(), line.id()).await
+}
+
+async fn select(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
     sqlx::query_as(&format!("SELECT {LINE_COLUMNS} FROM lines WHERE line_id = $1 AND account_id = $2"))
         .bind(line_id.as_str())
         .bind(account_id.as_str())
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| ErrorCode::LineNotFound.into())
-}
-
-/// The account's line that is connected, or the published error (`line_not_found`, `line_not_connected`).
-pub async fn connected(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<LineView, ApiError> {
-    let line = get(pool, account_id, line_id).await?;
-    if line.status != "connected" {
-        return Err(ErrorCode::LineNotConnected.into());
-    }
-    Ok(line)
 }
 
 /// Every line of the account.

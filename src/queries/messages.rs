@@ -69,7 +69,7 @@ pub struct MessageFilter {
 pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilter) -> Result<MessagesResponse, ApiError> {
     let limit = page_limit(filter.limit, MAX_MESSAGES, MAX_MESSAGES)?;
     let before = position_cursor(filter.cursor.as_deref())?;
-    super::lines::get(&state.pool, account_id, &filter.line_id).await?;
+    let (line, _) = super::lines::owned(&state.pool, account_id, &filter.line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
     let mut messages: Vec<MessageView> = sqlx::query_as(
         "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
@@ -77,7 +77,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
            FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND type <> 'reaction' AND ($3::bigint IS NULL OR position < $3) \
           ORDER BY position DESC LIMIT $4",
     )
-    .bind(filter.line_id.as_str())
+    .bind(line.id().as_str())
     .bind(filter.phone.as_str())
     .bind(before)
     .bind(limit + 1)

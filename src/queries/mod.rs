@@ -8,6 +8,7 @@ pub mod account;
 pub mod chats;
 pub mod lines;
 pub mod messages;
+pub mod owned;
 pub mod webhook_deliveries;
 pub mod webhooks;
 

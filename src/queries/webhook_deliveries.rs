@@ -67,7 +67,7 @@ pub async fn list(pool: &PgPool, account_id: &AccountId, filter: DeliveryFilter)
         ));
     }
     let before = position_cursor(filter.cursor.as_deref())?;
-    super::webhooks::get(pool, account_id, &filter.webhook_id).await?;
+    let (webhook, _) = super::webhooks::owned(pool, account_id, &filter.webhook_id).await?;
     let mut deliveries: Vec<DeliveryView> = sqlx::query_as(
         "SELECT d.delivery_id AS id, d.event_type AS event, d.event_id, d.state AS status, d.attempts, d.last_status_code, \
              d.last_duration_ms, d.last_error, \
@@ -81,8 +81,8 @@ pub async fn list(pool: &PgPool, account_id: &AccountId, filter: DeliveryFilter)
            AND ($4::text IS NULL OR d.state = $4) \
          ORDER BY d.seq DESC LIMIT $5",
     )
-    .bind(filter.webhook_id.as_str())
-    .bind(account_id.as_str())
+    .bind(webhook.id().as_str())
+    .bind(webhook.account_id().as_str())
     .bind(before)
     .bind(status)
     .bind(limit + 1)

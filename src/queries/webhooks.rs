@@ -1,5 +1,6 @@
 //! An account's webhooks: the list and one webhook. The signing secret is never read here.
 
+use super::owned::OwnedWebhook;
 use crate::api::error::{ApiError, ErrorCode};
 use chrono::{DateTime, Utc};
 use domain::ids::{AccountId, WebhookId};
@@ -48,8 +49,19 @@ pub fn parse_id(raw: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(raw).map_err(|_| ErrorCode::WebhookNotFound.into())
 }
 
-/// The account's webhook, or `webhook_not_found`.
-pub async fn get(pool: &PgPool, account_id: &AccountId, id: &WebhookId) -> Result<WebhookView, ApiError> {
+/// The account's webhook (what commands and queries on it take) and how it is now, or
+/// `webhook_not_found` (another account's webhook does not exist for this one).
+pub async fn owned(pool: &PgPool, account_id: &AccountId, id: &WebhookId) -> Result<(OwnedWebhook, WebhookView), ApiError> {
+    let view = select(pool, account_id, id).await?;
+    Ok((OwnedWebhook::vouched(account_id.clone(), id.clone()), view))
+}
+
+/// How the webhook is now (after a command on it, say).
+pub async fn view(pool: &PgPool, webhook: &OwnedWebhook) -> Result<WebhookView, ApiError> {
+    select(pool, webhook.account_id(), webhook.id()).await
+}
+
+async fn select(pool: &PgPool, account_id: &AccountId, id: &WebhookId) -> Result<WebhookView, ApiError> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM webhooks WHERE webhook_id = $1 AND account_id = $2"))
         .bind(id.as_str())
         .bind(account_id.as_str())

@@ -13,6 +13,7 @@ pub mod sender;
 
 use crate::commands::webhooks as webhook_commands;
 use crate::config::Config;
+use crate::queries::owned::OwnedWebhook;
 use crate::secrets::MasterKey;
 use crate::store::{Actor, EventStore, Metadata};
 use chrono::Utc;
@@ -319,9 +320,14 @@ impl Deliverer {
         tracing::warn!(webhook = %claimed.webhook_id, %reason, "disabling a webhook");
         let account_id = AccountId::parse(&claimed.account_id)?;
         let webhook_id = WebhookId::parse(&claimed.webhook_id)?;
+        let webhook = match crate::queries::webhooks::owned(self.store.pool(), &account_id, &webhook_id).await {
+            Ok((webhook, _)) => webhook,
+            // Deleted meanwhile: nothing to disable.
+            Err(e) if e.code() == crate::api::error::ErrorCode::WebhookNotFound => return Ok(()),
+            Err(e) => return Err(anyhow::anyhow!("reading the webhook to disable: {}", e.cause().unwrap_or(e.message()))),
+        };
         let metadata = Metadata::new(Actor::System);
-        match webhook_commands::handle(&self.store, &metadata, &account_id, &webhook_id, WebhookCommand::Disable { reason }).await
-        {
+        match webhook_commands::handle(&self.store, &metadata, &webhook, WebhookCommand::Disable { reason }).await {
             // Deleted meanwhile: nothing to disable.
             Ok(()) | Err(crate::commands::CommandError::Rejected(_)) => Ok(()),
             Err(e) => Err(anyhow::Error::new(e).context("disabling a webhook")),
@@ -329,12 +335,8 @@ impl Deliverer {
     }
 
     /// Send a signed `webhook.test` event to the webhook now. `None`: no such webhook.
-    pub async fn send_test(
-        &self,
-        account_id: &AccountId,
-        webhook_id: &WebhookId,
-        line_id: Option<String>,
-    ) -> Result<Option<AttemptReport>, RetryError> {
+    pub async fn send_test(&self, webhook: &OwnedWebhook, line_id: Option<String>) -> Result<Option<AttemptReport>, RetryError> {
+        let (account_id, webhook_id) = (webhook.account_id(), webhook.id());
         let event_id = EventId::new();
         let body = Notification {
             id: event_id.to_string(),
@@ -365,12 +367,8 @@ impl Deliverer {
     }
 
     /// Send one delivery again now, whatever its state (a failed one too).
-    pub async fn retry_now(
-        &self,
-        account_id: &AccountId,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-    ) -> Result<AttemptReport, RetryError> {
+    pub async fn retry_now(&self, webhook: &OwnedWebhook, delivery_id: &str) -> Result<AttemptReport, RetryError> {
+        let (account_id, webhook_id) = (webhook.account_id(), webhook.id());
         let claimed = queue::claim_one(
             self.store.pool(),
             &self.config.node,

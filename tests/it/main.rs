@@ -13,6 +13,7 @@ mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;
 mod hostile_input;
+mod isolation;
 mod limits;
 mod lines;
 mod mcp;

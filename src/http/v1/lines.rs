@@ -63,7 +63,7 @@ pub async fn create(
             }
             CreateLineError::Command(e) => line_error(e),
         })?;
-    let line = line_queries::get(&state.pool, account_id, &line.line_id).await?;
+    let (_, line) = line_queries::owned(&state.pool, account_id, &line.line_id).await?;
     Ok((StatusCode::CREATED, axum::Json(LineResponse { ok: true, line })))
 }
 
@@ -84,7 +84,7 @@ pub async fn get(
     tenant: Tenant,
     Path(line_id): Path<String>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let line = line_queries::get(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
+    let (_, line) = line_queries::owned(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
     Ok(axum::Json(LineResponse { ok: true, line }))
 }
 
@@ -97,19 +97,18 @@ pub async fn logout(
     tenant: Tenant,
     Path(line_id): Path<String>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let line_id = parse_line_id(&line_id)?;
-    let account_id = &tenant.identity.account_id;
-    let (_, events) = line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Logout)
-        .await
-        .map_err(line_error)?;
+    let (line, _) = line_queries::owned(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
+    let (_, events) =
+        line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Logout).await.map_err(line_error)?;
     if !events.is_empty() {
+        let line_id = line.id();
         // Its worker fails whatever is still queued.
-        state.dispatcher.wake(&line_id);
-        if let Err(e) = state.engine.logout(&line_id).await {
+        state.dispatcher.wake(line_id);
+        if let Err(e) = state.engine.logout(line_id).await {
             tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
         }
     }
-    Ok(axum::Json(LineResponse { ok: true, line: line_queries::get(&state.pool, account_id, &line_id).await? }))
+    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
 }
 
 #[derive(Deserialize)]
@@ -147,7 +146,7 @@ pub async fn qr(
     Query(query): Query<QrQuery>,
 ) -> Result<Response, ApiError> {
     let line_id = parse_line_id(&line_id)?;
-    let line = line_queries::get(&state.pool, &tenant.identity.account_id, &line_id).await?;
+    let (_, line) = line_queries::owned(&state.pool, &tenant.identity.account_id, &line_id).await?;
     if line.status != LineStatus::PendingQr.as_str() {
         return Err(ApiError::new(
             ErrorCode::LineNotPendingQr,

@@ -10,10 +10,10 @@ use crate::api::tenant::Tenant;
 use crate::app::AppState;
 use crate::commands::lines as line_commands;
 use crate::http::extract::Json;
-use crate::queries::lines::get as fetch_line;
+use crate::queries::lines::{self as line_queries, LineView};
+use crate::queries::owned::OwnedLine;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use domain::ids::LineId;
 use domain::line::{EngineKind, LineCommand};
 use domain::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
@@ -38,13 +38,13 @@ pub struct DisconnectRequest {
     reason: Option<String>,
 }
 
-async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<LineId, ApiError> {
-    let line_id = parse_line_id(raw)?;
-    let line = fetch_line(&state.pool, &tenant.identity.account_id, &line_id).await?;
-    if line.engine != EngineKind::Sim.as_str() {
+/// The account's line named in the path, which must be a `sim` line; how it is now.
+async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<(OwnedLine, LineView), ApiError> {
+    let (line, view) = line_queries::owned(&state.pool, &tenant.identity.account_id, &parse_line_id(raw)?).await?;
+    if view.engine != EngineKind::Sim.as_str() {
         return Err(ErrorCode::NotASandboxLine.into());
     }
-    Ok(line_id)
+    Ok((line, view))
 }
 
 /// A simulated phone scans the line's QR code: the line links to that number and connects.
@@ -58,14 +58,11 @@ pub async fn scan(
     Json(body): Json<ScanRequest>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
     let phone = PhoneNumber::parse(&body.phone).map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
-    let line_id = sim_line(&state, &tenant, &line_id).await?;
-    let account_id = &tenant.identity.account_id;
-    line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Connect { phone })
-        .await
-        .map_err(line_error)?;
+    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
+    line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Connect { phone }).await.map_err(line_error)?;
     // A line that comes back sends what queued up while it was away.
-    state.dispatcher.wake(&line_id);
-    Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+    state.dispatcher.wake(line.id());
+    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
 }
 
 /// The line's session drops.
@@ -86,14 +83,13 @@ pub async fn disconnect(
     } else {
         json_body::<Option<DisconnectRequest>>(&body)?.unwrap_or_default()
     };
-    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
     let reason = body.reason.unwrap_or_else(|| "sandbox".into());
-    let account_id = &tenant.identity.account_id;
-    line_commands::handle(&state.store, &tenant.metadata(), account_id, &line_id, LineCommand::Disconnect { reason })
+    line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Disconnect { reason })
         .await
         .map_err(line_error)?;
-    state.dispatcher.wake(&line_id);
-    Ok(axum::Json(LineResponse { ok: true, line: fetch_line(&state.pool, account_id, &line_id).await? }))
+    state.dispatcher.wake(line.id());
+    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
 }
 
 /// What `inbound` takes, for the document: exactly one of text, a file, or a reaction.
@@ -184,14 +180,16 @@ pub async fn inbound(
 ) -> Result<axum::Json<InboundResponse>, ApiError> {
     use domain::message::{Content, Emoji};
     let from = phone("from", &body.from)?;
-    let line_id = sim_line(&state, &tenant, &line_id).await?;
-    limits.sandbox_inbound(&line_id)?;
-    let account_id = &tenant.identity.account_id;
-    crate::queries::lines::connected(&state.pool, account_id, &line_id).await?;
+    let (line, view) = sim_line(&state, &tenant, &line_id).await?;
+    limits.sandbox_inbound(line.id())?;
+    if view.status != "connected" {
+        return Err(ErrorCode::LineNotConnected.into());
+    }
+    let account_id = line.account_id();
     let find = |field: &'static str, id: String| {
-        let (state, line_id, from) = (&state, &line_id, &from);
+        let (state, line, from) = (&state, &line, &from);
         async move {
-            crate::queries::chats::find_own_message(&state.pool, account_id, line_id, from, &id)
+            crate::queries::chats::find_own_message(&state.pool, line, from, &id)
                 .await?
                 .and_then(|m| m.engine_message_id)
                 .ok_or_else(|| ApiError::invalid_field(field, "No sent or received message with that id in this chat."))
@@ -217,7 +215,7 @@ pub async fn inbound(
         None => None,
     };
     let inbound = crate::commands::messages::Inbound {
-        line_id,
+        line_id: line.id().clone(),
         from,
         engine_message_id: crate::engine::new_engine_message_id(),
         content,
@@ -263,7 +261,8 @@ pub async fn fault(
     Path(line_id): Path<String>,
     Json(body): Json<FaultRequest>,
 ) -> Result<axum::Json<FaultResponse>, ApiError> {
-    let line_id = sim_line(&state, &tenant, &line_id).await?;
+    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
+    let line_id = line.id();
     match body.mode.as_str() {
         "none" => sqlx::query("DELETE FROM sim_faults WHERE line_id = $1").bind(line_id.as_str()).execute(&state.pool).await?,
         "fail" | "hang" => {

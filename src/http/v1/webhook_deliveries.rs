@@ -58,20 +58,14 @@ pub async fn test(
     limits: RateLimits,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?;
-    limits.webhook_test(&id)?;
+    let (webhook, view) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
+    limits.webhook_test(webhook.id())?;
     // A test event carries a real line id, so a receiver that routes by line can handle it.
-    let line_id = match webhook.line_id {
+    let line_id = match view.line_id {
         Some(line_id) => Some(line_id),
-        None => crate::queries::lines::representative(&state.pool, &tenant.identity.account_id).await?,
+        None => crate::queries::lines::representative(&state.pool, webhook.account_id()).await?,
     };
-    let attempt = state
-        .deliverer
-        .send_test(&tenant.identity.account_id, &id, line_id)
-        .await
-        .map_err(retry_error)?
-        .ok_or(ErrorCode::WebhookNotFound)?;
+    let attempt = state.deliverer.send_test(&webhook, line_id).await.map_err(retry_error)?.ok_or(ErrorCode::WebhookNotFound)?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }
 
@@ -108,8 +102,7 @@ pub async fn retry(
     tenant: Tenant,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?;
-    let attempt = state.deliverer.retry_now(&tenant.identity.account_id, &id, &delivery_id).await.map_err(retry_error)?;
+    let (webhook, _) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
+    let attempt = state.deliverer.retry_now(&webhook, &delivery_id).await.map_err(retry_error)?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }

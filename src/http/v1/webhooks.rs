@@ -136,7 +136,7 @@ pub async fn create(
     let line_id = match &body.line_id {
         Some(raw) => {
             let line = parse_line_id(raw)?;
-            crate::queries::lines::get(&state.pool, &tenant.identity.account_id, &line).await?;
+            crate::queries::lines::owned(&state.pool, &tenant.identity.account_id, &line).await?;
             Some(line)
         }
         None => None,
@@ -152,10 +152,10 @@ pub async fn create(
         description: body.description,
         secret: state.master_key.seal(secret.expose()),
     };
-    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &webhook_id, command)
+    webhook_commands::create(&state.store, &tenant.metadata(), &tenant.identity.account_id, &webhook_id, command)
         .await
         .map_err(webhook_error)?;
-    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &webhook_id).await?;
+    let (_, webhook) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &webhook_id).await?;
     Ok((StatusCode::CREATED, axum::Json(WebhookResponse { ok: true, webhook, secret: Some(secret.expose().to_owned()) })))
 }
 
@@ -168,7 +168,7 @@ pub async fn get(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<axum::Json<WebhookResponse>, ApiError> {
-    let webhook = webhook_queries::get(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
+    let (_, webhook) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
     Ok(axum::Json(WebhookResponse { ok: true, webhook, secret: None }))
 }
 
@@ -189,18 +189,13 @@ pub async fn update(
     };
     let command =
         WebhookCommand::Update { url, events: event_types(body.events)?, enabled: body.enabled, description: body.description };
-    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, command)
-        .await
-        .map_err(webhook_error)?;
+    let (webhook, _) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &id).await?;
+    webhook_commands::handle(&state.store, &tenant.metadata(), &webhook, command).await.map_err(webhook_error)?;
     if body.enabled == Some(true) {
         // Deliveries that waited while it was disabled may go now.
         state.deliverer.wake();
     }
-    Ok(axum::Json(WebhookResponse {
-        ok: true,
-        webhook: webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?,
-        secret: None,
-    }))
+    Ok(axum::Json(WebhookResponse { ok: true, webhook: webhook_queries::view(&state.pool, &webhook).await?, secret: None }))
 }
 
 /// Delete a webhook.
@@ -212,11 +207,9 @@ pub async fn delete(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<axum::Json<DeletedResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, WebhookCommand::Delete)
-        .await
-        .map_err(webhook_error)?;
-    Ok(axum::Json(DeletedResponse { ok: true, id: id.to_string(), deleted: true }))
+    let (webhook, _) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
+    webhook_commands::handle(&state.store, &tenant.metadata(), &webhook, WebhookCommand::Delete).await.map_err(webhook_error)?;
+    Ok(axum::Json(DeletedResponse { ok: true, id: webhook.id().to_string(), deleted: true }))
 }
 
 /// Replace the signing secret; the old one stops signing at once.
@@ -228,15 +221,13 @@ pub async fn rotate_secret(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<axum::Json<WebhookResponse>, ApiError> {
-    let id = parse_id(&id)?;
+    let (webhook, _) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
     let secret = crate::secrets::new_webhook_secret();
     let command = WebhookCommand::RotateSecret { secret: state.master_key.seal(secret.expose()) };
-    webhook_commands::handle(&state.store, &tenant.metadata(), &tenant.identity.account_id, &id, command)
-        .await
-        .map_err(webhook_error)?;
+    webhook_commands::handle(&state.store, &tenant.metadata(), &webhook, command).await.map_err(webhook_error)?;
     Ok(axum::Json(WebhookResponse {
         ok: true,
-        webhook: webhook_queries::get(&state.pool, &tenant.identity.account_id, &id).await?,
+        webhook: webhook_queries::view(&state.pool, &webhook).await?,
         secret: Some(secret.expose().to_owned()),
     }))
 }
