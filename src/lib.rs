@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod consistency;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod engine;

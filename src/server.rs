@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::router())
         .nest("/operator/v1", crate::http::operator::router())
         .merge(crate::mcp::router(state.clone()))
+        .nest("/console", crate::console::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())

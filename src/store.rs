@@ -19,9 +19,19 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Actor {
-    ApiKey { key_id: String },
-    Operator { name: String },
-    Engine { line_id: String },
+    ApiKey {
+        key_id: String,
+    },
+    Operator {
+        name: String,
+    },
+    Engine {
+        line_id: String,
+    },
+    /// A person signed in to the console (the web UI).
+    ConsoleUser {
+        user_id: String,
+    },
     System,
 }
 
@@ -237,6 +247,7 @@ impl EventStore {
             Arc::new(messaging::IdempotencyKeys { response: crate::commands::messages::accepted_response }),
             Arc::new(messaging::DispatchQueue),
             Arc::new(webhooks::Webhooks),
+            Arc::new(console_users::ConsoleUsers),
         ]
     }
 

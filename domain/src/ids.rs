@@ -1,4 +1,4 @@
-//! Typed, prefixed identifiers (`acc_…`, `key_…`, `line_…`, `msg_…`, `wh_…`, `evt_…`).
+//! Typed, prefixed identifiers (`acc_…`, `key_…`, `line_…`, `msg_…`, `wh_…`, `evt_…`, `usr_…`).
 //!
 //! The body is 26 characters of lowercase Crockford base32 over a UUIDv7, so ids sort by creation
 //! time and cannot be guessed. `parse` accepts only well-formed ids of the right kind.
@@ -106,6 +106,8 @@ typed_id!(/// An event of the log.
     EventId, "evt_", "event");
 typed_id!(/// One event on its way to one webhook.
     DeliveryId, "dlv_", "delivery");
+typed_id!(/// A person who signs in to the console (the web UI) of one account.
+    ConsoleUserId, "usr_", "console user");
 
 #[cfg(test)]
 mod tests {

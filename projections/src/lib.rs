@@ -3,10 +3,11 @@
 //! - [`log`]: the event log as readers see it, in an order that never skips a late commit.
 //! - [`runtime`]: asynchronous projections with a checkpoint, an advisory lock and NOTIFY wake-ups.
 //! - [`notify`]: the one LISTEN connection per process that wakes runners and caches.
-//! - Inline projections ([`accounts`], [`api_keys`], [`lines`]) run inside the append transaction.
+//! - Inline projections ([`accounts`], [`api_keys`], [`lines`], [`console_users`]) run inside the append transaction.
 
 pub mod accounts;
 pub mod api_keys;
+pub mod console_users;
 pub mod conversations;
 pub mod lines;
 pub mod log;

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 pub const HEADER: &str = "idempotency-key";
 
 /// A key as given: 1 to 255 visible ASCII characters once trimmed.
+/// What [`parse_key`] accepts, for the OpenAPI document: 1 to 255 visible ASCII characters.
+pub const KEY_PATTERN: &str = r"^[\x21-\x7e]{1,255}$";
+
 pub fn parse_key(raw: &str) -> Option<String> {
     let key = raw.trim();
     ((1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())).then(|| key.to_owned())
@@ -73,6 +76,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(HEADER, key.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn the_documented_pattern_admits_exactly_the_keys_accepted() {
+        let pattern = regex::Regex::new(KEY_PATTERN).unwrap();
+        for key in ["order-1001", "a", &"x".repeat(255), "a b", "", &"x".repeat(256), "ñ", "tab\there", "~!@#$%^&*()"] {
+            assert_eq!(pattern.is_match(key), parse_key(key).is_some(), "{key:?}");
+        }
     }
 
     #[test]

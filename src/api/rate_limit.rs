@@ -61,7 +61,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RateLimits {
     }
 }
 
-struct Limiter<K: Hash + Eq + Clone> {
+/// One keyed limit (the console's sign-in limits use it too).
+pub(crate) struct Limiter<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     config: RateLimit,
     /// What is limited, for the message: "Too many requests for {what}".
@@ -70,7 +71,7 @@ struct Limiter<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
-    fn new(config: RateLimit, what: &'static str) -> Self {
+    pub(crate) fn new(config: RateLimit, what: &'static str) -> Self {
         // Validated at start: per_second at least one a day, burst at least 1.
         let period = Duration::from_secs_f64(1.0 / config.per_second);
         let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
@@ -79,14 +80,19 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     fn check(&self, key: &K) -> Result<(), ApiError> {
-        self.sweep_now_and_then();
-        self.limiter.check_key(key).map_err(|not_until| {
+        self.wait_before(key).map_err(|wait| {
             let RateLimit { per_second, burst } = self.config;
             ApiError::rate_limited(
                 format!("Too many requests for {}: at most {per_second} a second, {burst} at once.", self.what),
-                not_until.wait_time_from(self.limiter.clock().now()),
+                wait,
             )
         })
+    }
+
+    /// Count one request for `key`; over the limit, how long until the next one is allowed.
+    pub(crate) fn wait_before(&self, key: &K) -> Result<(), Duration> {
+        self.sweep_now_and_then();
+        self.limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 
     /// Forget keys whose state is back to a full burst; one caller at a time, the others go on.

@@ -22,9 +22,10 @@ pub struct Filter {
     pub limit: Option<i64>,
 }
 
-/// Payload fields that never leave the server in an audit: webhook secrets are stored sealed and
-/// API keys as hashes, and neither is of use to an auditor.
-const REDACTED_FIELDS: [&str; 3] = ["secret", "key_hash", "previous_hash"];
+/// Payload fields that never leave the server in an audit: webhook secrets are stored sealed, API
+/// keys and the console's one-time links as hashes, console passwords as argon2id hashes, and none
+/// of them is of use to an auditor.
+const REDACTED_FIELDS: [&str; 5] = ["secret", "key_hash", "previous_hash", "password_hash", "token_hash"];
 
 fn redact(value: &mut Value) {
     match value {
@@ -105,5 +106,8 @@ mod tests {
             payload,
             json!({"url": "https://x", "secret": "[redacted]", "nested": [{"key_hash": "[redacted]"}], "previous_hash": null})
         );
+        let mut console = json!({"email": "ana@example.com", "token_hash": "ab", "password_hash": "$argon2id$v=19$x"});
+        redact(&mut console);
+        assert_eq!(console, json!({"email": "ana@example.com", "token_hash": "[redacted]", "password_hash": "[redacted]"}));
     }
 }

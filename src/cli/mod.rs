@@ -2,6 +2,7 @@
 //! prints exactly one JSON object on stdout (scripts rely on the field names); logs go to stderr.
 
 mod audit;
+mod console_users;
 mod progress;
 mod projections;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Console users: invitations and password reset links.
+    #[command(subcommand)]
+    Users(console_users::UsersCommand),
     /// Inspect, rebuild and verify the asynchronous projections.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
@@ -232,6 +236,9 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await.map(|()| ExitCode::SUCCESS)?,
         Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await.map(|()| ExitCode::SUCCESS)?,
         Command::Keys(command) => keys_command(command, &store, &pool).await.map(|()| ExitCode::SUCCESS)?,
+        Command::Users(command) => {
+            console_users::run(command, &config, &store, &pool, operator()).await.map(|()| ExitCode::SUCCESS)?
+        }
         Command::Sim(SimCommand::Scan { line_id, phone, out }) => {
             sim_scan(&store, &line_id, &phone, out).await.map(|()| ExitCode::SUCCESS)?
         }
@@ -261,6 +268,9 @@ async fn serve(
         let base = format!("http://{}", listener.local_addr()?);
         println!("Demo account {} (plan pro), API key {}:\n\n  {}\n", account.id, key.key_id, secret.expose());
         println!("Try it:\n\n  curl -s {base}/api/bridge/v1/me -H \"Authorization: Bearer {}\"\n", secret.expose());
+        let console_base = config.console.base_url.clone().unwrap_or(base);
+        let (email, link) = console_users::demo_owner(store, &operator(), &account.id, &console_base).await?;
+        println!("Console: set a password for {email} and sign in (the link works once, for 24 hours):\n\n  {link}\n");
     }
     // Install the handlers before serving, so that even a signal in the first moment is graceful.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

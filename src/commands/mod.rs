@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod chats;
+pub mod console_users;
 pub mod keys;
 pub mod lines;
 pub mod messages;

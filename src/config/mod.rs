@@ -53,7 +53,28 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     pub http: HttpConfig,
     pub rate_limits: RateLimitsConfig,
+    pub console: ConsoleConfig,
     pub plans: BTreeMap<String, PlanLimits>,
+}
+
+/// The console, the web UI at `/console` (the `[console]` table; BRIDGE_CONSOLE__*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where people reach the console, for the links the CLI prints (`https://bridge.example.com`).
+    /// Unset: `http://` and the listen address.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// A session unused for this long ends (fractions allowed).
+    pub session_idle_minutes: f64,
+    /// A session ends this long after sign-in, however much it is used.
+    pub session_lifetime_hours: u64,
+    /// Anyone may open an account on the `free` plan at /console/signup.
+    pub signup: bool,
+    /// Sign-in attempts per email address.
+    pub sign_in_per_email: RateLimit,
+    /// Sign-in attempts per client address.
+    pub sign_in_per_address: RateLimit,
 }
 
 /// What one client may hold of the HTTP server (the `[http]` table; BRIDGE_HTTP__*).
@@ -89,6 +110,16 @@ pub struct RateLimit {
     pub per_second: f64,
     /// Requests allowed at once after a quiet spell.
     pub burst: u32,
+}
+
+impl RateLimit {
+    fn validate(&self, name: &str) -> anyhow::Result<()> {
+        // Less than one a day is a typo rather than a limit.
+        if !(self.per_second.is_finite() && self.per_second >= 1.0 / 86400.0) || self.burst == 0 {
+            bail!("{name}: per_second must be at least 1/86400 (one a day) and burst at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// Webhook delivery (the `[webhooks]` table; BRIDGE_WEBHOOKS__*).
@@ -183,9 +214,17 @@ impl Config {
         }
         let r = &self.rate_limits;
         for (name, limit) in [("api_key", r.api_key), ("webhook_test", r.webhook_test), ("sandbox_inbound", r.sandbox_inbound)] {
-            // Less than one a day is a typo rather than a limit.
-            if !(limit.per_second.is_finite() && limit.per_second >= 1.0 / 86400.0) || limit.burst == 0 {
-                bail!("rate_limits.{name}: per_second must be at least 1/86400 (one a day) and burst at least 1");
+            limit.validate(&format!("rate_limits.{name}"))?;
+        }
+        let c = &self.console;
+        if !(c.session_idle_minutes.is_finite() && c.session_idle_minutes > 0.0) || c.session_lifetime_hours == 0 {
+            bail!("console.session_idle_minutes and console.session_lifetime_hours must be positive");
+        }
+        c.sign_in_per_email.validate("console.sign_in_per_email")?;
+        c.sign_in_per_address.validate("console.sign_in_per_address")?;
+        if let Some(base) = &c.base_url {
+            if !(base.starts_with("http://") || base.starts_with("https://")) || url::Url::parse(base).is_err() {
+                bail!("console.base_url must be an http:// or https:// URL (got {base})");
             }
         }
         if self.database.max_connections < 2 {

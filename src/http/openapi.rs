@@ -171,6 +171,7 @@ fn build(allow_private_urls: bool) -> Value {
     let paths = doc["paths"].as_object_mut().expect("the document has paths");
     for operations in paths.values_mut() {
         for (_, operation) in operations.as_object_mut().expect("a path item is an object").iter_mut() {
+            add_idempotency_key(operation);
             add_errors(operation);
             add_request_id_header(operation);
         }
@@ -237,6 +238,31 @@ fn flat_error_schema() -> Value {
 fn every_code() -> impl Iterator<Item = ErrorCode> {
     let used: Vec<ErrorCode> = ALWAYS.iter().chain(ERRORS.iter().flat_map(|(_, codes)| codes.iter())).copied().collect();
     ErrorCode::ALL.into_iter().filter(move |code| used.contains(code))
+}
+
+/// The operations that take an `Idempotency-Key` (the published sends).
+const IDEMPOTENT: &[&str] = &["sendMessage", "sendMedia", "replyMessage"];
+
+fn add_idempotency_key(operation: &mut Value) {
+    if !IDEMPOTENT.contains(&operation["operationId"].as_str().unwrap_or_default()) {
+        return;
+    }
+    let header = json!({
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": false,
+        "description": "Makes retries safe for 24 hours: the same key with the same body returns the first answer \
+                        (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": crate::api::idempotency::KEY_PATTERN}
+    });
+    operation
+        .as_object_mut()
+        .expect("an operation is an object")
+        .entry("parameters")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .expect("parameters are a list")
+        .push(header);
 }
 
 /// The operation's error responses, one per status, each naming its codes.

@@ -31,12 +31,13 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
             | StatusCode::UNSUPPORTED_MEDIA_TYPE
             | StatusCode::UNPROCESSABLE_ENTITY
     );
-    let json = response
+    // Ours: JSON from the API, HTML pages from the console (a form shown again with its errors).
+    let ours = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !malformed || json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !malformed || ours {
         return response;
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE {

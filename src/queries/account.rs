@@ -4,6 +4,7 @@
 use crate::api::error::ApiError;
 use crate::auth::Identity;
 use chrono::{DateTime, Utc};
+use domain::ids::AccountId;
 use domain::plan::{Metric, PlanCatalog, PlanLimits};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -100,9 +101,21 @@ pub fn me(plans: &PlanCatalog, id: &Identity) -> Result<MeResponse, ApiError> {
 
 /// The account's use of each metric of its plan in the current billing cycle.
 pub async fn usage(pool: &PgPool, plans: &PlanCatalog, id: &Identity) -> Result<UsageResponse, ApiError> {
-    let (_, limits) = plans.get(&id.plan).map_err(ApiError::server)?;
-    let cycle = domain::billing::cycle_containing(id.cycle_anchor, Utc::now());
-    let used = crate::usage::current(pool, &id.account_id, cycle.start).await?;
+    usage_of(pool, plans, &id.account_id, &id.plan, id.cycle_anchor).await
+}
+
+/// [`usage`] of an account known by its id, plan and cycle anchor (the console's session knows
+/// these without an API key).
+pub async fn usage_of(
+    pool: &PgPool,
+    plans: &PlanCatalog,
+    account_id: &AccountId,
+    plan: &str,
+    cycle_anchor: DateTime<Utc>,
+) -> Result<UsageResponse, ApiError> {
+    let (_, limits) = plans.get(plan).map_err(ApiError::server)?;
+    let cycle = domain::billing::cycle_containing(cycle_anchor, Utc::now());
+    let used = crate::usage::current(pool, account_id, cycle.start).await?;
     let usage = Metric::ALL
         .into_iter()
         .map(|metric| {
@@ -111,5 +124,5 @@ pub async fn usage(pool: &PgPool, plans: &PlanCatalog, id: &Identity) -> Result<
             (metric.as_str().to_owned(), MetricUsage { used, limit, remaining: limit.saturating_sub(used) })
         })
         .collect();
-    Ok(UsageResponse { ok: true, plan: id.plan.clone(), period: CycleView { start: cycle.start, end: cycle.end }, usage })
+    Ok(UsageResponse { ok: true, plan: plan.to_owned(), period: CycleView { start: cycle.start, end: cycle.end }, usage })
 }

@@ -9,6 +9,7 @@ mod audit;
 mod billing;
 mod browser_harness;
 mod cli;
+mod console_auth;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;

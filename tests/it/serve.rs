@@ -26,6 +26,16 @@ async fn serve_demo_prints_a_working_key_and_stops_gracefully_on_sigterm() {
     })
     .await
     .expect("the demo prints a curl line");
+    let invite = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("/console/invite/") {
+                return line.trim().to_owned();
+            }
+        }
+        panic!("no console sign-in link printed");
+    })
+    .await
+    .expect("the demo prints a console sign-in link");
 
     // curl -s http://127.0.0.1:PORT/api/bridge/v1/me -H "Authorization: Bearer wzb_live_…"
     let url = curl.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
@@ -46,6 +56,9 @@ async fn serve_demo_prints_a_working_key_and_stops_gracefully_on_sigterm() {
     .expect("the demo server answers");
     assert_eq!(me["plan"]["name"], "pro");
     assert_eq!(me["account"]["name"], "Demo account");
+    let page = client.get(&invite).send().await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK, "the printed link opens the console's set-password page");
+    assert!(page.text().await.unwrap().contains("choose a password"));
 
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap();

@@ -27,7 +27,6 @@ fn sent(sent: Sent) -> Response {
 
 /// Send text.
 #[utoipa::path(post, path = "/v1/messages/send", tag = "messages", operation_id = "sendMessage", request_body = SendRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
     responses((status = 200, description = "Queued: the line's dispatcher sends it, spaced from the line's other sends", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn send(
@@ -42,7 +41,6 @@ pub async fn send(
 
 /// Send image, video, audio or document.
 #[utoipa::path(post, path = "/v1/messages/send-media", tag = "messages", operation_id = "sendMedia", request_body = SendMediaRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
     responses((status = 200, description = "Queued; the file is downloaded when it is sent", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn send_media(
@@ -57,7 +55,6 @@ pub async fn send_media(
 
 /// Respond by quoting.
 #[utoipa::path(post, path = "/v1/messages/reply", tag = "messages", operation_id = "replyMessage", request_body = ReplyRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe for 24 hours: the same key with the same body returns the first answer (with `Idempotent-Replayed: true`); with another body, 409 idempotency_conflict. Printable ASCII, 1 to 255 characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$")),
     responses((status = 200, description = "Queued", body = SendResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn reply(
