@@ -10,6 +10,7 @@ mod billing;
 mod browser_harness;
 mod cli;
 mod console_auth;
+mod console_browser;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;
