@@ -9,6 +9,8 @@ mod audit;
 mod billing;
 mod cli;
 mod console_auth;
+mod console_usage;
+mod console_webhooks;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;
