@@ -349,3 +349,38 @@ async fn rest_key(app: &TestApp, account: &str) -> String {
     let key = app.cli(&["keys", "create", "--account", account, "--name", "own", "--json"]).await.json();
     key["api_key"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn a_webhook_narrowed_to_a_line_in_the_console_receives_only_that_lines_events() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(private_urls).await;
+    let (account, _, key) = app.account("pro").await;
+    let (chosen, other) = (app.connected_line(&key, "+34600000111").await, app.connected_line(&key, "+34600000112").await);
+    let (status, created) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url, "events": ["message.received"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let dev = user(&app, &account, "dev@example.com", "developer").await;
+    let csrf = dev.csrf().await;
+    let narrowed = dev
+        .post(
+            &format!("/console/webhooks/{webhook}"),
+            &[("_csrf", &csrf), ("url", &receiver.url), ("events", "message.received"), ("line", &chosen)],
+        )
+        .await;
+    assert_eq!(narrowed.status(), StatusCode::SEE_OTHER);
+
+    for (line, text) in [(&other, "to the other line"), (&chosen, "to the chosen line")] {
+        let (status, body) =
+            app.post(&key, &format!("/v1/sandbox/lines/{line}/inbound"), json!({"from": "+34655500001", "message": text})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let got = receiver
+        .wait_for_body("the chosen line's message", std::time::Duration::from_secs(20), |b| b["line_id"] == chosen.as_str())
+        .await;
+    assert_eq!(got.json()["event"], "message.received");
+    // Deliveries are made in the log's order: the other line's message came first and has none.
+    let deliveries =
+        rest(&app, &key, &format!("/v1/webhooks/{webhook}/deliveries")).await["deliveries"].as_array().unwrap().clone();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert!(receiver.requests().iter().all(|r| r.json()["line_id"] == chosen.as_str()));
+}
