@@ -294,6 +294,15 @@ pub struct DeliveryLog {
 }
 
 impl DeliveryLog {
+    /// 422 when the filter was refused, else 200.
+    fn http_status(&self) -> StatusCode {
+        if self.status_error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        }
+    }
+
     pub fn is_status(&self, state: &str) -> bool {
         self.status == state
     }
@@ -392,8 +401,7 @@ pub async fn show(
 ) -> Result<Response, ConsoleError> {
     let id = webhook_id(&raw)?;
     let page = webhook_page(&state, &session, &id, None, query).await?;
-    let status = if page.log.status_error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    Ok(render_with(status, &page))
+    Ok(render_with(page.log.http_status(), &page))
 }
 
 /// Change what the form changes (fields left as they are are not sent), in one event.
@@ -533,6 +541,5 @@ pub async fn deliveries(
     let id = webhook_id(&raw)?;
     webhook_queries::owned(&state.pool, &session.account_id, &id).await.map_err(page_error)?;
     let log = delivery_log(&state, &session, &id, query).await?;
-    let status = if log.status_error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    Ok(render_with(status, &DeliveriesFragment { csrf: session.csrf.clone(), log }))
+    Ok(render_with(log.http_status(), &DeliveriesFragment { csrf: session.csrf.clone(), log }))
 }

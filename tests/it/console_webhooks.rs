@@ -51,6 +51,13 @@ async fn webhook_events(app: &TestApp, webhook: &str) -> Vec<(String, Value, Val
         .unwrap()
 }
 
+/// A webhook registered through REST; its id.
+async fn registered(app: &TestApp, key: &str, body: Value) -> String {
+    let (status, created) = app.post(key, "/v1/webhooks", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["webhook"]["id"].as_str().unwrap().to_owned()
+}
+
 async fn event_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap()
 }
@@ -224,9 +231,7 @@ async fn bad_input_is_shown_next_to_its_field_and_records_nothing() {
     assert_eq!(event_count(&app).await, before, "nothing was recorded");
 
     // An edit with one bad field changes nothing, not even the good fields.
-    let (status, created) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url, "description": "kept"})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let webhook = registered(&app, &key, json!({"url": receiver.url, "description": "kept"})).await;
     let before = event_count(&app).await;
     let response = dev
         .post(
@@ -258,9 +263,7 @@ async fn a_suspended_account_reads_its_webhooks_but_cannot_act() {
     let receiver = Receiver::start().await;
     let app = TestApp::spawn_with(private_urls).await;
     let (account, _, key) = app.account("pro").await;
-    let (status, created) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let webhook = registered(&app, &key, json!({"url": receiver.url})).await;
     let dev = user(&app, &account, "dev@example.com", "developer").await;
     let csrf = dev.csrf().await;
     app.cli(&["accounts", "suspend", &account, "--json"]).await.json();
@@ -290,9 +293,7 @@ async fn another_accounts_webhook_is_not_found_on_every_route_and_nothing_change
     let receiver = Receiver::start().await;
     let app = TestApp::spawn_with(private_urls).await;
     let (_, _, owner_key) = app.account("pro").await;
-    let (status, created) = app.post(&owner_key, "/v1/webhooks", json!({"url": receiver.url})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let webhook = registered(&app, &owner_key, json!({"url": receiver.url})).await;
     let (status, tested) = app.post(&owner_key, &format!("/v1/webhooks/{webhook}/test"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{tested}");
     let delivery = tested["delivery_id"].as_str().unwrap().to_owned();
@@ -300,9 +301,7 @@ async fn another_accounts_webhook_is_not_found_on_every_route_and_nothing_change
     let (intruder_account, _, _) = app.account("pro").await;
     let intruder = user(&app, &intruder_account, "intruder@example.com", "owner").await;
     let csrf = intruder.csrf().await;
-    let (status, own) = app.post(&rest_key(&app, &intruder_account).await, "/v1/webhooks", json!({"url": receiver.url})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let own = own["webhook"]["id"].as_str().unwrap().to_owned();
+    let own = registered(&app, &rest_key(&app, &intruder_account).await, json!({"url": receiver.url})).await;
     let before =
         (event_count(&app).await, receiver.requests().len(), rest(&app, &owner_key, &format!("/v1/webhooks/{webhook}")).await);
 
@@ -356,9 +355,7 @@ async fn a_webhook_narrowed_to_a_line_in_the_console_receives_only_that_lines_ev
     let app = TestApp::spawn_with(private_urls).await;
     let (account, _, key) = app.account("pro").await;
     let (chosen, other) = (app.connected_line(&key, "+34600000111").await, app.connected_line(&key, "+34600000112").await);
-    let (status, created) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url, "events": ["message.received"]})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let webhook = registered(&app, &key, json!({"url": receiver.url, "events": ["message.received"]})).await;
     let dev = user(&app, &account, "dev@example.com", "developer").await;
     let csrf = dev.csrf().await;
     let narrowed = dev
