@@ -18,7 +18,10 @@ pub mod overview;
 pub mod page;
 pub mod password;
 pub mod sign_in;
+pub mod usage;
+pub mod usage_chart;
 pub mod users;
+pub mod webhooks;
 
 use crate::app::AppState;
 use askama::Template;
@@ -35,11 +38,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut sections = Router::new();
     // Sections not built yet answer a placeholder in the layout; each page's module replaces its
     // entry here with its own routes.
-    for section in [Nav::Lines, Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Explorer, Nav::Activity] {
+    for section in [Nav::Lines, Nav::Keys, Nav::Explorer, Nav::Activity] {
         let path = section.href().trim_start_matches("/console");
         sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
     }
     sections
+        .merge(webhooks::routes())
+        .merge(usage::routes())
         .route("/", get(overview::overview))
         .route("/sign-in", get(sign_in::sign_in_page).post(sign_in::sign_in))
         .route("/sign-out", post(sign_in::sign_out))

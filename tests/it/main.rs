@@ -11,6 +11,8 @@ mod browser_harness;
 mod cli;
 mod console_auth;
 mod console_browser;
+mod console_usage;
+mod console_webhooks;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod console;
 pub mod mcp_client;
 pub mod proxy_trap;
 pub mod receiver;
