@@ -61,6 +61,16 @@ impl ConsoleSession {
         }
     }
 
+    /// Refuse (the published `subscription_required`, as a page) unless the account's subscription
+    /// is active: a suspended account may read, not act.
+    pub fn require_active(&self) -> Result<(), ConsoleError> {
+        if self.subscription == "active" {
+            Ok(())
+        } else {
+            Err(ConsoleError::SubscriptionRequired)
+        }
+    }
+
     /// The layout's header and navigation for a page of section `current`.
     pub fn chrome(&self, current: Nav) -> Chrome {
         Chrome {

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod chats;
+pub mod keys;
 pub mod lines;
 pub mod messages;
 pub mod owned;
