@@ -8,6 +8,7 @@ mod api_auth;
 mod audit;
 mod billing;
 mod cli;
+mod console_activity;
 mod console_auth;
 mod console_keys;
 mod conversation_commands;
