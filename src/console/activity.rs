@@ -5,7 +5,7 @@
 use super::auth::ConsoleSession;
 use super::page::{render, utc, Chrome, ConsoleError, Nav};
 use crate::app::AppState;
-use crate::queries::activity::{newest_first, ActivityEntry};
+use crate::queries::activity::{newest_first, ActivityEntry, Who};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -34,10 +34,11 @@ pub struct EventRow {
 
 impl From<ActivityEntry> for EventRow {
     fn from(e: ActivityEntry) -> Self {
-        let actor = match (e.who.kind(), e.who.name()) {
-            ("api_key", Some(key_id)) => format!("API key {key_id}"),
-            (_, Some(name)) => name.to_owned(),
-            (kind, None) => kind.to_owned(),
+        let actor = match &e.who {
+            Who::ApiKey(key_id) => format!("API key {key_id}"),
+            Who::ConsoleUser(email) => email.clone(),
+            Who::Operator => "operator".to_owned(),
+            Who::System => "system".to_owned(),
         };
         EventRow {
             position: e.position,

@@ -34,14 +34,6 @@ impl Who {
             Who::System => "system",
         }
     }
-
-    /// The key's id or the user's email; nothing for the operator and the system.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Who::ApiKey(name) | Who::ConsoleUser(name) => Some(name),
-            Who::Operator | Who::System => None,
-        }
-    }
 }
 
 pub struct ActivityEntry {
