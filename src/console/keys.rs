@@ -125,6 +125,17 @@ async fn page(state: &AppState, session: &ConsoleSession) -> Result<KeysPage, Co
     })
 }
 
+/// The page again, with what was refused (`refusal` puts the error next to its field): 422.
+async fn shown_again(
+    state: &AppState,
+    session: &ConsoleSession,
+    refusal: impl FnOnce(&mut KeysPage),
+) -> Result<Response, ConsoleError> {
+    let mut shown = page(state, session).await?;
+    refusal(&mut shown);
+    Ok(render_with(StatusCode::UNPROCESSABLE_ENTITY, &shown))
+}
+
 /// An owner acting in an active account: what every action of this page needs.
 fn may_act(session: &ConsoleSession) -> Result<(), ConsoleError> {
     session.require_owner()?;
@@ -168,10 +179,11 @@ pub async fn create(
             Ok(render(&shown))
         }
         Err(KeyCommandError::Key(CommandError::Rejected(e @ ApiKeyError::InvalidName))) => {
-            let mut shown = page(&state, &session).await?;
-            shown.name = form.name.chars().take(200).collect();
-            shown.name_error = Some(sentence(&e));
-            Ok(render_with(StatusCode::UNPROCESSABLE_ENTITY, &shown))
+            shown_again(&state, &session, |shown| {
+                shown.name = form.name.chars().take(200).collect();
+                shown.name_error = Some(sentence(&e));
+            })
+            .await
         }
         Err(e) => Err(ConsoleError::Internal(e.into())),
     }
@@ -194,9 +206,8 @@ pub async fn rotate(
     let row_error = |message: String| RowError { key_id: key.id().to_string(), form: "rotate", message, typed: String::new() };
     let Some(grace) = GRACES.iter().find(|(value, ..)| *value == form.grace).map(|(_, _, hours)| hours.map(Duration::hours))
     else {
-        let mut shown = page(&state, &session).await?;
-        shown.row_error = Some(row_error("Choose a grace period from the list.".into()));
-        return Ok(render_with(StatusCode::UNPROCESSABLE_ENTITY, &shown));
+        let error = row_error("Choose a grace period from the list.".into());
+        return shown_again(&state, &session, |shown| shown.row_error = Some(error)).await;
     };
     match keys::rotate(&state.store, &session.metadata(), &key, grace).await {
         Ok((_, secret, until)) => {
@@ -211,9 +222,7 @@ pub async fn rotate(
         }
         Err(CommandError::Rejected(ApiKeyError::NotFound)) => Err(ConsoleError::NotFound(NO_SUCH_KEY)),
         Err(CommandError::Rejected(e)) => {
-            let mut shown = page(&state, &session).await?;
-            shown.row_error = Some(row_error(sentence(&e)));
-            Ok(render_with(StatusCode::UNPROCESSABLE_ENTITY, &shown))
+            shown_again(&state, &session, |shown| shown.row_error = Some(row_error(sentence(&e)))).await
         }
         Err(e) => Err(ConsoleError::Internal(e.into())),
     }
@@ -240,14 +249,13 @@ pub async fn revoke(
     let (key, view) = owned_key(&state, &session, &raw).await?;
     session.require_active()?;
     if !confirms_revocation(&form.confirm, view.name.as_deref().unwrap_or("")) {
-        let mut shown = page(&state, &session).await?;
-        shown.row_error = Some(RowError {
+        let error = RowError {
             key_id: key.id().to_string(),
             form: "revoke",
             message: format!("Type the key's name or \"{REVOKE_WORD}\" to confirm."),
             typed: form.confirm.chars().take(200).collect(),
-        });
-        return Ok(render_with(StatusCode::UNPROCESSABLE_ENTITY, &shown));
+        };
+        return shown_again(&state, &session, |shown| shown.row_error = Some(error)).await;
     }
     match keys::revoke(&state.store, &session.metadata(), &key).await {
         Ok(_) => Ok(Redirect::to(Nav::Keys.href()).into_response()),

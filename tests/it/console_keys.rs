@@ -41,6 +41,15 @@ async fn event_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap()
 }
 
+/// Each action of the page on `key_id` (create, rotate, revoke) with valid fields: (path, form).
+fn every_action<'a>(key_id: &str, csrf: &'a str) -> [(String, Vec<(&'static str, &'a str)>); 3] {
+    [
+        ("/console/keys".to_owned(), vec![("_csrf", csrf), ("name", "x")]),
+        (format!("/console/keys/{key_id}/rotate"), vec![("_csrf", csrf), ("grace", "none")]),
+        (format!("/console/keys/{key_id}/revoke"), vec![("_csrf", csrf), ("confirm", "revoke")]),
+    ]
+}
+
 async fn me_status(app: &TestApp, key: &str) -> StatusCode {
     app.get("/v1/me", key).await.status()
 }
@@ -244,11 +253,7 @@ async fn developers_get_the_forbidden_page_and_change_nothing() {
     let page = developer.get("/console/keys").await;
     assert_eq!(page.status(), StatusCode::FORBIDDEN);
     assert!(page.text().await.unwrap().contains("Only owners"));
-    for (path, fields) in [
-        ("/console/keys".to_owned(), vec![("_csrf", csrf.as_str()), ("name", "x")]),
-        (format!("/console/keys/{key_id}/rotate"), vec![("_csrf", csrf.as_str()), ("grace", "none")]),
-        (format!("/console/keys/{key_id}/revoke"), vec![("_csrf", csrf.as_str()), ("confirm", "revoke")]),
-    ] {
+    for (path, fields) in every_action(&key_id, &csrf) {
         assert_eq!(developer.post(&path, &fields).await.status(), StatusCode::FORBIDDEN, "{path}");
     }
     assert_eq!(event_count(&app).await, before);
@@ -268,11 +273,7 @@ async fn a_suspended_account_sees_its_keys_but_cannot_change_them() {
     let html = page.text().await.unwrap();
     assert!(html.contains(&key_id) && html.contains("data-testid=\"subscription-required\""));
     let before = event_count(&app).await;
-    for (path, fields) in [
-        ("/console/keys".to_owned(), vec![("_csrf", csrf.as_str()), ("name", "x")]),
-        (format!("/console/keys/{key_id}/rotate"), vec![("_csrf", csrf.as_str()), ("grace", "none")]),
-        (format!("/console/keys/{key_id}/revoke"), vec![("_csrf", csrf.as_str()), ("confirm", "revoke")]),
-    ] {
+    for (path, fields) in every_action(&key_id, &csrf) {
         let refused = owner.post(&path, &fields).await;
         assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED, "{path}");
         assert!(refused.text().await.unwrap().contains("The Bridge subscription of this account is not active."));
