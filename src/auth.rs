@@ -14,7 +14,10 @@
 //!
 //! An answer from the database is cached only if no invalidation came while it was being read:
 //! a lookup that read a key just before its revocation committed must not put it back afterwards.
+//!
+//! A key that authenticates is noted as used ([`crate::key_use`]), off the request's path.
 
+use crate::key_use::KeyUse;
 use chrono::{DateTime, Utc};
 use domain::account::SubscriptionStatus;
 use domain::api_key::{ApiKeySecret, KeyHash};
@@ -141,12 +144,15 @@ pub struct Authenticator {
     pool: PgPool,
     cache: RwLock<KeyCache>,
     lookups: AtomicU64,
+    /// Each key's last use, for the console (written off the request's path).
+    last_use: KeyUse,
 }
 
 impl Authenticator {
     /// `unknown_ttl`: how long a key found unknown is refused without asking the database again.
     pub fn new(pool: PgPool, unknown_ttl: Duration) -> Self {
-        Self { pool, cache: RwLock::new(KeyCache::new(unknown_ttl)), lookups: AtomicU64::new(0) }
+        let last_use = KeyUse::new(pool.clone());
+        Self { pool, cache: RwLock::new(KeyCache::new(unknown_ttl)), lookups: AtomicU64::new(0), last_use }
     }
 
     pub async fn authenticate(&self, presented: &str) -> Result<Result<Arc<Identity>, AuthFailure>, sqlx::Error> {
@@ -165,7 +171,10 @@ impl Authenticator {
         };
         match answer {
             Answer::Known { valid_until: Some(until), .. } if until <= Utc::now() => Ok(Err(AuthFailure::Invalid)),
-            Answer::Known { identity, .. } => Ok(Ok(identity)),
+            Answer::Known { identity, .. } => {
+                self.last_use.note(&identity.key_id);
+                Ok(Ok(identity))
+            }
             Answer::Unknown => Ok(Err(AuthFailure::Invalid)),
         }
     }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod dispatch;
 pub mod engine;
 pub mod http;
+pub mod key_use;
 pub mod maintenance;
 pub mod mcp;
 pub mod media;

@@ -10,6 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wazion_bridge::api::tenant::Caller;
 use wazion_bridge::commands::messages::{send, Send as SendMessage};
 use wazion_bridge::config::Config;
 use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
@@ -267,7 +268,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = wazion_bridge::server::start(config.clone(), pool.clone(), listener).await?;
     let base = format!("http://{}", running.addr);
-    let (_, secret) = wazion_bridge::commands::keys::create(&store, &operator, &accounts[0].0, None).await?;
+    let (_, secret) = wazion_bridge::commands::keys::create(
+        &store,
+        &Caller { account_id: accounts[0].0.clone(), metadata: operator.clone() },
+        None,
+    )
+    .await?;
     let key = secret.expose().to_owned();
     let http = reqwest::Client::new();
     let (h, b, k) = (http.clone(), base.clone(), key.clone());
@@ -344,7 +350,12 @@ async fn main() -> anyhow::Result<()> {
     // The same over the other accounts' lines, each with its own webhook: lines go in parallel
     // (one line's events go out one at a time, in order).
     for (account, _) in accounts.iter().skip(1) {
-        let (_, secret) = wazion_bridge::commands::keys::create(&store, &operator, account, None).await?;
+        let (_, secret) = wazion_bridge::commands::keys::create(
+            &store,
+            &Caller { account_id: account.clone(), metadata: operator.clone() },
+            None,
+        )
+        .await?;
         let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(secret.expose());
         let r = r.json(&json!({"url": receiver_url, "events": ["message.received"]})).send().await?;
         anyhow::ensure!(r.status().is_success(), "creating a bench webhook: {}", r.status());

@@ -43,10 +43,16 @@ fn redact(value: &mut Value) {
     }
 }
 
-/// One event as an audit line.
-pub fn line(event: &StoredEvent) -> Value {
+/// The event's payload without its secrets: what an audit, and the console's Activity page, show.
+pub fn redacted_payload(event: &StoredEvent) -> Value {
     let mut payload = event.payload.clone();
     redact(&mut payload);
+    payload
+}
+
+/// One event as an audit line.
+pub fn line(event: &StoredEvent) -> Value {
+    let payload = redacted_payload(event);
     json!({
         "position": event.global_position,
         "recorded_at": event.recorded_at,

@@ -204,6 +204,11 @@ fn operator() -> Metadata {
     Metadata::new(Actor::Operator { name: format!("cli:{name}") })
 }
 
+/// The operator acting in `account_id`, as the caller of a command.
+fn operator_in(account_id: AccountId) -> crate::api::tenant::Caller {
+    crate::api::tenant::Caller { account_id, metadata: operator() }
+}
+
 fn print(json_out: bool, value: Value, text: impl FnOnce() -> String) {
     if json_out {
         println!("{value}");
@@ -264,7 +269,7 @@ async fn serve(
         .with_context(|| format!("cannot listen on {} (set BRIDGE_LISTEN)", config.listen))?;
     if demo {
         let (account, _) = accounts::open(store, plans, &operator(), "Demo account", "pro").await?;
-        let (key, secret) = keys::create(store, &operator(), &account.id, Some("demo".into())).await?;
+        let (key, secret) = keys::create(store, &operator_in(account.id.clone()), Some("demo".into())).await?;
         let base = format!("http://{}", listener.local_addr()?);
         println!("Demo account {} (plan pro), API key {}:\n\n  {}\n", account.id, key.key_id, secret.expose());
         println!("Try it:\n\n  curl -s {base}/api/bridge/v1/me -H \"Authorization: Bearer {}\"\n", secret.expose());
@@ -360,11 +365,18 @@ fn key_error(id: &str, e: CommandError<ApiKeyError>) -> anyhow::Error {
     }
 }
 
+/// The key `raw` names, in whichever account holds it (the operator acts for every account).
+async fn operator_key(pool: &sqlx::PgPool, raw: &str) -> anyhow::Result<crate::queries::owned::OwnedKey> {
+    let id = KeyId::parse(raw).map_err(|e| anyhow!("{e}"))?;
+    let found = crate::queries::keys::for_operator(pool, &id).await?;
+    found.map(|(key, _)| key).ok_or_else(|| key_error(raw, CommandError::Rejected(ApiKeyError::NotFound)))
+}
+
 async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { account, name, out } => {
             let account_id = parse_account(&account)?;
-            let (key, secret) = keys::create(store, &operator(), &account_id, name).await.map_err(|e| match e {
+            let (key, secret) = keys::create(store, &operator_in(account_id), name).await.map_err(|e| match e {
                 keys::KeyCommandError::AccountNotFound => anyhow!("no account {account}"),
                 keys::KeyCommandError::Key(e) => key_error("", e),
             })?;
@@ -378,8 +390,8 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
             });
         }
         KeysCommand::Rotate { key_id, grace, out } => {
-            let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
-            let (key, secret, until) = keys::rotate(store, &operator(), &id, grace).await.map_err(|e| key_error(&key_id, e))?;
+            let key = operator_key(pool, &key_id).await?;
+            let (key, secret, until) = keys::rotate(store, &operator(), &key, grace).await.map_err(|e| key_error(&key_id, e))?;
             print(
                 out.json,
                 json!({"key_id": key.key_id, "account_id": key.account_id, "api_key": secret.expose(), "previous_valid_until": until}),
@@ -394,8 +406,8 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
             );
         }
         KeysCommand::Revoke { key_id, out } => {
-            let id = KeyId::parse(&key_id).map_err(|e| anyhow!("{e}"))?;
-            let changed = keys::revoke(store, &operator(), &id).await.map_err(|e| key_error(&key_id, e))?;
+            let key = operator_key(pool, &key_id).await?;
+            let changed = keys::revoke(store, &operator(), &key).await.map_err(|e| key_error(&key_id, e))?;
             print(out.json, json!({"key_id": key_id, "status": "revoked", "changed": changed}), || {
                 if changed {
                     format!("revoked key {key_id}")
@@ -413,29 +425,16 @@ async fn keys_command(command: KeysCommand, store: &EventStore, pool: &sqlx::PgP
             if !exists {
                 bail!("no account {account}");
             }
-            type Row = (
-                String,
-                Option<String>,
-                String,
-                chrono::DateTime<chrono::Utc>,
-                Option<chrono::DateTime<chrono::Utc>>,
-                Option<chrono::DateTime<chrono::Utc>>,
-            );
-            let rows: Vec<Row> = sqlx::query_as(
-                "SELECT key_id, name, status, created_at, rotated_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY key_id",
-            )
-            .bind(account_id.as_str())
-            .fetch_all(pool)
-            .await?;
+            let rows = crate::queries::keys::list(pool, &account_id).await?;
             let list: Vec<Value> = rows
                 .iter()
-                .map(|(id, name, status, created, rotated, revoked)| {
-                    json!({"key_id": id, "name": name, "status": status, "created_at": created, "rotated_at": rotated, "revoked_at": revoked})
+                .map(|k| {
+                    json!({"key_id": k.key_id, "name": k.name, "status": k.status, "created_at": k.created_at, "rotated_at": k.rotated_at, "revoked_at": k.revoked_at})
                 })
                 .collect();
             print(out.json, json!({"account_id": account, "keys": list}), || {
                 rows.iter()
-                    .map(|(id, name, status, ..)| format!("{id}  {status:<8}  {}", name.as_deref().unwrap_or("-")))
+                    .map(|k| format!("{}  {:<8}  {}", k.key_id, k.status, k.name.as_deref().unwrap_or("-")))
                     .collect::<Vec<_>>()
                     .join("\n")
             });

@@ -1,7 +1,11 @@
-//! API-key commands: create, rotate, revoke. Secrets are generated here, returned to the caller
-//! once, and only their hashes go any further.
+//! API-key commands: create, rotate, revoke, what `bridge keys` and the console's API keys page
+//! run. Secrets are generated here, returned to the caller once, and only their hashes go any
+//! further. Rotating and revoking take an [`OwnedKey`]: the key as a lookup scoped to its account
+//! found it.
 
 use super::{execute, load, CommandError};
+use crate::api::tenant::Caller;
+use crate::queries::owned::OwnedKey;
 use crate::store::{EventStore, Metadata};
 use domain::account::Account;
 use domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyContext, ApiKeyError, ApiKeyEvent, ApiKeySecret, KeyState};
@@ -31,17 +35,25 @@ fn tenant_of(key: &ApiKey) -> Option<String> {
     key.key.as_ref().map(|k| k.account_id.to_string())
 }
 
-fn decide(command: ApiKeyCommand) -> impl Fn(&ApiKey) -> Result<Vec<domain::api_key::ApiKeyEvent>, ApiKeyError> {
-    move |state| state.decide(command.clone(), &ApiKeyContext { now: super::now() })
+/// Decide `command` on the key of `account_id` (a key whose stream names another account is
+/// `NotFound`, whatever the caller looked up).
+fn decide(
+    account_id: &AccountId,
+    command: ApiKeyCommand,
+) -> impl Fn(&ApiKey) -> Result<Vec<domain::api_key::ApiKeyEvent>, ApiKeyError> + '_ {
+    move |state| match &state.key {
+        Some(k) if k.account_id != *account_id => Err(ApiKeyError::NotFound),
+        _ => state.decide(command.clone(), &ApiKeyContext { now: super::now() }),
+    }
 }
 
-/// A new key for the account. The secret is in the result and nowhere else.
+/// A new key for the caller's account. The secret is in the result and nowhere else.
 pub async fn create(
     store: &EventStore,
-    metadata: &Metadata,
-    account_id: &AccountId,
+    caller: &Caller,
     name: Option<String>,
 ) -> Result<(KeyState, ApiKeySecret), KeyCommandError> {
+    let account_id = &caller.account_id;
     let (account, _) = load::<Account>(store, account_id.as_str()).await?;
     if account.opened.is_none() {
         return Err(KeyCommandError::AccountNotFound);
@@ -49,7 +61,7 @@ pub async fn create(
     let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
     let key_id = KeyId::new();
     let command = ApiKeyCommand::Create { key_id: key_id.clone(), account_id: account_id.clone(), name, hash: secret.hash() };
-    let (state, _) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
+    let (state, _) = execute(store, key_id.as_str(), tenant_of, &caller.metadata, decide(account_id, command)).await?;
     Ok((state.key.expect("created"), secret))
 }
 
@@ -58,12 +70,12 @@ pub async fn create(
 pub async fn rotate(
     store: &EventStore,
     metadata: &Metadata,
-    key_id: &KeyId,
+    key: &OwnedKey,
     grace: Option<chrono::Duration>,
 ) -> Result<(KeyState, ApiKeySecret, Option<chrono::DateTime<chrono::Utc>>), CommandError<ApiKeyError>> {
     let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng);
     let command = ApiKeyCommand::Rotate { hash: secret.hash(), grace };
-    let (state, stored) = execute(store, key_id.as_str(), tenant_of, metadata, decide(command)).await?;
+    let (state, stored) = execute(store, key.id().as_str(), tenant_of, metadata, decide(key.account_id(), command)).await?;
     let until = stored.iter().find_map(|e| match e.decode::<ApiKeyEvent>() {
         Ok(ApiKeyEvent::Rotated { previous_valid_until, .. }) => previous_valid_until,
         _ => None,
@@ -72,7 +84,8 @@ pub async fn rotate(
 }
 
 /// Revoke the key: it stops authenticating at once. Returns whether it was active before.
-pub async fn revoke(store: &EventStore, metadata: &Metadata, key_id: &KeyId) -> Result<bool, CommandError<ApiKeyError>> {
-    let (_, stored) = execute(store, key_id.as_str(), tenant_of, metadata, decide(ApiKeyCommand::Revoke)).await?;
+pub async fn revoke(store: &EventStore, metadata: &Metadata, key: &OwnedKey) -> Result<bool, CommandError<ApiKeyError>> {
+    let (_, stored) =
+        execute(store, key.id().as_str(), tenant_of, metadata, decide(key.account_id(), ApiKeyCommand::Revoke)).await?;
     Ok(!stored.is_empty())
 }

@@ -5,7 +5,9 @@
 //! page, and answers an opaque `next_cursor` (null on the last page).
 
 pub mod account;
+pub mod activity;
 pub mod chats;
+pub mod keys;
 pub mod lines;
 pub mod messages;
 pub mod owned;

@@ -1,9 +1,9 @@
-//! Resources of the calling account. A command or query that acts on one line or webhook takes
-//! an owned value, and only the account-scoped lookups of this module's siblings
-//! ([`super::lines::owned`], [`super::webhooks::owned`]) can make one: code that forgets to check
-//! whose resource an id names does not compile.
+//! Resources of the calling account. A command or query that acts on one line, webhook or API key
+//! takes an owned value, and only the account-scoped lookups of this module's siblings
+//! ([`super::lines::owned`], [`super::webhooks::owned`], [`super::keys::owned`]) can make one:
+//! code that forgets to check whose resource an id names does not compile.
 
-use domain::ids::{AccountId, LineId, WebhookId};
+use domain::ids::{AccountId, KeyId, LineId, WebhookId};
 
 /// A resource `id` that belongs to `account_id`, as a lookup scoped to that account found it.
 #[derive(Debug, Clone)]
@@ -32,3 +32,6 @@ pub type OwnedLine = Owned<LineId>;
 
 /// A webhook of the calling account.
 pub type OwnedWebhook = Owned<WebhookId>;
+
+/// An API key of the calling account.
+pub type OwnedKey = Owned<KeyId>;

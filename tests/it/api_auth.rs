@@ -444,7 +444,9 @@ async fn a_revocation_made_while_the_servers_listener_is_down_is_seen_once_it_li
     // The revocation's NOTIFY reaches nobody.
     let store = EventStore::new(revoker.clone(), EventStore::inline_projections());
     let operator = Metadata::new(Actor::Operator { name: "test".into() });
-    assert!(wazion_bridge::commands::keys::revoke(&store, &operator, &KeyId::parse(&key_id).unwrap()).await.unwrap());
+    let (owned, _) =
+        wazion_bridge::queries::keys::for_operator(&revoker, &KeyId::parse(&key_id).unwrap()).await.unwrap().unwrap();
+    assert!(wazion_bridge::commands::keys::revoke(&store, &operator, &owned).await.unwrap());
     sqlx::query(&format!("{database} true")).execute(&mut admin).await.unwrap();
 
     app.eventually("the revoked key is refused once the server listens again", Duration::from_secs(20), || async {

@@ -4,6 +4,8 @@
 //   the HTML fragment at URL, periodically, while the page is visible.
 // - A form with data-inline is submitted with fetch; the HTML fragment answered replaces the
 //   content of the element named by its data-target (a CSS selector).
+// - A button with data-copy="SELECTOR" (rendered hidden: without this script it would do nothing)
+//   is shown, and copies the value (or text) of the element SELECTOR names to the clipboard.
 "use strict";
 (function () {
   function poll(el) {
@@ -43,8 +45,31 @@
     });
   }
 
+  function copy(button) {
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var source = document.querySelector(button.getAttribute("data-copy"));
+      if (!source) return;
+      var text = "value" in source ? source.value : source.textContent;
+      var label = button.textContent;
+      function done(message) {
+        button.textContent = message;
+        setTimeout(function () { button.textContent = label; }, 2000);
+      }
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { done("Copied"); }, function () { done("Select and copy it"); });
+      } else if (source.select) {
+        source.select();
+        done(document.execCommand("copy") ? "Copied" : "Select and copy it");
+      }
+    });
+  }
+
   // Wire the live parts inside `root` (the page, or a fragment just swapped in).
   function start(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      if (!button.__copy) { button.__copy = true; copy(button); }
+    });
     root.querySelectorAll("[data-poll]").forEach(function (el) {
       if (!el.__polling) { el.__polling = true; poll(el); }
     });
