@@ -61,6 +61,15 @@ impl ConsoleSession {
         }
     }
 
+    /// Refuse (a 402 page with the published `subscription_required` meaning) unless the
+    /// account's subscription is active: a suspended account reads but does not act.
+    pub fn require_active(&self) -> Result<(), ConsoleError> {
+        match self.subscription.as_str() {
+            "active" => Ok(()),
+            _ => Err(ConsoleError::SubscriptionRequired),
+        }
+    }
+
     /// The layout's header and navigation for a page of section `current`.
     pub fn chrome(&self, current: Nav) -> Chrome {
         Chrome {

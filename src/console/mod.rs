@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod csrf;
+pub mod lines;
 pub mod overview;
 pub mod page;
 pub mod password;
@@ -35,11 +36,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut sections = Router::new();
     // Sections not built yet answer a placeholder in the layout; each page's module replaces its
     // entry here with its own routes.
-    for section in [Nav::Lines, Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Explorer, Nav::Activity] {
+    for section in [Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Explorer, Nav::Activity] {
         let path = section.href().trim_start_matches("/console");
         sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
     }
     sections
+        .merge(lines::routes())
         .route("/", get(overview::overview))
         .route("/sign-in", get(sign_in::sign_in_page).post(sign_in::sign_in))
         .route("/sign-out", post(sign_in::sign_out))

@@ -112,6 +112,9 @@ pub enum ConsoleError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The account's subscription is not active: it may read, not act.
+    #[error("subscription required")]
+    SubscriptionRequired,
     #[error("too many attempts")]
     RateLimited(Duration),
     #[error("internal error")]
@@ -138,6 +141,11 @@ impl IntoResponse for ConsoleError {
             ConsoleError::CrossSite(m) => (StatusCode::FORBIDDEN, "Request refused", *m),
             ConsoleError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", *m),
             ConsoleError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", *m),
+            ConsoleError::SubscriptionRequired => (
+                StatusCode::PAYMENT_REQUIRED,
+                "Subscription required",
+                crate::api::error::ErrorCode::SubscriptionRequired.message(),
+            ),
             ConsoleError::RateLimited(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Too many sign-in attempts. Wait a little and try again.")
             }

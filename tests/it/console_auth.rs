@@ -2,95 +2,11 @@
 //! sign-in rate limits, roles, events without secrets, and one account never seeing another's.
 //! Real server, real HTTP, cookies handled by hand (no browser needed here).
 
+use crate::common::console::{invite, session_set_cookie, user, user_id, Visitor, PASSWORD};
 use crate::common::TestApp;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 use std::time::Duration;
-
-const PASSWORD: &str = "correct horse battery";
-
-/// A console visitor: no redirects followed, cookies passed by hand.
-struct Visitor<'a> {
-    app: &'a TestApp,
-    http: reqwest::Client,
-    cookie: Option<String>,
-}
-
-impl<'a> Visitor<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { app, http, cookie: None }
-    }
-
-    fn with_cookie(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.cookie {
-            Some(c) => request.header(COOKIE, c),
-            None => request,
-        }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.with_cookie(self.http.get(self.app.url(path))).send().await.unwrap()
-    }
-
-    /// A form POST as a browser on a page of the console sends it (same-origin).
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let request = self.http.post(self.app.url(path)).header("Origin", &self.app.base).header("Sec-Fetch-Site", "same-origin");
-        self.with_cookie(request).form(fields).send().await.unwrap()
-    }
-
-    /// Keep the session cookie a response sets.
-    fn keep_cookie(&mut self, response: &reqwest::Response) {
-        if let Some(set) = session_set_cookie(response) {
-            self.cookie = Some(set.split(';').next().unwrap().to_owned());
-        }
-    }
-
-    async fn sign_in(&mut self, email: &str, password: &str) -> reqwest::Response {
-        let response = self.post("/console/sign-in", &[("email", email), ("password", password)]).await;
-        self.keep_cookie(&response);
-        response
-    }
-
-    /// This session's form token, read from a page.
-    async fn csrf(&self) -> String {
-        let html = self.get("/console").await.text().await.unwrap();
-        let at = html.find("name=\"_csrf\" value=\"").expect("the page has a form token") + 20;
-        html[at..at + 64].to_owned()
-    }
-
-    async fn signed_in(&self) -> bool {
-        self.get("/console").await.status() == StatusCode::OK
-    }
-}
-
-fn session_set_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("__Host-wzb_session="))
-        .map(str::to_owned)
-}
-
-/// `bridge users invite`; the path of the printed link.
-async fn invite(app: &TestApp, account: &str, email: &str, role: &str) -> String {
-    let out = app.cli(&["users", "invite", "--account", account, "--email", email, "--role", role, "--json"]).await.json();
-    let link = out["link"].as_str().unwrap();
-    assert!(link.starts_with("http://127.0.0.1:8080/console/invite/"), "{link}");
-    link.trim_start_matches("http://127.0.0.1:8080").to_owned()
-}
-
-/// An invited user who followed the link and set a password: signed in.
-async fn user<'a>(app: &'a TestApp, account: &str, email: &str, role: &str) -> Visitor<'a> {
-    let path = invite(app, account, email, role).await;
-    let mut visitor = Visitor::new(app);
-    let response = visitor.post(&path, &[("password", PASSWORD), ("confirm", PASSWORD)]).await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    visitor.keep_cookie(&response);
-    visitor
-}
 
 #[tokio::test]
 async fn an_invitation_sets_a_password_and_signs_in_with_the_cookie_as_specified() {
@@ -131,11 +47,6 @@ async fn an_invitation_sets_a_password_and_signs_in_with_the_cookie_as_specified
     assert_eq!(again.sign_in("ana@example.com", PASSWORD).await.status(), StatusCode::SEE_OTHER);
     assert!(again.signed_in().await, "the password signs in");
     app.shutdown().await;
-}
-
-/// The id of the console user with this email.
-async fn user_id(app: &TestApp, email: &str) -> String {
-    sqlx::query_scalar("SELECT user_id FROM console_users WHERE email = $1").bind(email).fetch_one(&app.db.pool).await.unwrap()
 }
 
 async fn user_count(app: &TestApp) -> i64 {
