@@ -5,8 +5,9 @@
 //! - [`csrf`]: the same-origin check on every state-changing request and [`csrf::SignedForm`],
 //!   a form carrying the session's token;
 //! - [`page`]: the layout ([`page::Chrome`]), [`page::render`], and errors as pages;
-//! - [`sign_in`], [`users`], [`overview`]: the pages built so far; the other sections of the
-//!   navigation answer a placeholder until they are built.
+//! - [`sign_in`], [`users`], [`overview`], [`lines`], [`explorer`] (its form made by
+//!   [`openapi_form`]): the pages built so far; the other sections of the navigation answer a
+//!   placeholder until they are built.
 //!
 //! Templates are under `templates/console/` (askama, checked at compile time). The one script,
 //! `/console/assets/console.js`, is ours: it polls `data-poll` fragments and submits `data-inline`
@@ -14,7 +15,9 @@
 
 pub mod auth;
 pub mod csrf;
+pub mod explorer;
 pub mod lines;
+pub mod openapi_form;
 pub mod overview;
 pub mod page;
 pub mod password;
@@ -36,12 +39,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut sections = Router::new();
     // Sections not built yet answer a placeholder in the layout; each page's module replaces its
     // entry here with its own routes.
-    for section in [Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Explorer, Nav::Activity] {
+    for section in [Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Activity] {
         let path = section.href().trim_start_matches("/console");
         sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
     }
     sections
         .merge(lines::routes())
+        .merge(explorer::routes())
         .route("/", get(overview::overview))
         .route("/sign-in", get(sign_in::sign_in_page).post(sign_in::sign_in))
         .route("/sign-out", post(sign_in::sign_out))

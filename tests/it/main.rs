@@ -9,6 +9,7 @@ mod audit;
 mod billing;
 mod cli;
 mod console_auth;
+mod console_explorer;
 mod console_lines;
 mod conversation_commands;
 mod dispatch_recovery;
