@@ -5,6 +5,7 @@
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use domain::console_user::Role;
 use std::time::Duration;
 
 /// The console's sections, in the navigation's order.
@@ -71,8 +72,14 @@ pub struct Chrome {
 }
 
 impl Chrome {
+    /// The sections this user may open: API keys and Users are for owners only.
     pub fn nav(&self) -> Vec<NavItem> {
-        Nav::ALL.into_iter().map(|n| NavItem { href: n.href(), label: n.label(), current: n == self.current }).collect()
+        let owner = self.role == Role::Owner.as_str();
+        Nav::ALL
+            .into_iter()
+            .filter(|n| owner || !matches!(n, Nav::Keys | Nav::Users))
+            .map(|n| NavItem { href: n.href(), label: n.label(), current: n == self.current })
+            .collect()
     }
 }
 

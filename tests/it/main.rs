@@ -1,14 +1,16 @@
 //! The integration tests, one binary: the real server on a real PostgreSQL, over real HTTP.
 //! One module a subject; `common` is the harness (a fresh database per test, the server on port 0,
-//! the `bridge` binary as a process, a webhook receiver).
+//! the `bridge` binary as a process, a webhook receiver, a headless browser).
 
 mod common;
 
 mod api_auth;
 mod audit;
 mod billing;
+mod browser_harness;
 mod cli;
 mod console_auth;
+mod console_browser;
 mod console_explorer;
 mod console_lines;
 mod conversation_commands;

@@ -2,6 +2,7 @@
 //! the real server on port 0 over real HTTP. Background work is driven explicitly, never slept for.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod console;
 pub mod mcp_client;
 pub mod proxy_trap;
