@@ -53,6 +53,50 @@ pub async fn current(
         .collect())
 }
 
+/// What one UTC day counted: messages queued to send, and webhook deliveries charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    pub day: chrono::NaiveDate,
+    pub sent_messages: u64,
+    pub webhook_events: u64,
+}
+
+/// The account's sent messages and charged webhook events per UTC day in `[from, to)`, read from
+/// the same events the counters count (`message.queued`, `webhook_delivery.charged`); every day of
+/// the range is present, zero when nothing happened.
+pub async fn per_day(
+    pool: &PgPool,
+    account_id: &AccountId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DayUsage>, sqlx::Error> {
+    let rows: Vec<(chrono::NaiveDate, i64, i64)> = sqlx::query_as(
+        "SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, \
+                count(*) FILTER (WHERE event_type = 'message.queued'), \
+                count(*) FILTER (WHERE event_type = 'webhook_delivery.charged') \
+           FROM events \
+          WHERE tenant_id = $1 AND recorded_at >= $2 AND recorded_at < $3 \
+            AND event_type IN ('message.queued', 'webhook_delivery.charged') \
+          GROUP BY 1",
+    )
+    .bind(account_id.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let counted: BTreeMap<_, _> = rows.into_iter().map(|(day, sent, charged)| (day, (sent, charged))).collect();
+    let last = (to - chrono::Duration::microseconds(1)).date_naive();
+    Ok(from
+        .date_naive()
+        .iter_days()
+        .take_while(|day| *day <= last)
+        .map(|day| {
+            let (sent, charged) = counted.get(&day).copied().unwrap_or((0, 0));
+            DayUsage { day, sent_messages: sent.max(0) as u64, webhook_events: charged.max(0) as u64 }
+        })
+        .collect())
+}
+
 /// Which billing cycles an export covers: each account's cycles that start in `[from, to)`.
 #[derive(Debug, Clone, Copy)]
 pub struct ExportPeriod {
@@ -113,8 +157,33 @@ pub async fn export(
     period: ExportPeriod,
     now: DateTime<Utc>,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
-    let accounts: Vec<(String, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT account_id, name, cycle_anchor FROM accounts ORDER BY account_id").fetch_all(pool).await?;
+    export_of(pool, plans, None, period, now).await
+}
+
+/// [`export`] of one account only (what the console's download gives a tenant).
+pub async fn export_account(
+    pool: &PgPool,
+    plans: &domain::plan::PlanCatalog,
+    account_id: &AccountId,
+    period: ExportPeriod,
+    now: DateTime<Utc>,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    export_of(pool, plans, Some(account_id), period, now).await
+}
+
+async fn export_of(
+    pool: &PgPool,
+    plans: &domain::plan::PlanCatalog,
+    account: Option<&AccountId>,
+    period: ExportPeriod,
+    now: DateTime<Utc>,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    let accounts: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT account_id, name, cycle_anchor FROM accounts WHERE $1::text IS NULL OR account_id = $1 ORDER BY account_id",
+    )
+    .bind(account.map(AccountId::as_str))
+    .fetch_all(pool)
+    .await?;
     // The cycles are computed here (month lengths, the anchor's day), then looked up together.
     let (mut ids, mut names, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (id, name, anchor) in &accounts {

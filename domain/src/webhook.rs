@@ -61,6 +61,13 @@ impl From<EventType> for String {
     }
 }
 
+/// Which line's events a webhook receives: one line's (`line_id`), or every line's (`None`).
+/// An update carries it only when it changes (`"line": {"line_id": null}` widens it to every line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineScope {
+    pub line_id: Option<LineId>,
+}
+
 /// A webhook's signing secret, encrypted (nonce and ciphertext, base64).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -82,6 +89,8 @@ pub enum WebhookCommand {
         events: Option<Vec<EventType>>,
         enabled: Option<bool>,
         description: Option<String>,
+        /// Which line's events it receives, when that changes.
+        line: Option<LineScope>,
     },
     RotateSecret {
         secret: SealedSecret,
@@ -107,7 +116,15 @@ pub enum WebhookEvent {
         secret: SealedSecret,
     },
     #[serde(rename = "webhook.updated")]
-    Updated { url: Option<String>, events: Option<Vec<EventType>>, enabled: Option<bool>, description: Option<String> },
+    Updated {
+        url: Option<String>,
+        events: Option<Vec<EventType>>,
+        enabled: Option<bool>,
+        description: Option<String>,
+        /// Absent unless the line changed (events recorded before it could change have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<LineScope>,
+    },
     #[serde(rename = "webhook.secret_rotated")]
     SecretRotated { secret: SealedSecret },
     /// Disabled by the delivery worker (410 Gone, or failing for too long). Enabling it again
@@ -173,13 +190,13 @@ impl Aggregate for Webhook {
             (WebhookCommand::Create { .. }, Some(_)) => Err(WebhookError::AlreadyExists),
             (_, None) => Err(WebhookError::NotFound),
             (_, Some(s)) if s.deleted => Err(WebhookError::NotFound),
-            (WebhookCommand::Update { url, events, enabled, description }, Some(_)) => {
+            (WebhookCommand::Update { url, events, enabled, description, line }, Some(_)) => {
                 check_description(&description)?;
                 let events = events.map(dedup).transpose()?;
-                if url.is_none() && events.is_none() && enabled.is_none() && description.is_none() {
+                if url.is_none() && events.is_none() && enabled.is_none() && description.is_none() && line.is_none() {
                     return Ok(vec![]);
                 }
-                Ok(vec![WebhookEvent::Updated { url, events, enabled, description }])
+                Ok(vec![WebhookEvent::Updated { url, events, enabled, description, line }])
             }
             (WebhookCommand::RotateSecret { secret }, Some(_)) => Ok(vec![WebhookEvent::SecretRotated { secret }]),
             // Already disabled (by the tenant or an earlier failure): nothing to record.
@@ -232,7 +249,7 @@ mod tests {
 
     #[test]
     fn an_update_needs_events_when_it_sets_them_and_changes_nothing_when_empty() {
-        let update = |events| WebhookCommand::Update { url: None, events, enabled: None, description: None };
+        let update = |events| WebhookCommand::Update { url: None, events, enabled: None, description: None, line: None };
         assert_eq!(given::<Webhook>(&[created()]).when(update(Some(vec![])), &()), Err(WebhookError::NoEvents));
         assert_eq!(given::<Webhook>(&[created()]).when(update(None), &()), Ok(vec![]));
     }
@@ -248,7 +265,7 @@ mod tests {
             given::<Webhook>(&[created(), WebhookEvent::Disabled { reason: "x".into() }]).when(disable(), &()),
             Ok(vec![])
         );
-        let enabled_again = WebhookEvent::Updated { url: None, events: None, enabled: Some(true), description: None };
+        let enabled_again = WebhookEvent::Updated { url: None, events: None, enabled: Some(true), description: None, line: None };
         assert_eq!(
             given::<Webhook>(&[created(), WebhookEvent::Disabled { reason: "x".into() }, enabled_again])
                 .when(disable(), &())
@@ -256,6 +273,27 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_line_change_is_recorded_and_old_updates_without_one_still_read() {
+        let everywhere = LineScope { line_id: None };
+        let update =
+            WebhookCommand::Update { url: None, events: None, enabled: None, description: None, line: Some(everywhere.clone()) };
+        let recorded = given::<Webhook>(&[created()]).when(update, &()).unwrap();
+        assert_eq!(
+            recorded,
+            vec![WebhookEvent::Updated { url: None, events: None, enabled: None, description: None, line: Some(everywhere) }]
+        );
+        let json = serde_json::to_value(&recorded[0]).unwrap();
+        assert_eq!(json["line"], serde_json::json!({"line_id": null}), "widening to every line is explicit");
+        let old: WebhookEvent = serde_json::from_value(serde_json::json!(
+            {"type": "webhook.updated", "url": null, "events": null, "enabled": false, "description": null}
+        ))
+        .unwrap();
+        assert_eq!(old, WebhookEvent::Updated { url: None, events: None, enabled: Some(false), description: None, line: None });
+        let unchanged = serde_json::to_value(&old).unwrap();
+        assert!(unchanged.get("line").is_none(), "an update that leaves the line alone is written as before");
     }
 
     #[test]

@@ -81,14 +81,18 @@ async fn subscriptions(conn: &mut PgConnection, event: &StoredEvent) -> Result<(
             .execute(conn)
             .await?;
         }
-        WebhookEvent::Updated { events, enabled, .. } => {
+        WebhookEvent::Updated { events, enabled, line, .. } => {
             let events: Option<Vec<String>> = events.map(|e| e.into_iter().map(String::from).collect());
             sqlx::query(
-                "UPDATE webhook_subscriptions SET events = COALESCE($2, events), enabled = COALESCE($3, enabled) WHERE webhook_id = $1",
+                "UPDATE webhook_subscriptions SET events = COALESCE($2, events), enabled = COALESCE($3, enabled), \
+                     line_id = CASE WHEN $4 THEN $5 ELSE line_id END \
+                 WHERE webhook_id = $1",
             )
             .bind(id)
             .bind(events)
             .bind(enabled)
+            .bind(line.is_some())
+            .bind(line.and_then(|l| l.line_id).map(String::from))
             .execute(conn)
             .await?;
         }

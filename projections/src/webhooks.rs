@@ -36,12 +36,13 @@ impl Projection for Webhooks {
                     .execute(conn)
                     .await?;
                 }
-                WebhookEvent::Updated { url, events, enabled, description } => {
+                WebhookEvent::Updated { url, events, enabled, description, line } => {
                     let events: Option<Vec<String>> = events.map(|e| e.into_iter().map(String::from).collect());
                     sqlx::query(
                         "UPDATE webhooks SET url = COALESCE($2, url), events = COALESCE($3, events), enabled = COALESCE($4, enabled), \
                              description = COALESCE($5, description), updated_at = $6, \
-                             disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END \
+                             disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+                             line_id = CASE WHEN $7 THEN $8 ELSE line_id END \
                          WHERE webhook_id = $1",
                     )
                     .bind(id)
@@ -50,6 +51,8 @@ impl Projection for Webhooks {
                     .bind(enabled)
                     .bind(description)
                     .bind(at)
+                    .bind(line.is_some())
+                    .bind(line.and_then(|l| l.line_id).map(String::from))
                     .execute(conn)
                     .await?;
                 }

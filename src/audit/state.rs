@@ -174,7 +174,10 @@ pub fn fold<'e>(as_of: DateTime<Utc>, events: impl IntoIterator<Item = &'e Store
                 }
                 let Some(hook) = webhooks.get_mut(&id) else { continue };
                 match event {
-                    WebhookEvent::Updated { url, events, enabled, description } => {
+                    WebhookEvent::Updated { url, events, enabled, description, line } => {
+                        if let Some(line) = line {
+                            hook.line_id = line.line_id.map(|l| l.to_string());
+                        }
                         hook.url = url.unwrap_or(hook.url.clone());
                         if let Some(events) = events {
                             hook.events = events.iter().map(|t| t.as_str().to_owned()).collect();

@@ -61,12 +61,13 @@ impl ConsoleSession {
         }
     }
 
-    /// Refuse (a 402 page with the published `subscription_required` meaning) unless the
-    /// account's subscription is active: a suspended account reads but does not act.
+    /// Refuse (the published `subscription_required`, as a page) unless the account's subscription
+    /// is active: a suspended account may read, not act.
     pub fn require_active(&self) -> Result<(), ConsoleError> {
-        match self.subscription.as_str() {
-            "active" => Ok(()),
-            _ => Err(ConsoleError::SubscriptionRequired),
+        if self.subscription == "active" {
+            Ok(())
+        } else {
+            Err(ConsoleError::SubscriptionRequired)
         }
     }
 

@@ -5,13 +5,14 @@
 //! - [`csrf`]: the same-origin check on every state-changing request and [`csrf::SignedForm`],
 //!   a form carrying the session's token;
 //! - [`page`]: the layout ([`page::Chrome`]), [`page::render`], and errors as pages;
-//! - [`sign_in`], [`users`], [`overview`], [`lines`], [`explorer`] (its form made by
-//!   [`openapi_form`]): the pages built so far; the other sections of the navigation answer a
-//!   placeholder until they are built.
+//! - [`sign_in`], [`users`], [`overview`], [`lines`], [`webhooks`], [`usage`], [`explorer`] (its
+//!   form made by [`openapi_form`]): the pages built so far; the other sections of the navigation
+//!   answer a placeholder until they are built.
 //!
-//! Templates are under `templates/console/` (askama, checked at compile time). The one script,
-//! `/console/assets/console.js`, is ours: it polls `data-poll` fragments and submits `data-inline`
-//! forms with fetch; every form also works as a plain POST.
+//! Templates are under `templates/console/` (askama, checked at compile time). The scripts are
+//! ours: `/console/assets/console.js` polls `data-poll` fragments and submits `data-inline` forms
+//! with fetch (every form also works as a plain POST); `/console/assets/explorer.js` sends the
+//! explorer's requests, on that page only.
 
 pub mod auth;
 pub mod csrf;
@@ -22,7 +23,10 @@ pub mod overview;
 pub mod page;
 pub mod password;
 pub mod sign_in;
+pub mod usage;
+pub mod usage_chart;
 pub mod users;
+pub mod webhooks;
 
 use crate::app::AppState;
 use askama::Template;
@@ -39,13 +43,15 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let mut sections = Router::new();
     // Sections not built yet answer a placeholder in the layout; each page's module replaces its
     // entry here with its own routes.
-    for section in [Nav::Keys, Nav::Webhooks, Nav::Usage, Nav::Activity] {
+    for section in [Nav::Keys, Nav::Activity] {
         let path = section.href().trim_start_matches("/console");
         sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
     }
     sections
         .merge(lines::routes())
         .merge(explorer::routes())
+        .merge(webhooks::routes())
+        .merge(usage::routes())
         .route("/", get(overview::overview))
         .route("/sign-in", get(sign_in::sign_in_page).post(sign_in::sign_in))
         .route("/sign-out", post(sign_in::sign_out))

@@ -83,6 +83,12 @@ impl Chrome {
     }
 }
 
+/// A time as the console shows it: UTC in ISO 8601 form, to the second (`2025-01-31T09:05:00Z`),
+/// for both a `<time>` element's `datetime` and its text.
+pub fn utc(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A page as an HTML response (200).
 pub fn render(page: &impl Template) -> Response {
     render_with(StatusCode::OK, page)
@@ -119,7 +125,8 @@ pub enum ConsoleError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
-    /// The account's subscription is not active: it may read, not act.
+    /// The account's subscription is not active: it may read, not act (the published
+    /// `subscription_required`).
     #[error("subscription required")]
     SubscriptionRequired,
     #[error("too many attempts")]
@@ -148,11 +155,10 @@ impl IntoResponse for ConsoleError {
             ConsoleError::CrossSite(m) => (StatusCode::FORBIDDEN, "Request refused", *m),
             ConsoleError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", *m),
             ConsoleError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", *m),
-            ConsoleError::SubscriptionRequired => (
-                StatusCode::PAYMENT_REQUIRED,
-                "Subscription required",
-                crate::api::error::ErrorCode::SubscriptionRequired.message(),
-            ),
+            ConsoleError::SubscriptionRequired => {
+                let code = crate::api::error::ErrorCode::SubscriptionRequired;
+                (code.status(), "Subscription required", code.message())
+            }
             ConsoleError::RateLimited(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Too many sign-in attempts. Wait a little and try again.")
             }
@@ -171,4 +177,11 @@ impl IntoResponse for ConsoleError {
         }
         response
     }
+}
+
+/// Whether the request is a console.js `fetch` of a live part (a `data-inline` form or a
+/// `data-poll` fragment), to be answered with the fragment alone: browsers mark `fetch` requests
+/// `Sec-Fetch-Dest: empty`, and a page navigation (a plain form POST) `document`.
+pub fn wants_fragment(headers: &axum::http::HeaderMap) -> bool {
+    headers.get("sec-fetch-dest").is_some_and(|v| v.as_bytes() == b"empty")
 }

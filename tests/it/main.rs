@@ -13,6 +13,8 @@ mod console_auth;
 mod console_browser;
 mod console_explorer;
 mod console_lines;
+mod console_usage;
+mod console_webhooks;
 mod conversation_commands;
 mod dispatch_recovery;
 mod event_log;

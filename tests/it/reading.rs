@@ -270,6 +270,13 @@ async fn rebuilding_the_read_models_from_the_log_gives_the_same_chats_and_messag
             == 4
     })
     .await;
+    // The chats runner applies the reads on its own schedule: the live read models are complete
+    // only when both have caught up with the log.
+    app.eventually("the read models have caught up", Duration::from_secs(20), || async {
+        let status = projections::runtime::status(&app.db.pool, &["chats", "messages"]).await.unwrap();
+        status.iter().all(|s| s.lag == 0)
+    })
+    .await;
     let pool = app.db.pool.clone();
     app.stop_server().await; // the live runners stop; the log is final
 

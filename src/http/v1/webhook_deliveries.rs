@@ -2,13 +2,14 @@
 //! one delivery again.
 
 use super::reads::{self, Params};
-use crate::api::error::{ApiError, ErrorCode};
+use crate::api::error::ApiError;
 use crate::api::rate_limit::RateLimits;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
+use crate::commands::webhooks as webhook_commands;
 use crate::queries::webhook_deliveries::{self as delivery_queries, DeliveryFilter};
-use crate::queries::webhooks::{self as webhook_queries, parse_id};
-use crate::webhook_delivery::{AttemptReport, RetryError};
+use crate::queries::webhooks::parse_id;
+use crate::webhook_delivery::AttemptReport;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Serialize;
@@ -34,18 +35,6 @@ pub struct AttemptResponse {
     pub attempt: AttemptReport,
 }
 
-fn retry_error(e: RetryError) -> ApiError {
-    match e {
-        RetryError::NotFound => ErrorCode::DeliveryNotFound.into(),
-        RetryError::InFlight => ErrorCode::DeliveryInFlight.into(),
-        RetryError::Held { quota: Some(q), .. } => {
-            ApiError::over_limit(ErrorCode::QuotaExceeded, "webhook_events", q.used, q.limit, q.plan)
-        }
-        RetryError::Held { reason, quota: None } => ApiError::new(ErrorCode::DeliveryHeld, reason),
-        RetryError::Internal(e) => ApiError::server(e),
-    }
-}
-
 /// Send a signed `webhook.test` event now; answers with the receiver's status and latency.
 ///
 /// Limited per webhook (`rate_limits.webhook_test`).
@@ -58,14 +47,7 @@ pub async fn test(
     limits: RateLimits,
     Path(id): Path<String>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
-    let (webhook, view) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
-    limits.webhook_test(webhook.id())?;
-    // A test event carries a real line id, so a receiver that routes by line can handle it.
-    let line_id = match view.line_id {
-        Some(line_id) => Some(line_id),
-        None => crate::queries::lines::representative(&state.pool, webhook.account_id()).await?,
-    };
-    let attempt = state.deliverer.send_test(&webhook, line_id).await.map_err(retry_error)?.ok_or(ErrorCode::WebhookNotFound)?;
+    let attempt = webhook_commands::send_test(&state, &tenant.caller(), &limits, &parse_id(&id)?).await?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }
 
@@ -102,7 +84,6 @@ pub async fn retry(
     tenant: Tenant,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> Result<Json<AttemptResponse>, ApiError> {
-    let (webhook, _) = webhook_queries::owned(&state.pool, &tenant.identity.account_id, &parse_id(&id)?).await?;
-    let attempt = state.deliverer.retry_now(&webhook, &delivery_id).await.map_err(retry_error)?;
+    let attempt = webhook_commands::retry_delivery(&state, &tenant.caller(), &parse_id(&id)?, &delivery_id).await?;
     Ok(Json(AttemptResponse { ok: true, attempt }))
 }

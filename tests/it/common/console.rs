@@ -1,5 +1,6 @@
-//! Console visitors for the tests: a signed-in user over real HTTP (cookies by hand, forms posted
-//! as a page of the console posts them), and the invitations that make one.
+//! Console visitors for the integration tests: a signed-in user over real HTTP, cookies passed by
+//! hand and redirects not followed, as console_auth.rs first wrote them. Shared by every
+//! console_*.rs test module; keep additions here additive.
 
 use super::TestApp;
 use reqwest::header::{COOKIE, SET_COOKIE};
