@@ -1,7 +1,15 @@
 //! Line commands. Creation counts against the plan's `lines` limit, checked and appended in one
 //! transaction that holds the account's row lock, so concurrent creations cannot overshoot it.
+//!
+//! [`create_line`] and [`logout`] are the requests as REST (`POST /v1/lines`,
+//! `DELETE /v1/lines/{id}`) and the console make them: checked, run, answered with the line.
 
 use super::{execute, CommandError};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::api::fields::parse_line_id;
+use crate::api::tenant::Caller;
+use crate::app::AppState;
+use crate::queries::lines::{self as line_queries, LineView};
 use crate::queries::owned::OwnedLine;
 use crate::store::{Append, EventStore, Metadata, StreamAppend};
 use domain::ids::{AccountId, LineId};
@@ -15,6 +23,53 @@ pub enum CreateLineError {
     LimitReached { used: u64, limit: u64, plan: String },
     #[error(transparent)]
     Command(#[from] CommandError<LineError>),
+}
+
+/// The published error of a line command that failed.
+pub fn line_error(e: CommandError<LineError>) -> ApiError {
+    match e {
+        CommandError::Rejected(LineError::NotFound) => ErrorCode::LineNotFound.into(),
+        CommandError::Rejected(LineError::NotConnected) => ErrorCode::LineNotConnected.into(),
+        CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse)) => {
+            ApiError::new(ErrorCode::LineConflict, format!("{e}."))
+        }
+        CommandError::Rejected(LineError::AlreadyExists) => ApiError::server(anyhow::anyhow!("line id collision")),
+        other => ApiError::server(other),
+    }
+}
+
+/// Create a line of the caller's account with the engine named (`sim` when none); the new line,
+/// waiting for its QR code to be scanned.
+pub async fn create_line(state: &AppState, caller: &Caller, engine: Option<&str>) -> Result<LineView, ApiError> {
+    let engine = match engine {
+        None => EngineKind::Sim,
+        Some(e) => EngineKind::parse(e)
+            .ok_or_else(|| ApiError::invalid_field("engine", format!("Unknown engine `{e}`; available: sim.")))?,
+    };
+    let account_id = &caller.account_id;
+    let line = create(&state.store, &state.plans, &caller.metadata, account_id, engine).await.map_err(|e| match e {
+        CreateLineError::LimitReached { used, limit, plan } => {
+            ApiError::over_limit(ErrorCode::LineLimitReached, "lines", used, limit, plan)
+        }
+        CreateLineError::Command(e) => line_error(e),
+    })?;
+    let (_, line) = line_queries::owned(&state.pool, account_id, &line.line_id).await?;
+    Ok(line)
+}
+
+/// Log the caller's line `raw_line_id` out of WhatsApp (for good); the line as it is then.
+pub async fn logout(state: &AppState, caller: &Caller, raw_line_id: &str) -> Result<LineView, ApiError> {
+    let (line, _) = line_queries::owned(&state.pool, &caller.account_id, &parse_line_id(raw_line_id)?).await?;
+    let (_, events) = handle(&state.store, &caller.metadata, &line, LineCommand::Logout).await.map_err(line_error)?;
+    if !events.is_empty() {
+        let line_id = line.id();
+        // Its worker fails whatever is still queued.
+        state.dispatcher.wake(line_id);
+        if let Err(e) = state.engine.logout(line_id).await {
+            tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
+        }
+    }
+    line_queries::view(&state.pool, &line).await
 }
 
 pub async fn create(

@@ -8,6 +8,7 @@ pub mod console_users;
 pub mod keys;
 pub mod lines;
 pub mod messages;
+pub mod sandbox;
 pub mod sending;
 pub mod webhooks;
 

@@ -5,17 +5,21 @@
 //! - [`csrf`]: the same-origin check on every state-changing request and [`csrf::SignedForm`],
 //!   a form carrying the session's token;
 //! - [`page`]: the layout ([`page::Chrome`]), [`page::render`], and errors as pages;
-//! - [`sign_in`], [`users`], [`overview`], [`keys`], [`activity`]: the pages built so far; the
-//!   other sections of the navigation answer a placeholder until they are built.
+//! - the pages: [`sign_in`], [`users`], [`overview`], [`lines`], [`keys`], [`webhooks`], [`usage`],
+//!   [`explorer`] (its form made by [`openapi_form`]) and [`activity`].
 //!
-//! Templates are under `templates/console/` (askama, checked at compile time). The one script,
-//! `/console/assets/console.js`, is ours: it polls `data-poll` fragments and submits `data-inline`
-//! forms with fetch; every form also works as a plain POST.
+//! Templates are under `templates/console/` (askama, checked at compile time). The scripts are
+//! ours: `/console/assets/console.js` polls `data-poll` fragments and submits `data-inline` forms
+//! with fetch (every form also works as a plain POST); `/console/assets/explorer.js` sends the
+//! explorer's requests, on that page only.
 
 pub mod activity;
 pub mod auth;
 pub mod csrf;
+pub mod explorer;
 pub mod keys;
+pub mod lines;
+pub mod openapi_form;
 pub mod overview;
 pub mod page;
 pub mod password;
@@ -26,25 +30,19 @@ pub mod users;
 pub mod webhooks;
 
 use crate::app::AppState;
-use askama::Template;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use page::{Chrome, ConsoleError, Nav};
+use page::ConsoleError;
 
 pub use sign_in::{link, LinkKind};
 
 /// Every console route, to be nested at `/console`.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let mut sections = Router::new();
-    // Sections not built yet answer a placeholder in the layout; each page's module replaces its
-    // entry here with its own routes.
-    for section in [Nav::Lines, Nav::Explorer] {
-        let path = section.href().trim_start_matches("/console");
-        sections = sections.route(path, get(move |session: auth::ConsoleSession| async move { placeholder(session, section) }));
-    }
-    sections
+    Router::new()
+        .merge(lines::routes())
+        .merge(explorer::routes())
         .merge(webhooks::routes())
         .merge(usage::routes())
         .merge(keys::routes())
@@ -90,16 +88,4 @@ async fn script() -> Response {
 
 async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("assets/console.css")).into_response()
-}
-
-#[derive(Template)]
-#[template(path = "console/placeholder.html")]
-struct Placeholder {
-    chrome: Option<Chrome>,
-    heading: &'static str,
-}
-
-/// A section whose page is not built yet (the navigation already links to it).
-fn placeholder(session: auth::ConsoleSession, section: Nav) -> Response {
-    page::render(&Placeholder { chrome: Some(session.chrome(section)), heading: section.label() })
 }

@@ -2,8 +2,10 @@
 
 use super::owned::OwnedLine;
 use crate::api::error::{ApiError, ErrorCode};
+use crate::engine::{QrCode, SessionEngine};
 use chrono::{DateTime, Utc};
 use domain::ids::{AccountId, LineId};
+use domain::line::{EngineKind, LineStatus};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -64,6 +66,36 @@ async fn select(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Resu
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| ErrorCode::LineNotFound.into())
+}
+
+/// The account's line waiting for its QR code to be scanned, and the code it shows now; else
+/// `line_not_found`, or `line_not_pending_qr` with the line's `status`.
+pub async fn pending_qr(
+    pool: &PgPool,
+    engine: &dyn SessionEngine,
+    account_id: &AccountId,
+    line_id: &LineId,
+) -> Result<(LineView, QrCode), ApiError> {
+    let line = select(pool, account_id, line_id).await?;
+    if line.status != LineStatus::PendingQr.as_str() {
+        return Err(ApiError::new(
+            ErrorCode::LineNotPendingQr,
+            format!("The line is {}; it shows a QR code only while it waits for a scan.", line.status),
+        )
+        .with("status", line.status));
+    }
+    let code = engine.qr_code(line_id);
+    Ok((line, code))
+}
+
+/// The account's `sim` line (the sandbox drives only those) and how it is now; else
+/// `line_not_found` or `not_a_sandbox_line`.
+pub async fn sim(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Result<(OwnedLine, LineView), ApiError> {
+    let (line, view) = owned(pool, account_id, line_id).await?;
+    if view.engine != EngineKind::Sim.as_str() {
+        return Err(ErrorCode::NotASandboxLine.into());
+    }
+    Ok((line, view))
 }
 
 /// Every line of the account.

@@ -1,19 +1,17 @@
 //! Lines: create, list, detail, QR code, logout.
 
-use crate::api::error::{ApiError, ErrorCode};
+use crate::api::error::ApiError;
 use crate::api::fields::parse_line_id;
 use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
-use crate::commands::lines::{self as line_commands, CreateLineError};
-use crate::commands::CommandError;
+use crate::commands::lines as line_commands;
 use crate::http::extract::Json;
 use crate::queries::lines as line_queries;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::line::{EngineKind, LineCommand, LineError, LineStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,18 +27,6 @@ pub struct CreateLineRequest {
     pub engine: Option<String>,
 }
 
-pub fn line_error(e: CommandError<LineError>) -> ApiError {
-    match e {
-        CommandError::Rejected(LineError::NotFound) => ErrorCode::LineNotFound.into(),
-        CommandError::Rejected(LineError::NotConnected) => ErrorCode::LineNotConnected.into(),
-        CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse)) => {
-            ApiError::new(ErrorCode::LineConflict, format!("{e}."))
-        }
-        CommandError::Rejected(LineError::AlreadyExists) => ApiError::server(anyhow::anyhow!("line id collision")),
-        other => ApiError::server(other),
-    }
-}
-
 /// Create a line; it waits for its QR code to be scanned.
 #[utoipa::path(post, path = "/v1/lines", tag = "lines", operation_id = "createLine", request_body(content = CreateLineRequest, description = "Optional: an empty object creates a `sim` line"),
     responses((status = 201, description = "The new line, waiting for its QR code to be scanned", body = LineResponse)),
@@ -50,20 +36,7 @@ pub async fn create(
     tenant: Tenant,
     Json(body): Json<CreateLineRequest>,
 ) -> Result<(StatusCode, axum::Json<LineResponse>), ApiError> {
-    let engine = match body.engine.as_deref() {
-        None => EngineKind::Sim,
-        Some(e) => EngineKind::parse(e)
-            .ok_or_else(|| ApiError::invalid_field("engine", format!("Unknown engine `{e}`; available: sim.")))?,
-    };
-    let account_id = &tenant.identity.account_id;
-    let line =
-        line_commands::create(&state.store, &state.plans, &tenant.metadata(), account_id, engine).await.map_err(|e| match e {
-            CreateLineError::LimitReached { used, limit, plan } => {
-                ApiError::over_limit(ErrorCode::LineLimitReached, "lines", used, limit, plan)
-            }
-            CreateLineError::Command(e) => line_error(e),
-        })?;
-    let (_, line) = line_queries::owned(&state.pool, account_id, &line.line_id).await?;
+    let line = line_commands::create_line(&state, &tenant.caller(), body.engine.as_deref()).await?;
     Ok((StatusCode::CREATED, axum::Json(LineResponse { ok: true, line })))
 }
 
@@ -97,18 +70,8 @@ pub async fn logout(
     tenant: Tenant,
     Path(line_id): Path<String>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let (line, _) = line_queries::owned(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
-    let (_, events) =
-        line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Logout).await.map_err(line_error)?;
-    if !events.is_empty() {
-        let line_id = line.id();
-        // Its worker fails whatever is still queued.
-        state.dispatcher.wake(line_id);
-        if let Err(e) = state.engine.logout(line_id).await {
-            tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
-        }
-    }
-    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
+    let line = line_commands::logout(&state, &tenant.caller(), &line_id).await?;
+    Ok(axum::Json(LineResponse { ok: true, line }))
 }
 
 #[derive(Deserialize)]
@@ -145,16 +108,9 @@ pub async fn qr(
     Path(line_id): Path<String>,
     Query(query): Query<QrQuery>,
 ) -> Result<Response, ApiError> {
-    let line_id = parse_line_id(&line_id)?;
-    let (_, line) = line_queries::owned(&state.pool, &tenant.identity.account_id, &line_id).await?;
-    if line.status != LineStatus::PendingQr.as_str() {
-        return Err(ApiError::new(
-            ErrorCode::LineNotPendingQr,
-            format!("The line is {}; it shows a QR code only while it waits for a scan.", line.status),
-        )
-        .with("status", line.status));
-    }
-    let code = state.engine.qr_code(&line_id);
+    let (line, code) =
+        line_queries::pending_qr(&state.pool, state.engine.as_ref(), &tenant.identity.account_id, &parse_line_id(&line_id)?)
+            .await?;
     match query.format.as_deref() {
         None | Some("json") => {
             Ok(axum::Json(QrResponse { ok: true, line_id: line.line_id, qr: code.payload, expires_at: code.expires_at })

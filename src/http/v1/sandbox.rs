@@ -1,21 +1,18 @@
 //! Sandbox endpoints: drive the simulated network of a tenant's own `sim` lines.
 
-use super::lines::{line_error, LineResponse};
-use crate::api::error::{ApiError, ErrorCode};
-use crate::api::fields::{parse_line_id, phone, required, text};
+use super::lines::LineResponse;
+use crate::api::error::ApiError;
+use crate::api::fields::parse_line_id;
 use crate::api::json::json_body;
 use crate::api::rate_limit::RateLimits;
 use crate::api::schemas;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
-use crate::commands::lines as line_commands;
+use crate::commands::sandbox::{self, InboundRequest, InboundResponse};
 use crate::http::extract::Json;
-use crate::queries::lines::{self as line_queries, LineView};
-use crate::queries::owned::OwnedLine;
+use crate::queries::lines as line_queries;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use domain::line::{EngineKind, LineCommand};
-use domain::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -38,15 +35,6 @@ pub struct DisconnectRequest {
     reason: Option<String>,
 }
 
-/// The account's line named in the path, which must be a `sim` line; how it is now.
-async fn sim_line(state: &AppState, tenant: &Tenant, raw: &str) -> Result<(OwnedLine, LineView), ApiError> {
-    let (line, view) = line_queries::owned(&state.pool, &tenant.identity.account_id, &parse_line_id(raw)?).await?;
-    if view.engine != EngineKind::Sim.as_str() {
-        return Err(ErrorCode::NotASandboxLine.into());
-    }
-    Ok((line, view))
-}
-
 /// A simulated phone scans the line's QR code: the line links to that number and connects.
 #[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/scan", tag = "sandbox", operation_id = "sandboxScan", params(("line_id" = String, Path, description = "A `sim` line of the account")),
     request_body = ScanRequest, responses((status = 200, description = "The line, connected to that number", body = LineResponse)),
@@ -57,12 +45,8 @@ pub async fn scan(
     Path(line_id): Path<String>,
     Json(body): Json<ScanRequest>,
 ) -> Result<axum::Json<LineResponse>, ApiError> {
-    let phone = PhoneNumber::parse(&body.phone).map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
-    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
-    line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Connect { phone }).await.map_err(line_error)?;
-    // A line that comes back sends what queued up while it was away.
-    state.dispatcher.wake(line.id());
-    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
+    let line = sandbox::scan(&state, &tenant.caller(), &line_id, &body.phone).await?;
+    Ok(axum::Json(LineResponse { ok: true, line }))
 }
 
 /// The line's session drops.
@@ -83,13 +67,8 @@ pub async fn disconnect(
     } else {
         json_body::<Option<DisconnectRequest>>(&body)?.unwrap_or_default()
     };
-    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
-    let reason = body.reason.unwrap_or_else(|| "sandbox".into());
-    line_commands::handle(&state.store, &tenant.metadata(), &line, LineCommand::Disconnect { reason })
-        .await
-        .map_err(line_error)?;
-    state.dispatcher.wake(line.id());
-    Ok(axum::Json(LineResponse { ok: true, line: line_queries::view(&state.pool, &line).await? }))
+    let line = sandbox::disconnect(&state, &tenant.caller(), &line_id, body.reason).await?;
+    Ok(axum::Json(LineResponse { ok: true, line }))
 }
 
 /// What `inbound` takes, for the document: exactly one of text, a file, or a reaction.
@@ -143,29 +122,6 @@ pub struct InboundReaction {
     quoted_message_id: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct InboundResponse {
-    pub ok: bool,
-    pub message_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InboundRequest {
-    from: Option<String>,
-    /// Text…
-    message: Option<String>,
-    /// …or a file…
-    media_url: Option<String>,
-    media_type: Option<String>,
-    caption: Option<String>,
-    /// …or a reaction to a message of the chat (our id or WhatsApp id; empty emoji removes it).
-    react_to: Option<String>,
-    emoji: Option<String>,
-    /// A message of the chat this one quotes.
-    quoted_message_id: Option<String>,
-}
-
 /// A message arrives on the line from a simulated phone: text, media, a reaction, or a quoted reply.
 /// Limited per line (`rate_limits.sandbox_inbound`).
 #[utoipa::path(post, path = "/v1/sandbox/lines/{line_id}/inbound", tag = "sandbox", operation_id = "sandboxInbound", params(("line_id" = String, Path, description = "A `sim` line of the account")),
@@ -178,53 +134,7 @@ pub async fn inbound(
     Path(line_id): Path<String>,
     Json(body): Json<InboundRequest>,
 ) -> Result<axum::Json<InboundResponse>, ApiError> {
-    use domain::message::{Content, Emoji};
-    let from = phone("from", &body.from)?;
-    let (line, view) = sim_line(&state, &tenant, &line_id).await?;
-    limits.sandbox_inbound(line.id())?;
-    if view.status != "connected" {
-        return Err(ErrorCode::LineNotConnected.into());
-    }
-    let account_id = line.account_id();
-    let find = |field: &'static str, id: String| {
-        let (state, line, from) = (&state, &line, &from);
-        async move {
-            crate::queries::chats::find_own_message(&state.pool, line, from, &id)
-                .await?
-                .and_then(|m| m.engine_message_id)
-                .ok_or_else(|| ApiError::invalid_field(field, "No sent or received message with that id in this chat."))
-        }
-    };
-    let content = match (&body.message, &body.media_url, &body.react_to) {
-        (Some(_), None, None) => Content::Text { text: text("message", required("message", &body.message)?)? },
-        (None, Some(url), None) => Content::Media {
-            media_url: crate::api::fields::media_url(&Some(url.clone()))?,
-            media_type: crate::api::fields::media_type(&body.media_type)?,
-            caption: crate::api::fields::caption(&body.caption)?,
-        },
-        (None, None, Some(target)) => Content::Reaction {
-            target_message_id: None,
-            target_engine_message_id: Some(find("react_to", target.clone()).await?),
-            emoji: Emoji::parse(body.emoji.as_deref().unwrap_or(""))
-                .map_err(|e| ApiError::invalid_field("emoji", format!("{e}.")))?,
-        },
-        _ => return Err(ApiError::validation("Give exactly one of `message`, `media_url` or `react_to`.")),
-    };
-    let quoted_engine_message_id = match body.quoted_message_id.clone() {
-        Some(id) => Some(find("quoted_message_id", id).await?),
-        None => None,
-    };
-    let inbound = crate::commands::messages::Inbound {
-        line_id: line.id().clone(),
-        from,
-        engine_message_id: crate::engine::new_engine_message_id(),
-        content,
-        quoted_engine_message_id,
-    };
-    let message_id = crate::commands::messages::receive(&state.store, &tenant.metadata(), account_id, inbound)
-        .await
-        .map_err(ApiError::server)?;
-    Ok(axum::Json(InboundResponse { ok: true, message_id: message_id.to_string() }))
+    sandbox::inbound(&state, &tenant.caller(), &limits, &line_id, body).await.map(axum::Json)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -261,7 +171,7 @@ pub async fn fault(
     Path(line_id): Path<String>,
     Json(body): Json<FaultRequest>,
 ) -> Result<axum::Json<FaultResponse>, ApiError> {
-    let (line, _) = sim_line(&state, &tenant, &line_id).await?;
+    let (line, _) = line_queries::sim(&state.pool, &tenant.identity.account_id, &parse_line_id(&line_id)?).await?;
     let line_id = line.id();
     match body.mode.as_str() {
         "none" => sqlx::query("DELETE FROM sim_faults WHERE line_id = $1").bind(line_id.as_str()).execute(&state.pool).await?,
