@@ -5,8 +5,8 @@
 //! - [`csrf`]: the same-origin check on every state-changing request and [`csrf::SignedForm`],
 //!   a form carrying the session's token;
 //! - [`page`]: the layout ([`page::Chrome`]), [`page::render`], and errors as pages;
-//! - [`sign_in`], [`users`], [`overview`], [`lines`], [`keys`], [`webhooks`], [`usage`], [`explorer`]
-//!   (its form made by [`openapi_form`]), [`activity`]: the pages.
+//! - the pages: [`sign_in`], [`users`], [`overview`], [`lines`], [`keys`], [`webhooks`], [`usage`],
+//!   [`explorer`] (its form made by [`openapi_form`]) and [`activity`].
 //!
 //! Templates are under `templates/console/` (askama, checked at compile time). The scripts are
 //! ours: `/console/assets/console.js` polls `data-poll` fragments and submits `data-inline` forms

@@ -15,7 +15,7 @@ const SESSION_COOKIE: &str = "__Host-wzb_session";
 
 /// `bridge users invite`; the printed one-time link, moved to this test's server (the CLI prints
 /// it with the configured listen address).
-async fn invite_link(app: &TestApp, account: &str, email: &str, role: &str) -> String {
+pub(crate) async fn invite_link(app: &TestApp, account: &str, email: &str, role: &str) -> String {
     let out = app.cli(&["users", "invite", "--account", account, "--email", email, "--role", role, "--json"]).await.json();
     let link = out["link"].as_str().expect("the invitation's link");
     let path = &link[link.find("/console/invite/").unwrap_or_else(|| panic!("an invitation link: {link}"))..];
@@ -23,7 +23,7 @@ async fn invite_link(app: &TestApp, account: &str, email: &str, role: &str) -> S
 }
 
 /// Follow an invitation link in `browser`, set the password, and land on the overview, signed in.
-async fn accept_invitation(browser: &Browser, link: &str, shot: &str) {
+pub(crate) async fn accept_invitation(browser: &Browser, link: &str, shot: &str) {
     browser.goto(link).await;
     browser.find_visible("#confirm").await;
     browser.screenshot(&format!("{shot}-invitation")).await;

@@ -13,6 +13,7 @@ mod console_activity;
 mod console_auth;
 mod console_browser;
 mod console_explorer;
+mod console_journey;
 mod console_keys;
 mod console_lines;
 mod console_usage;
