@@ -225,3 +225,103 @@ async fn a_message_sent_with_the_explorer_answers_200_with_its_curl_line_and_is_
     browser.screenshot("usage").await;
     app.shutdown().await;
 }
+
+/// The walk-through, as a new user makes it: `bridge serve --demo`, open the sign-in link it
+/// prints, and — without the CLI again — connect a sim line, create a key, add and test a webhook,
+/// and send a message with the explorer.
+#[tokio::test]
+async fn from_serve_demo_a_new_user_connects_a_line_creates_a_key_tests_a_webhook_and_sends_with_the_explorer() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let db = crate::common::TestDb::new().await;
+    let receiver = Receiver::start().await;
+    let mut server = crate::common::bridge(&db)
+        .args(["serve", "--demo"])
+        .env("BRIDGE_LISTEN", "127.0.0.1:0")
+        // The webhook receiver of this test listens on 127.0.0.1.
+        .env("BRIDGE_ALLOW_PRIVATE_URLS", "true")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let link = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("http://").filter(|_| line.contains("/console/invite/")) {
+                return line[at..].split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("serve --demo printed no console sign-in link");
+    })
+    .await
+    .expect("serve --demo prints its sign-in link");
+    let base = link[..link.find("/console/").unwrap()].to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let browser = Browser::start().await;
+    // The link is printed as the server starts accepting: open it once it answers.
+    let http = reqwest::Client::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while http.get(format!("{base}/api/bridge/v1/openapi.json")).send().await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the demo server answers");
+    accept_invitation(&browser, &link, "demo").await;
+
+    // A sim line, connected by a scan on its page.
+    browser.goto(&format!("{base}/console/lines")).await;
+    browser.click("[data-test=create-line]").await;
+    let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
+    let line_id = page.rsplit('/').next().unwrap().to_owned();
+    browser.fill("#scan-phone", "+34600000001").await;
+    browser.click("[data-test=scan]").await;
+    browser.wait_for_text("#line-live [data-test=line-status]", "connected").await;
+    browser.screenshot("demo-line").await;
+
+    // An API key, shown once.
+    browser.goto(&format!("{base}/console/keys")).await;
+    browser.fill("#key-name", "first").await;
+    browser.click("[data-testid=create-key]").await;
+    let key = shown_secret(&browser).await;
+    browser.screenshot("demo-key").await;
+
+    // A webhook to the receiver, tested from its page.
+    browser.goto(&format!("{base}/console/webhooks")).await;
+    browser.fill("#url", &receiver.url).await;
+    browser.click("#webhook-create button[type=submit]").await;
+    browser.find_visible("[data-test=webhook-secret]").await;
+    browser.click("[data-test=webhook-created] a").await;
+    browser.wait_for_url("the webhook's page", |url| url.contains("/console/webhooks/")).await;
+    browser.click("[data-test=send-test]").await;
+    browser.wait_for_text("[data-test=attempt-outcome]", "delivered").await;
+    browser.screenshot("demo-webhook").await;
+    let tested =
+        receiver.wait_for_body("the test event", std::time::Duration::from_secs(10), |b| b["event"] == "webhook.test").await;
+    assert_eq!(tested.json()["line_id"], line_id.as_str(), "the test event names the account's line");
+
+    // A message, sent with the explorer and the key.
+    browser.goto(&format!("{base}/console/explorer")).await;
+    browser.find("#op option[value=sendMessage]").await.click().await;
+    browser.wait_for_text("[data-test=explorer-operation]", "/v1/messages/send").await;
+    browser.fill("#f-body-line_id", &line_id).await;
+    browser.fill("#f-body-to", "+34600000002").await;
+    browser.fill("#f-body-message", "Hello from the demo").await;
+    browser.fill("#explorer-key", &key).await;
+    browser.click("[data-test=explorer-send]").await;
+    browser.wait_for_text("[data-test=explorer-status]", "200").await;
+    browser.screenshot("demo-explorer").await;
+
+    // What the user did is what the API says: the message is there, sent from that line.
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/bridge/v1/messages?line_id={line_id}&phone=%2B34600000002"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["messages"][0]["text"], "Hello from the demo", "{listed}");
+    server.kill().await.ok();
+}
