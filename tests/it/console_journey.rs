@@ -34,6 +34,39 @@ async fn shown_secret(browser: &Browser) -> String {
     secret
 }
 
+/// Create a sim line on the Lines page and connect it by the page's sandbox scan; its id.
+async fn connected_line_on_its_page(browser: &Browser, base: &str, phone: &str) -> String {
+    browser.goto(&format!("{base}/console/lines")).await;
+    browser.click("[data-test=create-line]").await;
+    let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
+    browser.fill("#scan-phone", phone).await;
+    browser.click("[data-test=scan]").await;
+    browser.wait_for_text("#line-live [data-test=line-status]", "connected").await;
+    page.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Create an API key named `name` on the API keys page; the secret it shows once.
+async fn key_on_its_page(browser: &Browser, base: &str, name: &str) -> String {
+    browser.goto(&format!("{base}/console/keys")).await;
+    browser.fill("#key-name", name).await;
+    browser.click("[data-testid=create-key]").await;
+    shown_secret(browser).await
+}
+
+/// Send `text` from `line_id` to `to` with the explorer's sendMessage form and `key`; waits for the 200.
+async fn send_with_the_explorer(browser: &Browser, base: &str, line_id: &str, to: &str, text: &str, key: &str) {
+    browser.goto(&format!("{base}/console/explorer")).await;
+    browser.wait_for_text("h1", "API explorer").await;
+    browser.find("#op option[value=sendMessage]").await.click().await;
+    browser.wait_for_text("[data-test=explorer-operation]", "/v1/messages/send").await;
+    browser.fill("#f-body-line_id", line_id).await;
+    browser.fill("#f-body-to", to).await;
+    browser.fill("#f-body-message", text).await;
+    browser.fill("#explorer-key", key).await;
+    browser.click("[data-test=explorer-send]").await;
+    browser.wait_for_text("[data-test=explorer-status]", "200").await;
+}
+
 #[tokio::test]
 async fn a_sim_line_created_on_the_lines_page_connects_on_its_page_without_a_reload_when_scanned() {
     let app = TestApp::spawn().await;
@@ -178,28 +211,9 @@ async fn a_message_sent_with_the_explorer_answers_200_with_its_curl_line_and_is_
     let app = TestApp::spawn().await;
     let (_, browser) = new_owner(&app, "pro").await;
     // A connected line and a key, made on their pages as the tests above do.
-    browser.goto(&app.url("/console/lines")).await;
-    browser.click("[data-test=create-line]").await;
-    let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
-    let line_id = page.rsplit('/').next().unwrap().to_owned();
-    browser.fill("#scan-phone", "+34600000001").await;
-    browser.click("[data-test=scan]").await;
-    browser.wait_for_text("#line-live [data-test=line-status]", "connected").await;
-    browser.goto(&app.url("/console/keys")).await;
-    browser.fill("#key-name", "explorer").await;
-    browser.click("[data-testid=create-key]").await;
-    let key = shown_secret(&browser).await;
-
-    browser.goto(&app.url("/console/explorer")).await;
-    browser.wait_for_text("h1", "API explorer").await;
-    browser.find("#op option[value=sendMessage]").await.click().await;
-    browser.wait_for_text("[data-test=explorer-operation]", "/v1/messages/send").await;
-    browser.fill("#f-body-line_id", &line_id).await;
-    browser.fill("#f-body-to", "+34600000002").await;
-    browser.fill("#f-body-message", "Hello from the explorer").await;
-    browser.fill("#explorer-key", &key).await;
-    browser.click("[data-test=explorer-send]").await;
-    browser.wait_for_text("[data-test=explorer-status]", "200").await;
+    let line_id = connected_line_on_its_page(&browser, &app.base, "+34600000001").await;
+    let key = key_on_its_page(&browser, &app.base, "explorer").await;
+    send_with_the_explorer(&browser, &app.base, &line_id, "+34600000002", "Hello from the explorer", &key).await;
     let body: serde_json::Value = serde_json::from_str(&browser.text("[data-test=explorer-body]").await).expect("JSON shown");
     assert!(body["message_id"].is_string(), "the message's id: {body}");
     let curl = browser.text("[data-test=explorer-curl]").await;
@@ -270,20 +284,11 @@ async fn from_serve_demo_a_new_user_connects_a_line_creates_a_key_tests_a_webhoo
     accept_invitation(&browser, &link, "demo").await;
 
     // A sim line, connected by a scan on its page.
-    browser.goto(&format!("{base}/console/lines")).await;
-    browser.click("[data-test=create-line]").await;
-    let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
-    let line_id = page.rsplit('/').next().unwrap().to_owned();
-    browser.fill("#scan-phone", "+34600000001").await;
-    browser.click("[data-test=scan]").await;
-    browser.wait_for_text("#line-live [data-test=line-status]", "connected").await;
+    let line_id = connected_line_on_its_page(&browser, &base, "+34600000001").await;
     browser.screenshot("demo-line").await;
 
     // An API key, shown once.
-    browser.goto(&format!("{base}/console/keys")).await;
-    browser.fill("#key-name", "first").await;
-    browser.click("[data-testid=create-key]").await;
-    let key = shown_secret(&browser).await;
+    let key = key_on_its_page(&browser, &base, "first").await;
     browser.screenshot("demo-key").await;
 
     // A webhook to the receiver, tested from its page.
@@ -301,15 +306,7 @@ async fn from_serve_demo_a_new_user_connects_a_line_creates_a_key_tests_a_webhoo
     assert_eq!(tested.json()["line_id"], line_id.as_str(), "the test event names the account's line");
 
     // A message, sent with the explorer and the key.
-    browser.goto(&format!("{base}/console/explorer")).await;
-    browser.find("#op option[value=sendMessage]").await.click().await;
-    browser.wait_for_text("[data-test=explorer-operation]", "/v1/messages/send").await;
-    browser.fill("#f-body-line_id", &line_id).await;
-    browser.fill("#f-body-to", "+34600000002").await;
-    browser.fill("#f-body-message", "Hello from the demo").await;
-    browser.fill("#explorer-key", &key).await;
-    browser.click("[data-test=explorer-send]").await;
-    browser.wait_for_text("[data-test=explorer-status]", "200").await;
+    send_with_the_explorer(&browser, &base, &line_id, "+34600000002", "Hello from the demo", &key).await;
     browser.screenshot("demo-explorer").await;
 
     // What the user did is what the API says: the message is there, sent from that line.
