@@ -5,6 +5,7 @@
 //! in-process WhatsApp Web client, an external engine over HTTP) implement the same trait.
 
 pub mod sim;
+pub mod whatsapp;
 
 use domain::ids::{LineId, MessageId};
 use domain::message::Content;

@@ -1,0 +1,7 @@
+//! The `whatsapp` engine: an in-process WhatsApp Web client (`whatsapp-rust`) per line, run by the
+//! node that holds the line's lease.
+//!
+//! - [`seam`]: the narrow trait the sessions talk to (a handful of client calls and an event
+//!   stream); the live client implements it over `whatsapp-rust`, tests with a scripted fake.
+
+pub mod seam;
