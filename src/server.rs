@@ -8,6 +8,9 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::dispatch::DispatchConfig;
 use crate::engine::sim::SimNetwork;
+use crate::engine::whatsapp::seam::WaConnector;
+use crate::engine::whatsapp::sessions::{SessionStores, WhatsappConfig, WhatsappEngine};
+use crate::engine::Engines;
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, Method, Uri};
@@ -147,8 +150,28 @@ fn warn_if_unreachable_by_name(addr: SocketAddr, public_hosts: &[String]) {
     }
 }
 
+/// What a server is started with beyond its configuration: the seams to the outside world that
+/// tests replace.
+#[derive(Default)]
+pub struct StartOptions {
+    /// How `whatsapp` lines reach WhatsApp (`None`: the live client).
+    pub whatsapp: Option<Arc<dyn WaConnector>>,
+    /// Where `whatsapp` sessions keep their state (`None`: PostgreSQL).
+    pub session_stores: Option<Arc<dyn SessionStores>>,
+}
+
 /// Start serving on `listener` with background tasks; returns once the server accepts requests.
 pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    start_with(config, pool, listener, StartOptions::default()).await
+}
+
+/// [`start`], with the seams of `options`.
+pub async fn start_with(
+    config: Config,
+    pool: PgPool,
+    listener: TcpListener,
+    options: StartOptions,
+) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let plans = Arc::new(config.plan_catalog()?);
     // Before anything that takes leases or claims: no live twin may share this node's id, and
@@ -177,12 +200,29 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         tasks.spawn(runner.run(shutdown.clone()));
     }
 
-    let engine = Arc::new(SimNetwork::new(
+    let sim = Arc::new(SimNetwork::new(
         store.clone(),
         Duration::from_millis(config.sim_delivered_after_ms),
         Duration::from_millis(config.sim_read_after_ms),
         shutdown.clone(),
     ));
+    let (whatsapp, whatsapp_supervisor) = WhatsappEngine::start(
+        store.clone(),
+        options.whatsapp.unwrap_or_else(crate::engine::whatsapp::live_connector),
+        options.session_stores.unwrap_or_else(|| crate::engine::whatsapp::session_stores(pool.clone(), master_key.clone())),
+        WhatsappConfig {
+            node: node.id().to_owned(),
+            lease_ttl: Duration::from_secs(config.line_lease_secs),
+            scan_interval: Duration::from_secs(2),
+            min_backoff: Duration::from_millis(config.whatsapp_reconnect_min_ms),
+            max_backoff: Duration::from_millis(config.whatsapp_reconnect_max_ms),
+        },
+        shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        let _ = whatsapp_supervisor.await;
+    });
+    let engine: Arc<dyn crate::engine::SessionEngine> = Arc::new(Engines { sim, whatsapp: whatsapp.clone() });
     let dispatch_config = DispatchConfig {
         interval: Duration::from_millis(config.line_send_interval_ms),
         jitter: Duration::from_millis(config.line_send_jitter_ms),
@@ -198,6 +238,7 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
         ),
     };
     let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine.clone(), dispatch_config, shutdown.clone());
+    whatsapp.set_dispatcher(dispatcher.clone());
     tasks.spawn(async move {
         let _ = supervisor.await;
     });

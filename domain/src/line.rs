@@ -12,6 +12,8 @@ use serde_json::Value;
 pub enum LineStatus {
     /// Created; waiting for its QR code to be scanned.
     PendingQr,
+    /// Every QR code of the pairing run went unscanned; asking for the QR code again starts a new run.
+    QrExpired,
     Connected,
     /// Linked, but the session dropped; it reconnects without a new scan.
     Disconnected,
@@ -23,6 +25,7 @@ impl LineStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             LineStatus::PendingQr => "pending_qr",
+            LineStatus::QrExpired => "qr_expired",
             LineStatus::Connected => "connected",
             LineStatus::Disconnected => "disconnected",
             LineStatus::LoggedOut => "logged_out",
@@ -36,12 +39,15 @@ impl LineStatus {
 pub enum EngineKind {
     /// The simulated WhatsApp network built into the server.
     Sim,
+    /// A real WhatsApp number, linked through the in-process WhatsApp Web client.
+    Whatsapp,
 }
 
 impl EngineKind {
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "sim" => Some(EngineKind::Sim),
+            "whatsapp" => Some(EngineKind::Whatsapp),
             _ => None,
         }
     }
@@ -49,6 +55,7 @@ impl EngineKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Sim => "sim",
+            EngineKind::Whatsapp => "whatsapp",
         }
     }
 }
@@ -60,14 +67,23 @@ pub enum LineCommand {
         account_id: AccountId,
         engine: EngineKind,
     },
-    /// The QR code was scanned by `phone` (or the session came back).
+    /// The QR code was scanned by `phone` (or the session came back). `jid` is the WhatsApp
+    /// identity the engine linked (a real engine's device jid); `None`: the phone's own.
     Connect {
         phone: PhoneNumber,
+        jid: Option<String>,
     },
     Disconnect {
         reason: String,
     },
-    Logout,
+    /// The pairing run's QR codes all went unscanned.
+    ExpireQr,
+    /// Start a new pairing run for a line whose codes expired.
+    RestartPairing,
+    /// Unlinked for good: by the tenant (no reason) or from the phone, a ban … (the reason).
+    Logout {
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,8 +97,17 @@ pub enum LineEvent {
     Connected { phone: PhoneNumber, jid: String },
     #[serde(rename = "line.disconnected")]
     Disconnected { reason: String },
+    /// `reason` (absent in lines logged out by their tenant) came with the engines that can be
+    /// logged out from elsewhere; an optional field, so no schema change.
     #[serde(rename = "line.logged_out")]
-    LoggedOut {},
+    LoggedOut {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    #[serde(rename = "line.qr_expired")]
+    QrExpired {},
+    #[serde(rename = "line.pairing_restarted")]
+    PairingRestarted {},
 }
 
 impl DomainEvent for LineEvent {
@@ -122,6 +147,9 @@ pub enum LineError {
     /// it already (checked by the database, so concurrent scans cannot both win).
     #[error("that number is already linked to another line")]
     NumberInUse,
+    /// Pairing is only for a line that was never linked.
+    #[error("the line is already linked")]
+    NotPending,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -156,18 +184,27 @@ impl Aggregate for Line {
         };
         use LineStatus::*;
         match line {
-            (LineCommand::Logout, l) if l.status == LoggedOut => Ok(vec![]),
+            (LineCommand::Logout { .. }, l) if l.status == LoggedOut => Ok(vec![]),
             (_, l) if l.status == LoggedOut => Err(LineError::LoggedOut),
-            (LineCommand::Logout, _) => Ok(vec![LineEvent::LoggedOut {}]),
-            (LineCommand::Connect { phone }, l) => match (&l.status, &l.phone) {
+            (LineCommand::Logout { reason }, _) => Ok(vec![LineEvent::LoggedOut { reason }]),
+            (LineCommand::Connect { phone, jid }, l) => match (&l.status, &l.phone) {
                 (Connected, Some(p)) if *p == phone => Ok(vec![]),
                 // A linked line belongs to its number: another phone cannot take it over.
                 (_, Some(p)) if *p != phone => Err(LineError::LinkedToAnother(p.clone())),
-                _ => Ok(vec![LineEvent::Connected { jid: phone.jid(), phone }]),
+                _ => Ok(vec![LineEvent::Connected { jid: jid.unwrap_or_else(|| phone.jid()), phone }]),
             },
             (LineCommand::Disconnect { reason }, l) => match l.status {
                 Connected => Ok(vec![LineEvent::Disconnected { reason }]),
                 _ => Err(LineError::NotConnected),
+            },
+            (LineCommand::ExpireQr, l) => match l.status {
+                PendingQr => Ok(vec![LineEvent::QrExpired {}]),
+                _ => Ok(vec![]),
+            },
+            (LineCommand::RestartPairing, l) => match l.status {
+                QrExpired => Ok(vec![LineEvent::PairingRestarted {}]),
+                PendingQr => Ok(vec![]),
+                _ => Err(LineError::NotPending),
             },
             (LineCommand::Create { .. }, _) => unreachable!("handled above"),
         }
@@ -189,7 +226,9 @@ impl Aggregate for Line {
                 l.phone = Some(phone.clone());
             }
             (LineEvent::Disconnected { .. }, Some(l)) => l.status = LineStatus::Disconnected,
-            (LineEvent::LoggedOut {}, Some(l)) => l.status = LineStatus::LoggedOut,
+            (LineEvent::LoggedOut { .. }, Some(l)) => l.status = LineStatus::LoggedOut,
+            (LineEvent::QrExpired {}, Some(l)) => l.status = LineStatus::QrExpired,
+            (LineEvent::PairingRestarted {}, Some(l)) => l.status = LineStatus::PendingQr,
             (_, None) => {}
         }
     }
@@ -232,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_scan_connects_a_pending_line_to_the_scanning_phone() {
-        let decided = given::<Line>(&[created()]).when(LineCommand::Connect { phone: phone("+34600000001") }, &());
+        let decided = given::<Line>(&[created()]).when(LineCommand::Connect { phone: phone("+34600000001"), jid: None }, &());
         assert_eq!(decided, Ok(vec![connected("+34600000001")]));
         let line = Line::from_events(&[created(), connected("+34600000001")]);
         assert_eq!(line.line.unwrap().status, LineStatus::Connected);
@@ -241,9 +280,9 @@ mod tests {
     #[test]
     fn a_disconnected_line_reconnects_only_to_its_own_number() {
         let history = [created(), connected("+34600000001"), LineEvent::Disconnected { reason: "network".into() }];
-        assert!(given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000001") }, &()).is_ok());
+        assert!(given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000001"), jid: None }, &()).is_ok());
         assert_eq!(
-            given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000002") }, &()),
+            given::<Line>(&history).when(LineCommand::Connect { phone: phone("+34600000002"), jid: None }, &()),
             Err(LineError::LinkedToAnother(phone("+34600000001")))
         );
     }
@@ -258,12 +297,44 @@ mod tests {
 
     #[test]
     fn logout_is_final_and_idempotent() {
-        let out = [created(), LineEvent::LoggedOut {}];
-        assert_eq!(given::<Line>(&out).when(LineCommand::Logout, &()), Ok(vec![]));
+        let out = [created(), LineEvent::LoggedOut { reason: None }];
+        assert_eq!(given::<Line>(&out).when(LineCommand::Logout { reason: None }, &()), Ok(vec![]));
         assert_eq!(
-            given::<Line>(&out).when(LineCommand::Connect { phone: phone("+34600000001") }, &()),
+            given::<Line>(&out).when(LineCommand::Connect { phone: phone("+34600000001"), jid: None }, &()),
             Err(LineError::LoggedOut)
         );
-        assert_eq!(given::<Line>(&[created()]).when(LineCommand::Logout, &()), Ok(vec![LineEvent::LoggedOut {}]));
+        assert_eq!(
+            given::<Line>(&[created()]).when(LineCommand::Logout { reason: None }, &()),
+            Ok(vec![LineEvent::LoggedOut { reason: None }])
+        );
+    }
+
+    #[test]
+    fn a_pairing_run_that_expires_waits_for_a_new_one_and_a_real_engine_reports_its_device_jid() {
+        let expired = given::<Line>(&[created()]).when(LineCommand::ExpireQr, &()).unwrap();
+        assert_eq!(expired, vec![LineEvent::QrExpired {}]);
+        let history = [created(), LineEvent::QrExpired {}];
+        assert_eq!(Line::from_events(&history).line.unwrap().status, LineStatus::QrExpired);
+        assert_eq!(given::<Line>(&history).when(LineCommand::ExpireQr, &()), Ok(vec![]));
+        let restarted = given::<Line>(&history).when(LineCommand::RestartPairing, &()).unwrap();
+        assert_eq!(restarted, vec![LineEvent::PairingRestarted {}]);
+        let history = [created(), LineEvent::QrExpired {}, LineEvent::PairingRestarted {}];
+        assert_eq!(Line::from_events(&history).line.unwrap().status, LineStatus::PendingQr);
+        let device = "34600000001:7@s.whatsapp.net".to_owned();
+        let connect = LineCommand::Connect { phone: phone("+34600000001"), jid: Some(device.clone()) };
+        let linked = given::<Line>(&history).when(connect, &());
+        assert_eq!(linked, Ok(vec![LineEvent::Connected { phone: phone("+34600000001"), jid: device }]));
+        let connected = [created(), connected("+34600000001")];
+        assert_eq!(given::<Line>(&connected).when(LineCommand::RestartPairing, &()), Err(LineError::NotPending));
+    }
+
+    #[test]
+    fn a_logout_from_the_phone_keeps_its_reason_and_old_logouts_still_read() {
+        let reason = Some("unlinked from the phone".to_owned());
+        let out = given::<Line>(&[created()]).when(LineCommand::Logout { reason: reason.clone() }, &()).unwrap();
+        assert_eq!(out, vec![LineEvent::LoggedOut { reason }]);
+        let old = LineEvent::from_stored("line.logged_out", 1, serde_json::json!({})).unwrap();
+        assert_eq!(old, LineEvent::LoggedOut { reason: None });
+        assert_eq!(old.to_stored(), ("line.logged_out".to_owned(), serde_json::json!({})));
     }
 }

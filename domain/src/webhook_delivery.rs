@@ -157,7 +157,9 @@ pub fn line_status_data(line_id: &str, event: &LineEvent, phone: Option<&PhoneNu
     let (status, reason) = match event {
         LineEvent::Connected { .. } => ("connected", None),
         LineEvent::Disconnected { reason } => ("disconnected", Some(reason.as_str())),
-        LineEvent::LoggedOut {} => ("logged_out", None),
+        LineEvent::LoggedOut { reason } => ("logged_out", reason.as_deref()),
+        LineEvent::QrExpired {} => ("qr_expired", None),
+        LineEvent::PairingRestarted {} => ("pending_qr", None),
         LineEvent::Created { .. } => return None,
     };
     let phone = match event {
@@ -309,6 +311,6 @@ mod tests {
         let data = line_status_data("line_x", &down, Some(&phone)).unwrap();
         assert_eq!((data["status"].as_str(), data["phone"].as_str()), (Some("disconnected"), Some("+34600000000")));
         assert_eq!(data["reason"], "phone offline");
-        assert_eq!(line_status_data("line_x", &LineEvent::LoggedOut {}, None).unwrap()["phone"], Value::Null);
+        assert_eq!(line_status_data("line_x", &LineEvent::LoggedOut { reason: None }, None).unwrap()["phone"], Value::Null);
     }
 }

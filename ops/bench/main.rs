@@ -209,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
             &store,
             &operator,
             &owned,
-            domain::line::LineCommand::Connect { phone: domain::phone::PhoneNumber::parse(&format!("+3460000{a:04}")).unwrap() },
+            domain::line::LineCommand::Connect {
+                phone: domain::phone::PhoneNumber::parse(&format!("+3460000{a:04}")).unwrap(),
+                jid: None,
+            },
         )
         .await?;
         accounts.push((account.id, line.line_id));

@@ -50,9 +50,18 @@ impl Projection for Lines {
                     .execute(conn)
                     .await?;
                 }
-                LineEvent::LoggedOut {} => {
+                LineEvent::LoggedOut { .. } => {
                     sqlx::query("UPDATE lines SET status = 'logged_out', logged_out_at = $2, updated_at = $2 WHERE line_id = $1")
                         .bind(id)
+                        .bind(at)
+                        .execute(conn)
+                        .await?;
+                }
+                e @ (LineEvent::QrExpired {} | LineEvent::PairingRestarted {}) => {
+                    let status = if matches!(e, LineEvent::QrExpired {}) { "qr_expired" } else { "pending_qr" };
+                    sqlx::query("UPDATE lines SET status = $2, updated_at = $3 WHERE line_id = $1")
+                        .bind(id)
+                        .bind(status)
                         .bind(at)
                         .execute(conn)
                         .await?;

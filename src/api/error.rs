@@ -50,11 +50,14 @@ pub enum ErrorCode {
     DeliveryNotFound,
     DeliveryInFlight,
     DeliveryHeld,
+    /// The line's WhatsApp session cannot do that right now (starting, reconnecting, or served by
+    /// a node that is changing hands); the same request may work in a moment.
+    SessionUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, e.g. for the OpenAPI document's enums.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::Unauthorized,
         Self::SubscriptionRequired,
         Self::ServerError,
@@ -77,6 +80,7 @@ impl ErrorCode {
         Self::DeliveryNotFound,
         Self::DeliveryInFlight,
         Self::DeliveryHeld,
+        Self::SessionUnavailable,
     ];
 
     /// The code on the wire.
@@ -104,6 +108,7 @@ impl ErrorCode {
             Self::DeliveryNotFound => "delivery_not_found",
             Self::DeliveryInFlight => "delivery_in_flight",
             Self::DeliveryHeld => "delivery_held",
+            Self::SessionUnavailable => "session_unavailable",
         }
     }
 
@@ -128,6 +133,7 @@ impl ErrorCode {
             | Self::DeliveryHeld => StatusCode::CONFLICT,
             Self::RateLimited | Self::QuotaExceeded | Self::LineLimitReached => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::SessionUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -141,7 +147,7 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if simply made again later.
     pub const fn retryable(self) -> bool {
-        matches!(self, Self::ServerError | Self::RateLimited)
+        matches!(self, Self::ServerError | Self::RateLimited | Self::SessionUnavailable)
     }
 
     /// The message the code is answered with when there is nothing more particular to say.
@@ -172,6 +178,7 @@ impl ErrorCode {
             Self::DeliveryNotFound => "The delivery does not exist for this webhook.",
             Self::DeliveryInFlight => "The delivery is being sent right now; try again shortly.",
             Self::DeliveryHeld => "The delivery is held.",
+            Self::SessionUnavailable => "The line's WhatsApp session is not ready for that; try again in a moment.",
         }
     }
 }

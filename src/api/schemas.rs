@@ -185,7 +185,11 @@ named_schema!(
 named_schema!(
     /// Session engines.
     Engine,
-    one_of(&["sim"], "The session engine: `sim`, the simulated WhatsApp network (the default).")
+    one_of(
+        &["whatsapp", "sim"],
+        "The session engine: `whatsapp`, a real number linked by QR or pairing code, or `sim`, the simulated WhatsApp network. \
+         Omitted: the server's default (`whatsapp` in production)."
+    )
 );
 
 named_schema!(

@@ -149,7 +149,9 @@ pub fn fold<'e>(as_of: DateTime<Utc>, events: impl IntoIterator<Item = &'e Store
                         line.jid = Some(jid);
                     }
                     LineEvent::Disconnected { .. } => line.status = "disconnected".into(),
-                    LineEvent::LoggedOut {} => line.status = "logged_out".into(),
+                    LineEvent::LoggedOut { .. } => line.status = "logged_out".into(),
+                    LineEvent::QrExpired {} => line.status = "qr_expired".into(),
+                    LineEvent::PairingRestarted {} => line.status = "pending_qr".into(),
                     LineEvent::Created { .. } => {}
                 }
             }

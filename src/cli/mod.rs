@@ -258,7 +258,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(
-    config: Config,
+    mut config: Config,
     pool: sqlx::PgPool,
     store: &EventStore,
     plans: &domain::plan::PlanCatalog,
@@ -268,6 +268,8 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {} (set BRIDGE_LISTEN)", config.listen))?;
     if demo {
+        // A demo's lines are on the simulated network: nothing to link a real phone to.
+        config.default_engine = "sim".into();
         let (account, _) = accounts::open(store, plans, &operator(), "Demo account", "pro").await?;
         let (key, secret) = keys::create(store, &operator_in(account.id.clone()), Some("demo".into())).await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -456,12 +458,12 @@ async fn sim_scan(store: &EventStore, raw_line: &str, raw_phone: &str, out: Json
     let (owned, _) = crate::queries::lines::owned(store.pool(), &line.account_id, &line_id)
         .await
         .map_err(|e| anyhow!("{raw_line}: {}", e.cause().unwrap_or(e.message())))?;
-    let (line, _) = crate::commands::lines::handle(store, &operator(), &owned, LineCommand::Connect { phone }).await.map_err(
-        |e| match e {
-            CommandError::Rejected(e) => anyhow!("{raw_line}: {e}"),
-            other => anyhow::Error::new(other),
-        },
-    )?;
+    let (line, _) = crate::commands::lines::handle(store, &operator(), &owned, LineCommand::Connect { phone, jid: None })
+        .await
+        .map_err(|e| match e {
+        CommandError::Rejected(e) => anyhow!("{raw_line}: {e}"),
+        other => anyhow::Error::new(other),
+    })?;
     let phone = line.phone.as_ref().map(|p| p.to_string());
     print(out.json, json!({"line_id": line.line_id, "status": line.status.as_str(), "phone": phone}), || {
         format!("line {} is {} as {}", line.line_id, line.status.as_str(), phone.as_deref().unwrap_or("-"))

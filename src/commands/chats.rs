@@ -7,6 +7,7 @@ use crate::api::fields;
 use crate::api::schemas;
 use crate::api::tenant::Caller;
 use crate::app::AppState;
+use crate::commands::lines::engine_line;
 use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
 use crate::queries::owned::OwnedLine;
 use crate::store::{EventStore, Metadata};
@@ -76,11 +77,15 @@ const MAX_READ_IDS: usize = 500;
 pub async fn archive(state: &AppState, caller: &Caller, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
     let chat = fields::phone("phone", &request.phone)?;
     let line = fields::line_id(&request.line_id)?;
-    let (line, _) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
+    let (line, view) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
     let archived = request.archive.unwrap_or(true);
     let command =
         ChatCommand::Archive { account_id: line.account_id().clone(), line_id: line.id().clone(), phone: chat.clone(), archived };
     handle(&state.store, &caller.metadata, &line, &chat, command).await.map_err(ApiError::server)?;
+    // The linked phone archives it too; recorded first, so a failure here is logged, not fatal.
+    if let Err(e) = state.engine.archive(&engine_line(line.id(), &view), &chat, archived).await {
+        tracing::warn!(line_id = %line.id(), error = %e, "archiving the chat on the phone failed");
+    }
     Ok(ArchiveResponse { ok: true, line_id: line.id().to_string(), phone: chat.to_string(), archived })
 }
 
@@ -91,7 +96,7 @@ pub async fn mark_read(state: &AppState, caller: &Caller, request: ReadRequest) 
         (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
     };
     let line = fields::line_id(&request.line_id)?;
-    let (line, _) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
+    let (line, view) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
     crate::consistency::await_own_writes(&state.pool, line.account_id(), &["messages"], Duration::from_secs(5)).await?;
     let engine_ids = match &request.message_ids {
         None => unread_engine_ids(&state.pool, &line, &chat).await?,
@@ -116,7 +121,7 @@ pub async fn mark_read(state: &AppState, caller: &Caller, request: ReadRequest) 
     };
     handle(&state.store, &caller.metadata, &line, &chat, command).await.map_err(ApiError::server)?;
     // Read receipts go out after the fact is recorded; a failure here is logged, not fatal.
-    if let Err(e) = state.engine.mark_read(line.id(), &chat, &engine_ids).await {
+    if let Err(e) = state.engine.mark_read(&engine_line(line.id(), &view), &chat, &engine_ids).await {
         tracing::warn!(line_id = %line.id(), error = %e, "sending read receipts failed");
     }
     Ok(ReadResponse { ok: true, line_id: line.id().to_string(), phone: chat.to_string(), marked_read: engine_ids.len() })

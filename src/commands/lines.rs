@@ -9,13 +9,16 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::fields::parse_line_id;
 use crate::api::tenant::Caller;
 use crate::app::AppState;
+use crate::engine::{EngineError, EngineLine, QrCode};
 use crate::queries::lines::{self as line_queries, LineView};
 use crate::queries::owned::OwnedLine;
 use crate::store::{Append, EventStore, Metadata, StreamAppend};
 use domain::ids::{AccountId, LineId};
-use domain::line::{EngineKind, Line, LineCommand, LineError, LineEvent, LineState};
+use domain::line::{EngineKind, Line, LineCommand, LineError, LineEvent, LineState, LineStatus};
+use domain::phone::PhoneNumber;
 use domain::plan::PlanCatalog;
 use domain::Aggregate;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateLineError {
@@ -30,21 +33,21 @@ pub fn line_error(e: CommandError<LineError>) -> ApiError {
     match e {
         CommandError::Rejected(LineError::NotFound) => ErrorCode::LineNotFound.into(),
         CommandError::Rejected(LineError::NotConnected) => ErrorCode::LineNotConnected.into(),
-        CommandError::Rejected(e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse)) => {
-            ApiError::new(ErrorCode::LineConflict, format!("{e}."))
-        }
+        CommandError::Rejected(
+            e @ (LineError::LoggedOut | LineError::LinkedToAnother(_) | LineError::NumberInUse | LineError::NotPending),
+        ) => ApiError::new(ErrorCode::LineConflict, format!("{e}.")),
         CommandError::Rejected(LineError::AlreadyExists) => ApiError::server(anyhow::anyhow!("line id collision")),
         other => ApiError::server(other),
     }
 }
 
-/// Create a line of the caller's account with the engine named (`sim` when none); the new line,
-/// waiting for its QR code to be scanned.
+/// Create a line of the caller's account with the engine named (the configured default when
+/// none); the new line, waiting for its QR code to be scanned.
 pub async fn create_line(state: &AppState, caller: &Caller, engine: Option<&str>) -> Result<LineView, ApiError> {
     let engine = match engine {
-        None => EngineKind::Sim,
+        None => state.config.default_engine(),
         Some(e) => EngineKind::parse(e)
-            .ok_or_else(|| ApiError::invalid_field("engine", format!("Unknown engine `{e}`; available: sim.")))?,
+            .ok_or_else(|| ApiError::invalid_field("engine", format!("Unknown engine `{e}`; available: whatsapp, sim.")))?,
     };
     let account_id = &caller.account_id;
     let line = create(&state.store, &state.plans, &caller.metadata, account_id, engine).await.map_err(|e| match e {
@@ -53,23 +56,107 @@ pub async fn create_line(state: &AppState, caller: &Caller, engine: Option<&str>
         }
         CreateLineError::Command(e) => line_error(e),
     })?;
+    // A `whatsapp` line's session starts at once (on this node, if no other takes it first).
+    state.engine.wake_session(&line.line_id);
     let (_, line) = line_queries::owned(&state.pool, account_id, &line.line_id).await?;
     Ok(line)
 }
 
 /// Log the caller's line `raw_line_id` out of WhatsApp (for good); the line as it is then.
 pub async fn logout(state: &AppState, caller: &Caller, raw_line_id: &str) -> Result<LineView, ApiError> {
-    let (line, _) = line_queries::owned(&state.pool, &caller.account_id, &parse_line_id(raw_line_id)?).await?;
-    let (_, events) = handle(&state.store, &caller.metadata, &line, LineCommand::Logout).await.map_err(line_error)?;
+    let (line, view) = line_queries::owned(&state.pool, &caller.account_id, &parse_line_id(raw_line_id)?).await?;
+    let (_, events) =
+        handle(&state.store, &caller.metadata, &line, LineCommand::Logout { reason: None }).await.map_err(line_error)?;
     if !events.is_empty() {
         let line_id = line.id();
         // Its worker fails whatever is still queued.
         state.dispatcher.wake(line_id);
-        if let Err(e) = state.engine.logout(line_id).await {
+        if let Err(e) = state.engine.logout(&engine_line(line_id, &view)).await {
             tracing::warn!(%line_id, error = %e, "the engine could not log the line out; it is logged out here");
         }
     }
     line_queries::view(&state.pool, &line).await
+}
+
+/// The line as the engines know it.
+pub fn engine_line(line_id: &LineId, view: &LineView) -> EngineLine {
+    EngineLine { id: line_id.clone(), engine: EngineKind::parse(&view.engine).unwrap_or(EngineKind::Sim) }
+}
+
+/// How long a request for a QR code waits for a starting session to show its first one.
+const QR_WAIT: Duration = Duration::from_secs(5);
+
+/// The QR code the caller's line `line_id` shows now, with the line. A `whatsapp` line whose
+/// codes ran out (`qr_expired`) starts a new pairing run, and the request waits briefly for its
+/// first code. Else `line_not_found`, `line_not_pending_qr` with the line's `status`, or
+/// `session_unavailable` while no code is ready.
+pub async fn qr_code(state: &AppState, caller: &Caller, line_id: &LineId) -> Result<(LineView, QrCode), ApiError> {
+    let view = waiting_line(state, caller, line_id).await?;
+    let engine = engine_line(line_id, &view);
+    let deadline = tokio::time::Instant::now() + QR_WAIT;
+    loop {
+        match state.engine.qr_code(&engine).await {
+            Ok(Some(code)) => return Ok((view, code)),
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                // A session that is starting writes its first code in a moment (on any node).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(None) => {
+                return Err(ApiError::new(
+                    ErrorCode::SessionUnavailable,
+                    "The line's WhatsApp session has no QR code yet; try again in a moment.",
+                ))
+            }
+            Err(e) => return Err(session_unavailable(e)),
+        }
+    }
+}
+
+/// The 8-character code to type on the phone of `phone` (WhatsApp → Linked devices → Link with
+/// phone number) to link the caller's line `line_id`, with the line.
+pub async fn pairing_code(
+    state: &AppState,
+    caller: &Caller,
+    line_id: &LineId,
+    phone: &PhoneNumber,
+) -> Result<(LineView, String), ApiError> {
+    let view = waiting_line(state, caller, line_id).await?;
+    let code = state.engine.pairing_code(&engine_line(line_id, &view), phone).await.map_err(session_unavailable)?;
+    Ok((view, code))
+}
+
+/// The caller's line, waiting to be linked: a line whose QR codes ran out starts a new pairing
+/// run first. Else `line_not_found`, or `line_not_pending_qr` with the line's `status`.
+async fn waiting_line(state: &AppState, caller: &Caller, line_id: &LineId) -> Result<LineView, ApiError> {
+    let (line, mut view) = line_queries::owned(&state.pool, &caller.account_id, line_id).await?;
+    if view.status == LineStatus::QrExpired.as_str() {
+        handle(&state.store, &caller.metadata, &line, LineCommand::RestartPairing).await.map_err(line_error)?;
+        state.engine.wake_session(line_id);
+        view = line_queries::view(&state.pool, &line).await?;
+    }
+    if view.status != LineStatus::PendingQr.as_str() {
+        return Err(not_pending(&view));
+    }
+    Ok(view)
+}
+
+fn not_pending(view: &LineView) -> ApiError {
+    ApiError::new(
+        ErrorCode::LineNotPendingQr,
+        format!("The line is {}; it can be linked only while it waits for a scan.", view.status),
+    )
+    .with("status", view.status.clone())
+}
+
+/// An engine that cannot do it now; a refusal (WhatsApp said no) is a conflict with its reason.
+fn session_unavailable(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Unavailable(reason) => ApiError::new(
+            ErrorCode::SessionUnavailable,
+            format!("The line's WhatsApp session is not ready: {reason}; try again in a moment."),
+        ),
+        EngineError::Rejected(reason) => ApiError::new(ErrorCode::LineConflict, format!("WhatsApp refused: {reason}.")),
+    }
 }
 
 pub async fn create(

@@ -199,6 +199,11 @@ pub struct Inbound {
 /// The append that records an inbound message on a line of `account_id`, and the message's id.
 pub fn inbound_append(metadata: &Metadata, account_id: &AccountId, inbound: Inbound) -> (Append, MessageId) {
     let message_id = MessageId::new();
+    (inbound_append_as(metadata, account_id, message_id.clone(), inbound), message_id)
+}
+
+/// The append that records an inbound message under the id `message_id`.
+pub fn inbound_append_as(metadata: &Metadata, account_id: &AccountId, message_id: MessageId, inbound: Inbound) -> Append {
     let received = Received {
         message_id: message_id.clone(),
         line_id: inbound.line_id,
@@ -210,12 +215,11 @@ pub fn inbound_append(metadata: &Metadata, account_id: &AccountId, inbound: Inbo
     };
     let events =
         Message::default().decide(MessageCommand::Receive(Box::new(received)), &()).expect("a new message can be received");
-    let append = Append {
+    Append {
         tenant_id: account_id.to_string(),
         metadata: metadata.clone(),
         streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), 0, &events)],
-    };
-    (append, message_id)
+    }
 }
 
 /// Record an inbound message on a line of `account_id`. Returns its id.

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 pub async fn scan(state: &AppState, caller: &Caller, raw_line_id: &str, phone: &str) -> Result<LineView, ApiError> {
     let phone = PhoneNumber::parse(phone).map_err(|e| ApiError::invalid_field("phone", format!("{e}.")))?;
     let (line, _) = line_queries::sim(&state.pool, &caller.account_id, &parse_line_id(raw_line_id)?).await?;
-    handle(&state.store, &caller.metadata, &line, LineCommand::Connect { phone }).await.map_err(line_error)?;
+    handle(&state.store, &caller.metadata, &line, LineCommand::Connect { phone, jid: None }).await.map_err(line_error)?;
     // A line that comes back sends what queued up while it was away.
     state.dispatcher.wake(line.id());
     line_queries::view(&state.pool, &line).await

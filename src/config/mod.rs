@@ -39,6 +39,12 @@ pub struct Config {
     pub media_timeout_ms: u64,
     pub sim_delivered_after_ms: u64,
     pub sim_read_after_ms: u64,
+    /// The engine of a line created without one: `whatsapp` (real numbers) or `sim` (the
+    /// simulated network; `serve --demo` and the tests use it).
+    pub default_engine: String,
+    /// A dropped WhatsApp session connects again after this long, doubling up to the maximum.
+    pub whatsapp_reconnect_min_ms: u64,
+    pub whatsapp_reconnect_max_ms: u64,
     #[serde(default)]
     pub database_url: Option<Secret>,
     /// Seals webhook secrets (BRIDGE_MASTER_KEY): 32 bytes, hex or base64.
@@ -176,6 +182,11 @@ impl Config {
     }
 
     /// The embedded defaults alone, ignoring files and the environment (tests start from these).
+    /// The engine of a line created without one (validated at start).
+    pub fn default_engine(&self) -> domain::line::EngineKind {
+        domain::line::EngineKind::parse(&self.default_engine).unwrap_or(domain::line::EngineKind::Whatsapp)
+    }
+
     pub fn defaults() -> Self {
         Figment::from(Toml::string(DEFAULTS)).extract().expect("embedded defaults are valid")
     }
@@ -183,6 +194,12 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024 (got {})", self.max_body_bytes);
+        }
+        if domain::line::EngineKind::parse(&self.default_engine).is_none() {
+            bail!("default_engine must be `whatsapp` or `sim` (got `{}`)", self.default_engine);
+        }
+        if self.whatsapp_reconnect_min_ms == 0 || self.whatsapp_reconnect_max_ms < self.whatsapp_reconnect_min_ms {
+            bail!("whatsapp_reconnect_min_ms must be positive and at most whatsapp_reconnect_max_ms");
         }
         if self.audit_digest_interval_secs == 0 {
             bail!("audit_digest_interval_secs must be positive");

@@ -118,8 +118,8 @@ async fn lines_page(state: &AppState, session: &ConsoleSession) -> Result<LinesP
                 engine: l.engine,
             })
             .collect(),
-        engines: vec![EngineKind::Sim.as_str().to_owned()],
-        engine: EngineKind::Sim.as_str().to_owned(),
+        engines: [EngineKind::Whatsapp, EngineKind::Sim].iter().map(|e| e.as_str().to_owned()).collect(),
+        engine: state.config.default_engine().as_str().to_owned(),
         engine_error: None,
         create_error: None,
     })
@@ -180,13 +180,13 @@ struct LiveFragment {
 async fn live_of(state: &AppState, session: &ConsoleSession, line: &LineView) -> Result<Live, ConsoleError> {
     let line_id = line_id(&line.line_id)?;
     let qr = if line.status == LineStatus::PendingQr.as_str() {
-        match line_queries::pending_qr(&state.pool, state.engine.as_ref(), &session.account_id, &line_id).await {
+        match line_commands::qr_code(state, &session.caller(), &line_id).await {
             Ok((_, code)) => Some(QrView {
                 src: format!("/console/lines/{}/qr.svg?expires={}", line.line_id, code.expires_at.timestamp()),
                 expires_at: iso(code.expires_at),
             }),
-            // It connected in between: no code to show.
-            Err(e) if e.code == ErrorCode::LineNotPendingQr => None,
+            // It connected in between, or its session has no code yet (the page asks again).
+            Err(e) if matches!(e.code, ErrorCode::LineNotPendingQr | ErrorCode::SessionUnavailable) => None,
             Err(e) => return Err(read(e)),
         }
     } else {
@@ -281,7 +281,7 @@ pub async fn qr_image(
     session: ConsoleSession,
     Path(raw): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    match line_queries::pending_qr(&state.pool, state.engine.as_ref(), &session.account_id, &line_id(&raw)?).await {
+    match line_commands::qr_code(&state, &session.caller(), &line_id(&raw)?).await {
         Ok((_, code)) => {
             Ok(([(header::CONTENT_TYPE, "image/svg+xml")], crate::engine::sim::qr_svg(&code.payload)).into_response())
         }

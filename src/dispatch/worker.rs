@@ -6,9 +6,10 @@
 use super::{lease, DispatchConfig};
 use crate::commands::messages::{dispatch_step, DispatchError};
 use crate::commands::CommandError;
-use crate::engine::{new_engine_message_id, Outbound, SessionEngine};
+use crate::engine::{new_engine_message_id, EngineError, EngineLine, Outbound, SessionEngine, SessionLease};
 use crate::store::EventStore;
 use domain::ids::{LineId, MessageId};
+use domain::line::EngineKind;
 use domain::message::{Content, Message, MessageCommand, MessageEvent, MessageStatus};
 use domain::phone::PhoneNumber;
 use governor::{Jitter, Quota, RateLimiter};
@@ -27,17 +28,34 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let pool = store.pool().clone();
-    let lease = match lease::acquire(&pool, &line_id, &config.node, config.lease_ttl).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => return, // another node serves this line
+    let line = match engine_of(&pool, &line_id).await {
+        Ok(Some(engine)) => EngineLine { id: line_id.clone(), engine },
+        Ok(None) => return,
         Err(e) => {
-            tracing::warn!(%line_id, error = %e, "dispatcher: taking the lease failed");
+            tracing::warn!(%line_id, error = %e, "dispatcher: reading the line failed");
             return;
         }
     };
-    tracing::info!(%line_id, epoch = lease.epoch, "dispatcher: serving line");
-    let keeper = lease::Keeper::start(pool.clone(), lease, config.lease_ttl);
+    // A line whose engine keeps a session is served under the session's lease, by the node that
+    // runs the session; otherwise the worker takes the line's lease itself.
+    let (keeper, own_lease) = match engine.session_lease(&line) {
+        SessionLease::Held(keeper) => (keeper, false),
+        SessionLease::Elsewhere => return,
+        SessionLease::NotKept => match lease::acquire(&pool, &line_id, &config.node, config.lease_ttl).await {
+            Ok(Some(lease)) => (Arc::new(lease::Keeper::start(pool.clone(), lease, config.lease_ttl)), true),
+            Ok(None) => return, // another node serves this line
+            Err(e) => {
+                tracing::warn!(%line_id, error = %e, "dispatcher: taking the lease failed");
+                return;
+            }
+        },
+    };
     let lease = keeper.lease();
+    tracing::info!(%line_id, epoch = lease.epoch, "dispatcher: serving line");
+    // After a send the engine could not make (the session is down), the next try waits this long,
+    // doubling up to a third of the lease TTL; a wake-up (the line is back) tries at once.
+    let first_retry = Duration::from_millis(250);
+    let mut retry_wait = first_retry;
     // One send per interval, no bursts; jitter spreads sends further.
     let quota =
         Quota::with_period(config.interval.max(Duration::from_millis(1))).expect("non-zero period").allow_burst(NonZeroU32::MIN);
@@ -61,7 +79,11 @@ pub async fn run(
             }
         };
         if let Next::Abandon(message_id) = &next {
-            let failed = MessageCommand::MarkFailed { reason: "the line was logged out before the message could be sent".into() };
+            let reason = match logout_reason(&pool, &line_id).await {
+                Some(why) => format!("the line was logged out before the message could be sent ({why})"),
+                None => "the line was logged out before the message could be sent".to_owned(),
+            };
+            let failed = MessageCommand::MarkFailed { reason };
             if let Err(e) = dispatch_step(&store, lease, message_id, failed).await {
                 tracing::warn!(%line_id, %message_id, error = ?e, "dispatcher: failing a message of a logged-out line failed");
                 return;
@@ -98,8 +120,19 @@ pub async fn run(
                 continue;
             }
         }
-        match send_one(&store, engine.as_ref(), &config, &keeper, &message_id, from, &mut last_call).await {
-            Ok(()) => {}
+        match send_one(&store, engine.as_ref(), &config, &keeper, &line, &message_id, from, &mut last_call).await {
+            Ok(Sent::Done) => retry_wait = first_retry,
+            Ok(Sent::Later(reason)) => {
+                tracing::info!(%line_id, %message_id, %reason, "dispatcher: the engine cannot send now; the message waits");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = keeper.lost() => {}
+                    _ = wake.recv() => {}
+                    _ = tokio::time::sleep(retry_wait) => {}
+                }
+                retry_wait = (retry_wait * 2).min(config.lease_ttl / 3);
+                continue;
+            }
             Err(DispatchError::LeaseLost) => {
                 tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
                 return;
@@ -108,7 +141,36 @@ pub async fn run(
         }
         idle_since = Instant::now();
     }
-    let _ = lease::release(&pool, lease).await;
+    if own_lease {
+        let _ = lease::release(&pool, lease).await;
+    }
+}
+
+/// Why the line was logged out, when it was not by its tenant (a logout from the phone, a ban).
+async fn logout_reason(pool: &sqlx::PgPool, line_id: &LineId) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT payload->>'reason' FROM events WHERE stream_type = 'line' AND stream_id = $1 AND event_type = 'line.logged_out' LIMIT 1",
+    )
+    .bind(line_id.as_str())
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+    .flatten()
+}
+
+async fn engine_of(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Option<EngineKind>, sqlx::Error> {
+    let engine: Option<String> =
+        sqlx::query_scalar("SELECT engine FROM lines WHERE line_id = $1").bind(line_id.as_str()).fetch_optional(pool).await?;
+    Ok(engine.and_then(|e| EngineKind::parse(&e)))
+}
+
+/// What became of one message's turn.
+enum Sent {
+    /// Sent, failed for good, or nothing left to do.
+    Done,
+    /// The engine could not send it now (the session is down): it stays first in the queue.
+    Later(String),
 }
 
 /// What the line's queue holds next.
@@ -139,26 +201,28 @@ async fn next_message(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Next, sql
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_one(
     store: &EventStore,
     engine: &dyn SessionEngine,
     config: &DispatchConfig,
     keeper: &lease::Keeper,
+    line: &EngineLine,
     message_id: &MessageId,
     from: PhoneNumber,
     last_call: &mut Option<tokio::time::Instant>,
-) -> Result<(), DispatchError> {
+) -> Result<Sent, DispatchError> {
     let lease = keeper.lease();
     let started =
         dispatch_step(store, lease, message_id, MessageCommand::StartDispatch { engine_message_id: new_engine_message_id() })
             .await?;
     let Some(MessageEvent::DispatchStarted { engine_message_id, .. }) = started.into_iter().next() else {
-        return Ok(()); // already sent or failed
+        return Ok(Sent::Done); // already sent or failed
     };
     let events =
         store.read_stream(<Message as domain::Aggregate>::STREAM_TYPE, message_id.as_str()).await.map_err(CommandError::Db)?;
     let Some(MessageEvent::Queued(queued)) = events.first().and_then(|e| e.decode::<MessageEvent>().ok()) else {
-        return Ok(());
+        return Ok(Sent::Done);
     };
     // A file that cannot be fetched fails the message with the reason; nothing is sent.
     let media = match &queued.content {
@@ -166,7 +230,7 @@ async fn send_one(
             Ok(file) => Some(Arc::new(file)),
             Err(e) => {
                 dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason: e.to_string() }).await?;
-                return Ok(());
+                return Ok(Sent::Done);
             }
         },
         _ => None,
@@ -182,7 +246,7 @@ async fn send_one(
                 None => {
                     let reason = format!("the message reacted to ({target}) was not sent");
                     dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason }).await?;
-                    return Ok(());
+                    return Ok(Sent::Done);
                 }
             }
         }
@@ -192,6 +256,7 @@ async fn send_one(
         message_id: message_id.clone(),
         engine_message_id: engine_message_id.clone(),
         line_id: lease.line_id.clone(),
+        engine: line.engine,
         from,
         to: queued.to,
         content,
@@ -212,13 +277,14 @@ async fn send_one(
     *last_call = Some(tokio::time::Instant::now());
     let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
         Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
+        Ok(Err(EngineError::Unavailable(reason))) => return Ok(Sent::Later(reason)),
         Ok(Err(e)) => MessageCommand::MarkFailed { reason: e.to_string() },
         Err(_) => MessageCommand::MarkFailed {
             reason: format!("the engine did not answer within {} ms", config.send_timeout.as_millis()),
         },
     };
     dispatch_step(store, lease, message_id, outcome).await?;
-    Ok(())
+    Ok(Sent::Done)
 }
 
 /// The WhatsApp id of a message (sent or received), from its stream.

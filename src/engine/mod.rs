@@ -1,17 +1,21 @@
 //! Session engines: the seam to WhatsApp. The dispatcher hands them messages to send; they report
 //! what happens on the network (inbound messages, receipts) back as commands.
 //!
-//! `sim` ([`sim`]) is the simulated WhatsApp network built into the server; real engines (the
-//! in-process WhatsApp Web client, an external engine over HTTP) implement the same trait.
+//! `sim` ([`sim`]) is the simulated WhatsApp network built into the server; `whatsapp`
+//! ([`whatsapp`]) the in-process WhatsApp Web client for real numbers. [`Engines`] routes each call
+//! to the engine of the line it is for.
 
 pub mod sim;
 pub mod whatsapp;
 
+use crate::dispatch::lease::Keeper;
 use domain::ids::{LineId, MessageId};
+use domain::line::EngineKind;
 use domain::message::Content;
 use domain::phone::PhoneNumber;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A message the dispatcher asks an engine to send.
 #[derive(Debug, Clone)]
@@ -21,6 +25,7 @@ pub struct Outbound {
     /// under the same id and the network can drop the duplicate.
     pub engine_message_id: String,
     pub line_id: LineId,
+    pub engine: EngineKind,
     pub from: PhoneNumber,
     pub to: PhoneNumber,
     pub content: Content,
@@ -39,23 +44,103 @@ pub enum EngineError {
     Unavailable(String),
 }
 
-pub type EngineFuture<'a> = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send + 'a>>;
+pub type EngineFuture<'a, T = ()> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
+
+/// A line as the engines know it: its id and which engine drives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineLine {
+    pub id: LineId,
+    pub engine: EngineKind,
+}
+
+/// Who holds the lease of a line's session, as the dispatcher needs to know before it serves the
+/// line's queue.
+pub enum SessionLease {
+    /// The engine keeps no session (the sim): the dispatcher takes the line's lease itself.
+    NotKept,
+    /// This node runs the line's session under this lease: the dispatcher sends under it too.
+    Held(Arc<Keeper>),
+    /// The session runs on another node (or not at all yet): its queue is served there.
+    Elsewhere,
+}
 
 pub trait SessionEngine: Send + Sync + 'static {
     /// Send one message. Sending the same `engine_message_id` twice must not deliver it twice.
+    /// `Unavailable` means the line's session is down: the message waits and is sent again later.
     fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a>;
 
     /// Tell the other party that these messages of the chat were read (read receipts).
-    fn mark_read<'a>(&'a self, line_id: &'a LineId, chat: &'a PhoneNumber, engine_message_ids: &'a [String]) -> EngineFuture<'a>;
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, engine_message_ids: &'a [String])
+        -> EngineFuture<'a>;
 
     /// Archive or unarchive the chat on the linked phone.
-    fn archive<'a>(&'a self, line_id: &'a LineId, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a>;
+    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a>;
 
-    /// Unlink the line from WhatsApp for good.
-    fn logout<'a>(&'a self, line_id: &'a LineId) -> EngineFuture<'a>;
+    /// Unlink the line from WhatsApp for good and forget its session.
+    fn logout<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a>;
 
-    /// The QR code a line waiting to be linked shows now.
-    fn qr_code(&self, line_id: &LineId) -> QrCode;
+    /// The QR code a line waiting to be linked shows now; `None` while none is ready yet.
+    fn qr_code<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a, Option<QrCode>>;
+
+    /// The 8-character code to type on the phone of `phone` ("Link with phone number").
+    fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String>;
+
+    /// A line was created, or its pairing restarted: start its session now if this node can.
+    fn wake_session(&self, _line_id: &LineId) {}
+
+    /// Whether this node holds the lease of the line's session (see [`SessionLease`]).
+    fn session_lease(&self, _line: &EngineLine) -> SessionLease {
+        SessionLease::NotKept
+    }
+}
+
+/// Every engine of the server; each call goes to the engine of its line.
+pub struct Engines {
+    pub sim: Arc<sim::SimNetwork>,
+    pub whatsapp: Arc<whatsapp::sessions::WhatsappEngine>,
+}
+
+impl Engines {
+    fn of(&self, engine: EngineKind) -> &dyn SessionEngine {
+        match engine {
+            EngineKind::Sim => self.sim.as_ref(),
+            EngineKind::Whatsapp => self.whatsapp.as_ref(),
+        }
+    }
+}
+
+impl SessionEngine for Engines {
+    fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a> {
+        self.of(message.engine).send(message)
+    }
+
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, ids: &'a [String]) -> EngineFuture<'a> {
+        self.of(line.engine).mark_read(line, chat, ids)
+    }
+
+    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a> {
+        self.of(line.engine).archive(line, chat, archived)
+    }
+
+    fn logout<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a> {
+        self.of(line.engine).logout(line)
+    }
+
+    fn qr_code<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a, Option<QrCode>> {
+        self.of(line.engine).qr_code(line)
+    }
+
+    fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String> {
+        self.of(line.engine).pairing_code(line, phone)
+    }
+
+    fn wake_session(&self, line_id: &LineId) {
+        self.whatsapp.wake_session(line_id)
+    }
+
+    fn session_lease(&self, line: &EngineLine) -> SessionLease {
+        self.of(line.engine).session_lease(line)
+    }
 }
 
 /// A QR code to scan with WhatsApp (Linked devices), valid until `expires_at`.

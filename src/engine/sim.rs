@@ -9,7 +9,7 @@
 //! [`QR_ROTATION_SECS`] seconds while the line waits for a scan. They are deterministic (derived
 //! from the line id and the rotation), so any node shows the same code at the same moment.
 
-use super::{EngineError, EngineFuture, Outbound, QrCode, SessionEngine};
+use super::{EngineError, EngineFuture, EngineLine, Outbound, QrCode, SessionEngine};
 use crate::commands::messages as message_commands;
 use crate::store::{Actor, EventStore, Metadata};
 use chrono::{DateTime, TimeZone, Utc};
@@ -145,10 +145,11 @@ impl SessionEngine for SimNetwork {
 
     fn mark_read<'a>(
         &'a self,
-        line_id: &'a LineId,
+        line: &'a EngineLine,
         _chat: &'a PhoneNumber,
         engine_message_ids: &'a [String],
     ) -> EngineFuture<'a> {
+        let line_id = &line.id;
         Box::pin(async move {
             // The senders of those messages, if they were sim lines of the same account, get a read
             // receipt (another account's sender already got one on the schedule).
@@ -173,18 +174,33 @@ impl SessionEngine for SimNetwork {
     }
 
     /// The simulated phone keeps no archive of its own: the read model is the whole state.
-    fn archive<'a>(&'a self, _line_id: &'a LineId, _chat: &'a PhoneNumber, _archived: bool) -> EngineFuture<'a> {
+    fn archive<'a>(&'a self, _line: &'a EngineLine, _chat: &'a PhoneNumber, _archived: bool) -> EngineFuture<'a> {
         Box::pin(async { Ok(()) })
     }
 
     /// A logged-out sim line stops being reachable: `deliver` only finds connected lines.
-    fn logout<'a>(&'a self, _line_id: &'a LineId) -> EngineFuture<'a> {
+    fn logout<'a>(&'a self, _line: &'a EngineLine) -> EngineFuture<'a> {
         Box::pin(async { Ok(()) })
     }
 
-    fn qr_code(&self, line_id: &LineId) -> QrCode {
-        qr_code(line_id, Utc::now())
+    fn qr_code<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a, Option<QrCode>> {
+        Box::pin(async move { Ok(Some(qr_code(&line.id, Utc::now()))) })
     }
+
+    /// The sandbox's code is derived from the line and the number; linking still happens by the
+    /// sandbox's scan (there is no phone to type it on).
+    fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String> {
+        Box::pin(async move { Ok(pairing_code(&line.id, phone)) })
+    }
+}
+
+/// The alphabet of WhatsApp's pairing codes (no 0, I, O or U, which read ambiguously).
+pub const PAIRING_CODE_ALPHABET: &[u8; 32] = b"123456789ABCDEFGHJKLMNPQRSTVWXYZ";
+
+/// The sandbox's pairing code of a line for a number: 8 characters of WhatsApp's alphabet.
+pub fn pairing_code(line_id: &LineId, phone: &PhoneNumber) -> String {
+    let digest = Sha256::digest(format!("{line_id}:{phone}").as_bytes());
+    digest[..8].iter().map(|b| PAIRING_CODE_ALPHABET[(b & 31) as usize] as char).collect()
 }
 
 pub const QR_ROTATION_SECS: i64 = 20;
@@ -220,5 +236,15 @@ mod tests {
         assert_ne!(a.payload, c.payload);
         assert_eq!(a.expires_at, t0 + chrono::Duration::seconds(20));
         assert!(qr_svg(&a.payload).starts_with("<?xml"));
+    }
+
+    #[test]
+    fn a_sandbox_pairing_code_is_eight_characters_of_whatsapps_alphabet() {
+        let (line, phone) = (LineId::new(), PhoneNumber::parse("+34600000001").unwrap());
+        let code = pairing_code(&line, &phone);
+        assert_eq!(code.len(), 8);
+        assert!(code.bytes().all(|b| PAIRING_CODE_ALPHABET.contains(&b)), "{code}");
+        assert_eq!(code, pairing_code(&line, &phone));
+        assert_ne!(code, pairing_code(&line, &PhoneNumber::parse("+34600000002").unwrap()));
     }
 }

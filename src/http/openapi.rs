@@ -32,6 +32,7 @@ use utoipa::OpenApi;
         super::v1::lines::get,
         super::v1::lines::logout,
         super::v1::lines::qr,
+        super::v1::lines::pairing_code,
         super::v1::sandbox::scan,
         super::v1::sandbox::disconnect,
         super::v1::sandbox::inbound,
@@ -80,7 +81,11 @@ pub const ERRORS: &[(&str, &[ErrorCode])] = &[
     ("listLines", &[SubscriptionRequired]),
     ("getLine", &[SubscriptionRequired, LineNotFound]),
     ("logoutLine", &[SubscriptionRequired, LineNotFound]),
-    ("getLineQr", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotPendingQr]),
+    ("getLineQr", &[SubscriptionRequired, ValidationError, LineNotFound, LineNotPendingQr, LineConflict, SessionUnavailable]),
+    (
+        "requestPairingCode",
+        &[SubscriptionRequired, ValidationError, LineNotFound, LineNotPendingQr, LineConflict, SessionUnavailable],
+    ),
     ("sandboxScan", &[SubscriptionRequired, ValidationError, LineNotFound, NotASandboxLine, LineConflict]),
     (
         "sandboxDisconnect",
@@ -126,6 +131,7 @@ fn status_meaning(status: u16) -> &'static str {
         413 => "The request body is too large",
         429 => "Rate limit or plan quota exceeded",
         500 => "Internal error; you can try again",
+        503 => "Not ready right now; try again in a moment",
         _ => "Error",
     }
 }

@@ -209,7 +209,7 @@ fn sent(result: Result<Sent, ApiError>) -> Result<CallToolResult, ErrorData> {
 impl Bridge {
     #[tool(
         name = "bridge_list_lines",
-        description = "List the WhatsApp lines of your account. Returns {ok, lines: [{line_id, status (pending_qr, connected, disconnected or logged_out), phone, engine, created_at, …}]}. Use a connected line's line_id with the other tools.",
+        description = "List the WhatsApp lines of your account. Returns {ok, lines: [{line_id, status (pending_qr, qr_expired, connected, disconnected or logged_out), phone, engine, created_at, …}]}. Use a connected line's line_id with the other tools.",
         annotations(read_only_hint = true)
     )]
     async fn bridge_list_lines(&self, Extension(parts): Extension<Parts>) -> Result<CallToolResult, ErrorData> {

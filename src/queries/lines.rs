@@ -2,10 +2,9 @@
 
 use super::owned::OwnedLine;
 use crate::api::error::{ApiError, ErrorCode};
-use crate::engine::{QrCode, SessionEngine};
 use chrono::{DateTime, Utc};
 use domain::ids::{AccountId, LineId};
-use domain::line::{EngineKind, LineStatus};
+use domain::line::EngineKind;
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -14,7 +13,7 @@ use utoipa::ToSchema;
 pub struct LineView {
     #[schema(example = "line_01jdzq2m9a8x0v3k1s5t7w9y2b")]
     pub line_id: String,
-    /// `pending_qr`, `connected`, `disconnected` or `logged_out`.
+    /// `pending_qr`, `qr_expired`, `connected`, `disconnected` or `logged_out`.
     pub status: String,
     /// The linked number, once the QR code has been scanned.
     #[schema(example = "+34600000000")]
@@ -66,26 +65,6 @@ async fn select(pool: &PgPool, account_id: &AccountId, line_id: &LineId) -> Resu
         .fetch_optional(pool)
         .await?
         .ok_or_else(|| ErrorCode::LineNotFound.into())
-}
-
-/// The account's line waiting for its QR code to be scanned, and the code it shows now; else
-/// `line_not_found`, or `line_not_pending_qr` with the line's `status`.
-pub async fn pending_qr(
-    pool: &PgPool,
-    engine: &dyn SessionEngine,
-    account_id: &AccountId,
-    line_id: &LineId,
-) -> Result<(LineView, QrCode), ApiError> {
-    let line = select(pool, account_id, line_id).await?;
-    if line.status != LineStatus::PendingQr.as_str() {
-        return Err(ApiError::new(
-            ErrorCode::LineNotPendingQr,
-            format!("The line is {}; it shows a QR code only while it waits for a scan.", line.status),
-        )
-        .with("status", line.status));
-    }
-    let code = engine.qr_code(line_id);
-    Ok((line, code))
 }
 
 /// The account's `sim` line (the sandbox drives only those) and how it is now; else

@@ -49,6 +49,9 @@ fn probe(method: &Method, path: &str, v: &Victim, attacker_webhook: &str) -> Opt
         ("GET", "/lines/{line_id}") => refused(format!("/v1/lines/{line}"), None, NOT_FOUND, "line_not_found"),
         ("DELETE", "/lines/{line_id}") => refused(format!("/v1/lines/{line}"), None, NOT_FOUND, "line_not_found"),
         ("GET", "/lines/{line_id}/qr") => refused(format!("/v1/lines/{line}/qr"), None, NOT_FOUND, "line_not_found"),
+        ("POST", "/lines/{line_id}/pairing-code") => {
+            on_line(format!("/v1/lines/{line}/pairing-code"), json!({"phone": "+34600000999"}))
+        }
         ("POST", "/sandbox/lines/{line_id}/scan") => {
             on_line(format!("/v1/sandbox/lines/{line}/scan"), json!({"phone": "+34600000999"}))
         }

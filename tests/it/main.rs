@@ -37,3 +37,4 @@ mod schema_evolution;
 mod serve;
 mod webhook_delivery;
 mod webhooks;
+mod whatsapp_engine;

@@ -107,9 +107,18 @@ pub struct WaOutbound {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaBody {
     Text(String),
-    Media { kind: WaMediaKind, bytes: Arc<Vec<u8>>, mime_type: String, file_name: Option<String>, caption: Option<String> },
+    Media {
+        kind: WaMediaKind,
+        bytes: Arc<Vec<u8>>,
+        mime_type: String,
+        file_name: Option<String>,
+        caption: Option<String>,
+    },
     /// A reaction to `target`; an empty emoji removes it.
-    Reaction { target: WaMessageKey, emoji: String },
+    Reaction {
+        target: WaMessageKey,
+        emoji: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +169,20 @@ pub struct WaInbound {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaInboundBody {
     Text(String),
-    Media { kind: WaMediaKind, mime_type: String, caption: Option<String>, media: WaMediaRef },
-    Reaction { target_id: String, emoji: String },
+    Media {
+        kind: WaMediaKind,
+        mime_type: String,
+        caption: Option<String>,
+        media: WaMediaRef,
+    },
+    Reaction {
+        target_id: String,
+        emoji: String,
+    },
     /// A message kind the gateway does not carry (a poll, a sticker, a location …).
-    Unsupported { kind: String },
+    Unsupported {
+        kind: String,
+    },
 }
 
 /// What is needed to download an inbound file later (kept in our read model).

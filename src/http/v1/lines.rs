@@ -21,14 +21,15 @@ pub use crate::queries::lines::{LineResponse, LineView, LinesResponse};
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"engine": "sim"}))]
 pub struct CreateLineRequest {
-    /// The session engine; `sim` (the simulated network) is the default.
+    /// The session engine: `whatsapp` (a real number) or `sim` (the simulated network). The
+    /// default is the server's (`whatsapp` in production, `sim` in sandboxes and demos).
     #[serde(default)]
     #[schema(value_type = Option<schemas::Engine>)]
     pub engine: Option<String>,
 }
 
 /// Create a line; it waits for its QR code to be scanned.
-#[utoipa::path(post, path = "/v1/lines", tag = "lines", operation_id = "createLine", request_body(content = CreateLineRequest, description = "Optional: an empty object creates a `sim` line"),
+#[utoipa::path(post, path = "/v1/lines", tag = "lines", operation_id = "createLine", request_body(content = CreateLineRequest, description = "Optional: an empty object creates a line on the server's default engine"),
     responses((status = 201, description = "The new line, waiting for its QR code to be scanned", body = LineResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn create(
@@ -98,6 +99,8 @@ pub struct QrResponse {
 }
 
 /// The QR code to scan while the line waits for it (`?format=svg` for an image).
+///
+/// Codes rotate. When a `whatsapp` line's codes have run out (`qr_expired`), asking again starts a new run.
 #[utoipa::path(get, path = "/v1/lines/{line_id}/qr", tag = "lines", operation_id = "getLineQr",
     params(("line_id" = String, Path, description = "The line: a `line_…` id from GET /v1/lines"), ("format" = Option<QrFormat>, Query, description = "`json` (default) or `svg` (an image)")),
     responses((status = 200, description = "The current QR code", content((QrResponse = "application/json"), (String = "image/svg+xml")))),
@@ -108,9 +111,7 @@ pub async fn qr(
     Path(line_id): Path<String>,
     Query(query): Query<QrQuery>,
 ) -> Result<Response, ApiError> {
-    let (line, code) =
-        line_queries::pending_qr(&state.pool, state.engine.as_ref(), &tenant.identity.account_id, &parse_line_id(&line_id)?)
-            .await?;
+    let (line, code) = line_commands::qr_code(&state, &tenant.caller(), &parse_line_id(&line_id)?).await?;
     match query.format.as_deref() {
         None | Some("json") => {
             Ok(axum::Json(QrResponse { ok: true, line_id: line.line_id, qr: code.payload, expires_at: code.expires_at })
@@ -119,4 +120,41 @@ pub async fn qr(
         Some("svg") => Ok(([(header::CONTENT_TYPE, "image/svg+xml")], crate::engine::sim::qr_svg(&code.payload)).into_response()),
         Some(other) => Err(ApiError::invalid_field("format", format!("Unknown format `{other}`; use json or svg."))),
     }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"phone": "+34600000000"}))]
+pub struct PairingCodeRequest {
+    /// The number of the phone that will link the line, in international format.
+    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    pub phone: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PairingCodeResponse {
+    pub ok: bool,
+    pub line_id: String,
+    /// Type it on the phone: WhatsApp → Linked devices → Link a device → Link with phone number
+    /// instead. Eight characters.
+    #[schema(example = "ABCD2345")]
+    pub pairing_code: String,
+}
+
+/// A code to link the line by typing it on the phone instead of scanning the QR code.
+#[utoipa::path(post, path = "/v1/lines/{line_id}/pairing-code", tag = "lines", operation_id = "requestPairingCode",
+    params(("line_id" = String, Path, description = "The line: a `line_…` id from GET /v1/lines")),
+    request_body(content = PairingCodeRequest),
+    responses((status = 200, description = "The pairing code to type on the phone", body = PairingCodeResponse)),
+    security(("bearer" = []), ("bridge_key" = [])))]
+pub async fn pairing_code(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(line_id): Path<String>,
+    Json(body): Json<PairingCodeRequest>,
+) -> Result<axum::Json<PairingCodeResponse>, ApiError> {
+    let line_id = parse_line_id(&line_id)?;
+    let phone = crate::api::fields::phone("phone", &body.phone)?;
+    let (line, code) = line_commands::pairing_code(&state, &tenant.caller(), &line_id, &phone).await?;
+    Ok(axum::Json(PairingCodeResponse { ok: true, line_id: line.line_id, pairing_code: code }))
 }

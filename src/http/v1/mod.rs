@@ -38,6 +38,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/lines/{line_id}", get(lines::get)),
         route(Method::DELETE, "/lines/{line_id}", delete(lines::logout)),
         route(Method::GET, "/lines/{line_id}/qr", get(lines::qr)),
+        route(Method::POST, "/lines/{line_id}/pairing-code", post(lines::pairing_code)),
         route(Method::POST, "/sandbox/lines/{line_id}/scan", post(sandbox::scan)),
         route(Method::POST, "/sandbox/lines/{line_id}/disconnect", post(sandbox::disconnect)),
         route(Method::POST, "/sandbox/lines/{line_id}/inbound", post(sandbox::inbound)),

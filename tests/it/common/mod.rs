@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use wazion_bridge::config::Config;
 use wazion_bridge::db;
+use wazion_bridge::engine::whatsapp::fake::FakeWhatsapp;
 use wazion_bridge::server::RunningServer;
 
 struct PgServer {
@@ -232,6 +233,34 @@ impl TestApp {
         Self { db, server: Some(server), base, http: reqwest::Client::new() }
     }
 
+    /// A server whose `whatsapp` lines talk to the scripted `fake` (and keep their session state
+    /// in this test's PostgreSQL, as in production).
+    pub async fn spawn_with_whatsapp(fake: &FakeWhatsapp, configure: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = test_config();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = wazion_bridge::server::start_with(config, db.pool.clone(), listener, whatsapp_options(fake))
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.addr);
+        Self { db, server: Some(server), base, http: reqwest::Client::new() }
+    }
+
+    /// Start a server again on this test's database (after `stop_server`), its `whatsapp` lines
+    /// talking to `fake`.
+    pub async fn start_server_with_whatsapp(&mut self, fake: &FakeWhatsapp, configure: impl FnOnce(&mut Config)) {
+        assert!(self.server.is_none(), "stop the running server first");
+        let mut config = test_config();
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = wazion_bridge::server::start_with(config, self.db.pool.clone(), listener, whatsapp_options(fake))
+            .await
+            .expect("server starts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -312,6 +341,10 @@ impl TestApp {
     }
 }
 
+fn whatsapp_options(fake: &FakeWhatsapp) -> wazion_bridge::server::StartOptions {
+    wazion_bridge::server::StartOptions { whatsapp: Some(std::sync::Arc::new(fake.clone())), session_stores: None }
+}
+
 /// The `bridge` binary set up to see nothing of the machine it runs on: none of the developer's
 /// `BRIDGE_*` variables, no `bridge.toml` (it runs in a fresh directory of its own, which is also
 /// its data directory), the tests' master key, and this test's database.
@@ -329,6 +362,7 @@ pub fn bridge(db: &TestDb) -> tokio::process::Command {
         .env("BRIDGE_DATA_DIR", &dir)
         .env("BRIDGE_MASTER_KEY", TEST_MASTER_KEY)
         .env("BRIDGE_LOG", "warn")
+        .env("BRIDGE_DEFAULT_ENGINE", "sim")
         .env("DATABASE_URL", &db.url)
         .kill_on_drop(true);
     command
@@ -411,6 +445,9 @@ pub const TEST_MASTER_KEY: &str = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.master_key = Some(wazion_bridge::config::Secret::new(TEST_MASTER_KEY));
+    // The tests' lines are on the simulated network unless they ask for the `whatsapp` engine.
+    config.default_engine = "sim".into();
+    config.whatsapp_reconnect_min_ms = 20;
     config
 }
 
