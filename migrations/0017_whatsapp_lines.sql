@@ -41,5 +41,6 @@ CREATE TABLE whatsapp_inbound_seen (
 CREATE TABLE whatsapp_inbound_media (
     message_id  text  PRIMARY KEY,
     line_id     text  NOT NULL,
+    mime_type   text  NOT NULL,
     media       jsonb NOT NULL
 );

@@ -366,3 +366,13 @@ mod tests {
         assert!(Policy::parse("sometimes").is_none() && Kind::parse("gif").is_none());
     }
 }
+
+named_schema!(
+    /// A file's bytes (a binary response body).
+    Binary,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Binary)))
+        .description(Some("The file's bytes; `Content-Type` says what it is."))
+        .into()
+);

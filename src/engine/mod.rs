@@ -85,6 +85,17 @@ pub trait SessionEngine: Send + Sync + 'static {
     /// The 8-character code to type on the phone of `phone` ("Link with phone number").
     fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String>;
 
+    /// The file of a received media message, fetched now; `None`: the engine keeps none for it.
+    /// A file larger than `max_bytes` is `Rejected` without being fetched.
+    fn download_media<'a>(
+        &'a self,
+        _line: &'a EngineLine,
+        _message_id: &'a MessageId,
+        _max_bytes: u64,
+    ) -> EngineFuture<'a, Option<crate::media::MediaFile>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// A line was created, or its pairing restarted: start its session now if this node can.
     fn wake_session(&self, _line_id: &LineId) {}
 
@@ -132,6 +143,15 @@ impl SessionEngine for Engines {
 
     fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String> {
         self.of(line.engine).pairing_code(line, phone)
+    }
+
+    fn download_media<'a>(
+        &'a self,
+        line: &'a EngineLine,
+        message_id: &'a MessageId,
+        max_bytes: u64,
+    ) -> EngineFuture<'a, Option<crate::media::MediaFile>> {
+        self.of(line.engine).download_media(line, message_id, max_bytes)
     }
 
     fn wake_session(&self, line_id: &LineId) {

@@ -4,10 +4,11 @@ use super::{cursor_at, next_page, page_limit, position_cursor};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use chrono::{DateTime, Utc};
-use domain::ids::{AccountId, LineId};
+use domain::ids::{AccountId, LineId, MessageId};
 use domain::phone::PhoneNumber;
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::PgPool;
 use std::time::Duration;
 use utoipa::ToSchema;
 
@@ -85,4 +86,28 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
     .await?;
     let next_cursor = next_page(&mut messages, limit, |m| cursor_at(m.position));
     Ok(MessagesResponse { ok: true, messages, next_cursor })
+}
+
+/// A received message of the account whose file an engine keeps the keys to (its line, as the
+/// engines know it, and its id), found by our id or WhatsApp's. Read from the engine's own record,
+/// written with the message, so a webhook's receiver can fetch the file at once.
+pub async fn received_media(
+    pool: &PgPool,
+    account_id: &AccountId,
+    id: &str,
+) -> Result<Option<(crate::engine::EngineLine, MessageId)>, sqlx::Error> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT s.message_id, s.line_id FROM whatsapp_inbound_seen s \
+           JOIN whatsapp_inbound_media m ON m.message_id = s.message_id \
+           JOIN lines l ON l.line_id = s.line_id \
+          WHERE l.account_id = $1 AND (s.message_id = $2 OR s.engine_message_id = $2) LIMIT 1",
+    )
+    .bind(account_id.as_str())
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(message_id, line_id)| {
+        let line = crate::engine::EngineLine { id: LineId::parse(&line_id).ok()?, engine: domain::line::EngineKind::Whatsapp };
+        Some((line, MessageId::parse(&message_id).ok()?))
+    }))
 }

@@ -78,6 +78,9 @@ fn probe(method: &Method, path: &str, v: &Victim, attacker_webhook: &str) -> Opt
         ("GET", "/messages") => {
             refused(format!("/v1/messages?line_id={line}&phone=%2B{}", &v.chat[1..]), None, NOT_FOUND, "line_not_found")
         }
+        ("GET", "/messages/{message_id}/media") => {
+            refused(format!("/v1/messages/{}/media", v.message), None, NOT_FOUND, "not_found")
+        }
         ("GET", "/webhooks") => own_only("/v1/webhooks", None),
         ("POST", "/webhooks") => on_line("/v1/webhooks".into(), json!({"url": "https://example.com/h", "line_id": line})),
         ("GET", "/webhooks/{id}") => refused(format!("/v1/webhooks/{wh}"), None, NOT_FOUND, "webhook_not_found"),

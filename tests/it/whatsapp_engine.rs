@@ -568,3 +568,80 @@ async fn a_tenants_logout_unlinks_the_device() {
     await_status(&app, &key, &line, "logged_out").await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_received_file_is_fetched_from_whatsapp_when_the_tenant_asks_for_it() {
+    let fake = FakeWhatsapp::new();
+    let mut app = TestApp::spawn_with_whatsapp(&fake, |c| {
+        fast(c);
+        c.media_max_bytes = 4096;
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let (_, run) = linked_line(&app, &fake, &key).await;
+    let file = |path: &str, length: u64| WaMediaRef {
+        direct_path: path.into(),
+        media_key: vec![7; 32],
+        file_sha256: vec![8; 32],
+        file_enc_sha256: vec![9; 32],
+        file_length: length,
+        kind_label: "document".into(),
+    };
+    let document = |id: &str, media: WaMediaRef| {
+        inbound(
+            id,
+            WaInboundBody::Media { kind: WaMediaKind::Document, mime_type: "application/pdf".into(), caption: None, media },
+        )
+    };
+    fake.serve_file("/v/invoice", b"%PDF-1.7 invoice".to_vec());
+    let batch = vec![
+        document("3A00000000000000A1", file("/v/invoice", 16)),
+        document("3A00000000000000A2", file("/v/huge", 1 << 30)),
+        inbound("3A00000000000000A3", WaInboundBody::Text("sin archivo".into())),
+    ];
+    run.deliver(batch).await.unwrap();
+    let pool = app.db.pool.clone();
+    let id_of = |engine_id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT message_id FROM whatsapp_inbound_seen WHERE engine_message_id = $1")
+                .bind(engine_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let invoice = id_of("3A00000000000000A1").await;
+
+    // By our id or by WhatsApp's: the file, fetched through the line's session.
+    for id in [invoice.as_str(), "3A00000000000000A1"] {
+        let response = app.get(&format!("/v1/messages/{id}/media"), &key).await;
+        assert_eq!(response.status(), StatusCode::OK, "{id}");
+        assert_eq!(response.headers()["content-type"], "application/pdf");
+        assert_eq!(response.bytes().await.unwrap().as_ref(), b"%PDF-1.7 invoice");
+    }
+    let downloads = fake.calls().iter().filter(|c| matches!(c, Call::Download { .. })).count();
+    assert_eq!(downloads, 2, "fetched each time, never stored");
+
+    // Too large for this server: refused before any download, with the sizes.
+    let huge = id_of("3A00000000000000A2").await;
+    let response = app.get(&format!("/v1/messages/{huge}/media"), &key).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("up to 4096 bytes"), "{body}");
+    assert_eq!(fake.calls().iter().filter(|c| matches!(c, Call::Download { .. })).count(), 2);
+
+    // A text message has no file; another account's file is not found.
+    let text = id_of("3A00000000000000A3").await;
+    let (_, _, other) = app.account("pro").await;
+    for (id, key) in [(text.as_str(), key.as_str()), (invoice.as_str(), other.as_str())] {
+        let (status, body) = get_json(&app, key, &format!("/v1/messages/{id}/media")).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{body}");
+    }
+    // While the line's session is down the file waits: retryable.
+    app.stop_server().await;
+    app.start_server_with_whatsapp(&fake, fast).await;
+    let (status, body) = get_json(&app, &key, &format!("/v1/messages/{invoice}/media")).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("session_unavailable")), "{body}");
+    app.shutdown().await;
+}

@@ -22,13 +22,14 @@
 //! their clients cleanly and release their leases, so another node can take the lines at once.
 
 use super::seam::{
-    SessionStore, WaBody, WaClient, WaConnector, WaError, WaEvent, WaInbound, WaInboundBody, WaMediaKind, WaMessageKey,
-    WaOutbound, WaQuoted, WaReceipt,
+    SessionStore, WaBody, WaClient, WaConnector, WaError, WaEvent, WaInbound, WaInboundBody, WaMediaKind, WaMediaRef,
+    WaMessageKey, WaOutbound, WaQuoted, WaReceipt,
 };
 use crate::commands::messages::{self as message_commands, LeaseGuard};
 use crate::dispatch::lease::{self, Keeper};
 use crate::dispatch::Dispatcher;
 use crate::engine::{EngineError, EngineFuture, EngineLine, Outbound, QrCode, SessionEngine, SessionLease};
+use crate::media::MediaFile;
 use crate::store::{Actor, EventStore, Metadata};
 use async_trait::async_trait;
 use domain::ids::{AccountId, LineId, MessageId};
@@ -36,6 +37,7 @@ use domain::line::{LineCommand, LineError};
 use domain::message::{Content, Emoji, MediaType, MessageStatus, MessageText};
 use domain::phone::PhoneNumber;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -85,6 +87,8 @@ struct Session {
     keeper: Arc<Keeper>,
     /// The client, while one is running.
     client: Mutex<Option<Arc<dyn WaClient>>>,
+    /// Whether that client is connected and logged in (a pairing client is running, not connected).
+    connected: AtomicBool,
     /// Ends this session (the line was logged out here).
     stop: CancellationToken,
 }
@@ -204,7 +208,12 @@ impl WhatsappEngine {
         };
         tracing::info!(%line_id, epoch = lease.epoch, "whatsapp: starting the line's session");
         let keeper = Arc::new(Keeper::start(self.store.pool().clone(), lease, self.config.lease_ttl));
-        let session = Arc::new(Session { keeper, client: Mutex::new(None), stop: CancellationToken::new() });
+        let session = Arc::new(Session {
+            keeper,
+            client: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        });
         self.sessions.lock().expect("sessions lock").insert(line_id.clone(), session.clone());
         let engine = self.clone();
         self.tasks.spawn(async move {
@@ -230,6 +239,7 @@ impl WhatsappEngine {
                 Ok(run) => {
                     *session.client.lock().expect("session lock") = Some(run.client.clone());
                     let followed = self.follow(line_id, account_id, session, run.events).await;
+                    session.connected.store(false, Ordering::SeqCst);
                     let client = session.client.lock().expect("session lock").take();
                     match followed {
                         Followed::Over => {
@@ -317,6 +327,7 @@ impl WhatsappEngine {
                     };
                     if self.line_command(line_id, account_id, LineCommand::Connect { phone, jid }).await {
                         connected_at = Some(Instant::now());
+                        session.connected.store(true, Ordering::SeqCst);
                         self.wake_queue(line_id);
                     } else {
                         // Linked to another number than the line's: this device must not serve it.
@@ -327,6 +338,7 @@ impl WhatsappEngine {
                     }
                 }
                 WaEvent::Disconnected { reason } => {
+                    session.connected.store(false, Ordering::SeqCst);
                     if connected_at.is_some() {
                         self.line_command(line_id, account_id, LineCommand::Disconnect { reason }).await;
                     }
@@ -411,12 +423,22 @@ impl WhatsappEngine {
         }
     }
 
-    /// The running client of a line served here, or why there is none.
-    fn client(&self, line_id: &LineId) -> Result<Arc<dyn WaClient>, EngineError> {
+    /// The running client of a line served here (a pairing one too), or why there is none.
+    fn running_client(&self, line_id: &LineId) -> Result<(Arc<Session>, Arc<dyn WaClient>), EngineError> {
         let session = self
             .session(line_id)
             .ok_or_else(|| EngineError::Unavailable("the line's WhatsApp session is not running on this node".into()))?;
-        session.client().ok_or_else(|| EngineError::Unavailable("the line is not connected to WhatsApp right now".into()))
+        let client = session.client().ok_or_else(|| EngineError::Unavailable("the line's WhatsApp client is starting".into()))?;
+        Ok((session, client))
+    }
+
+    /// The connected client of a line served here, or why there is none.
+    fn client(&self, line_id: &LineId) -> Result<Arc<dyn WaClient>, EngineError> {
+        let (session, client) = self.running_client(line_id)?;
+        if !session.connected.load(Ordering::SeqCst) {
+            return Err(EngineError::Unavailable("the line is not connected to WhatsApp right now".into()));
+        }
+        Ok(client)
     }
 
     async fn send_outbound(&self, message: &Outbound) -> Result<(), EngineError> {
@@ -492,7 +514,34 @@ impl SessionEngine for WhatsappEngine {
     fn pairing_code<'a>(&'a self, line: &'a EngineLine, phone: &'a PhoneNumber) -> EngineFuture<'a, String> {
         Box::pin(async move {
             let digits = phone.as_str().trim_start_matches('+');
-            self.client(&line.id)?.pairing_code(digits).await.map_err(engine_error)
+            self.running_client(&line.id)?.1.pairing_code(digits).await.map_err(engine_error)
+        })
+    }
+
+    /// An inbound file, fetched from WhatsApp now (WhatsApp keeps it; we keep only its keys).
+    fn download_media<'a>(
+        &'a self,
+        line: &'a EngineLine,
+        message_id: &'a MessageId,
+        max_bytes: u64,
+    ) -> EngineFuture<'a, Option<MediaFile>> {
+        Box::pin(async move {
+            let row: Option<(String, sqlx::types::Json<WaMediaRef>)> =
+                sqlx::query_as("SELECT mime_type, media FROM whatsapp_inbound_media WHERE message_id = $1 AND line_id = $2")
+                    .bind(message_id.as_str())
+                    .bind(line.id.as_str())
+                    .fetch_optional(self.store.pool())
+                    .await
+                    .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            let Some((content_type, media)) = row else { return Ok(None) };
+            if media.0.file_length > max_bytes {
+                return Err(EngineError::Rejected(format!(
+                    "the file is {} bytes; this server serves files of up to {max_bytes} bytes",
+                    media.0.file_length
+                )));
+            }
+            let bytes = self.client(&line.id)?.download(&media.0).await.map_err(engine_error)?;
+            Ok(Some(MediaFile { bytes, content_type }))
         })
     }
 
@@ -654,10 +703,11 @@ async fn record_inbound(
             tracing::debug!(%line_id, engine_message_id = %message.id, "whatsapp: a redelivered message, already recorded");
             continue;
         }
-        if let WaInboundBody::Media { media, .. } = &message.body {
-            sqlx::query("INSERT INTO whatsapp_inbound_media (message_id, line_id, media) VALUES ($1, $2, $3)")
+        if let WaInboundBody::Media { media, mime_type, .. } = &message.body {
+            sqlx::query("INSERT INTO whatsapp_inbound_media (message_id, line_id, mime_type, media) VALUES ($1, $2, $3, $4)")
                 .bind(message_id.as_str())
                 .bind(line_id.as_str())
+                .bind(mime_type)
                 .bind(sqlx::types::Json(media))
                 .execute(&mut *tx)
                 .await?;

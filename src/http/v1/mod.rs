@@ -3,6 +3,7 @@
 pub mod chats;
 pub mod lines;
 pub mod me;
+pub mod media;
 pub mod message_history;
 pub mod messages;
 pub mod reads;
@@ -51,6 +52,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/messages/react", post(messages::react)),
         route(Method::POST, "/messages/read", post(messages::read)),
         route(Method::GET, "/messages", get(message_history::list)),
+        route(Method::GET, "/messages/{message_id}/media", get(media::get)),
         route(Method::GET, "/webhooks", get(webhooks::list)),
         route(Method::POST, "/webhooks", post(webhooks::create)),
         route(Method::GET, "/webhooks/{id}", get(webhooks::get)),
