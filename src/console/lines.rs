@@ -1,7 +1,8 @@
 //! The Lines page: the account's lines and creating one; a line's page with its QR code (an SVG
 //! image, refreshed live by a `data-poll` fragment until the line connects, with its expiry), its
-//! live status, the sandbox actions on `sim` lines (a phone scans, a message arrives, the session
-//! drops) and logging out after a confirmation step.
+//! live status, linking a `whatsapp` line by pairing code instead (and a new run of QR codes once
+//! they ran out), the sandbox actions on `sim` lines (a phone scans, a message arrives, the
+//! session drops) and logging out after a confirmation step.
 //!
 //! Every action runs the command REST runs (`commands::lines`, `commands::sandbox`) with the
 //! signed-in user as the caller; lines are reached only through `queries::lines`' owned lookups,
@@ -34,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/lines/{line_id}/live", get(live))
         .route("/lines/{line_id}/qr.svg", get(qr_image))
         .route("/lines/{line_id}/scan", post(scan))
+        .route("/lines/{line_id}/pairing-code", post(pairing_code))
+        .route("/lines/{line_id}/new-qr", post(new_qr))
         .route("/lines/{line_id}/inbound", post(inbound))
         .route("/lines/{line_id}/disconnect", post(disconnect))
         .route("/lines/{line_id}/logout", get(confirm_logout).post(logout))
@@ -213,6 +216,8 @@ struct SandboxForms {
     inbound_error: Option<String>,
     disconnect_reason: String,
     disconnect_error: Option<String>,
+    pairing_phone: String,
+    pairing_error: Option<String>,
 }
 
 #[derive(Template)]
@@ -226,6 +231,12 @@ struct LinePage {
     /// Still changes (not logged out): the live part polls.
     changing: bool,
     sim: bool,
+    /// A `whatsapp` line that waits to be linked (by QR code or pairing code).
+    pairing: bool,
+    /// Its QR codes ran out: a button starts a new run.
+    qr_expired: bool,
+    /// The pairing code just asked for.
+    pairing_code: Option<String>,
     live: Live,
     /// The message a sandbox inbound just made.
     received: Option<String>,
@@ -242,6 +253,10 @@ async fn line_page(state: &AppState, session: &ConsoleSession, raw: &str) -> Res
         created_at: iso(line.created_at),
         changing: line.status != LineStatus::LoggedOut.as_str(),
         sim: line.engine == EngineKind::Sim.as_str(),
+        pairing: line.engine == EngineKind::Whatsapp.as_str()
+            && [LineStatus::PendingQr.as_str(), LineStatus::QrExpired.as_str()].contains(&line.status.as_str()),
+        qr_expired: line.status == LineStatus::QrExpired.as_str(),
+        pairing_code: None,
         live: live_of(state, session, &line).await?,
         received: None,
         forms: SandboxForms::default(),
@@ -316,6 +331,61 @@ pub async fn scan(
             let mut page = line_page(&state, &session, line_id.as_str()).await?;
             page.forms.scan_phone = form.phone;
             page.forms.scan_error = Some(e.message().to_owned());
+            Ok(render_with(refusal_status(&e), &page))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PairingForm {
+    #[serde(default)]
+    phone: String,
+}
+
+/// A pairing code for the number typed, shown on the line's page (it is valid for a few minutes,
+/// and only for that phone: it is not kept anywhere).
+pub async fn pairing_code(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    SignedForm { session, form }: SignedForm<PairingForm>,
+) -> Result<Response, ConsoleError> {
+    session.require_active()?;
+    let line_id = line_id(&raw)?;
+    let outcome = match crate::api::fields::parse_phone("phone", form.phone.trim()) {
+        Ok(phone) => line_commands::pairing_code(&state, &session.caller(), &line_id, &phone).await.map(|(_, code)| code),
+        Err(e) => Err(e),
+    };
+    let mut page = line_page(&state, &session, line_id.as_str()).await?;
+    page.forms.pairing_phone = form.phone;
+    match outcome {
+        Ok(code) => {
+            page.pairing_code = Some(code);
+            Ok(render(&page))
+        }
+        Err(e) => {
+            let e = on_form(e)?;
+            page.forms.pairing_error = Some(e.message().to_owned());
+            Ok(render_with(refusal_status(&e), &page))
+        }
+    }
+}
+
+/// Start a new pairing run for a line whose QR codes ran out.
+pub async fn new_qr(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    SignedForm { session, .. }: SignedForm<super::sign_in::NoFields>,
+) -> Result<Response, ConsoleError> {
+    session.require_active()?;
+    let line_id = line_id(&raw)?;
+    match line_commands::qr_code(&state, &session.caller(), &line_id).await {
+        // No code yet is fine: the page shows it as soon as the session has one.
+        Ok(_) => Ok(to_line(line_id.as_str())),
+        Err(e) if e.code == ErrorCode::SessionUnavailable => Ok(to_line(line_id.as_str())),
+        Err(e) => {
+            let e = on_form(e)?;
+            let mut page = line_page(&state, &session, line_id.as_str()).await?;
+            page.forms.pairing_error = Some(e.message().to_owned());
             Ok(render_with(refusal_status(&e), &page))
         }
     }

@@ -248,3 +248,53 @@ async fn another_accounts_line_is_a_404_on_every_lines_route_and_changes_nothing
     assert_eq!(line_over_rest(&app, &victim_key, &pending).await["status"], "pending_qr");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_whatsapp_line_is_linked_from_its_page_by_qr_code_or_pairing_code() {
+    use std::time::Duration;
+    use wazion_bridge::engine::whatsapp::fake::{Call, FakeWhatsapp};
+    use wazion_bridge::engine::whatsapp::seam::WaEvent;
+    let fake = FakeWhatsapp::new();
+    let app = TestApp::spawn_with_whatsapp(&fake, |_| {}).await;
+    let (account, _, key) = app.account("pro").await;
+    let dev = user(&app, &account, "dev@example.com", "developer").await;
+
+    let created = act(&dev, "/console/lines", &[("engine", "whatsapp")]).await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    let line = created.headers()[LOCATION].to_str().unwrap().strip_prefix("/console/lines/").unwrap().to_owned();
+    let run = fake.run(&line, 1).await;
+    run.emit(WaEvent::Qr { code: "2@console,code".into(), valid_for: Duration::from_secs(60) }).await;
+    app.eventually("the page shows the session's QR code", Duration::from_secs(20), || async {
+        dev.get(&format!("/console/lines/{line}")).await.text().await.unwrap().contains("data-test=\"qr\"")
+    })
+    .await;
+    let page = dev.get(&format!("/console/lines/{line}")).await.text().await.unwrap();
+    assert!(page.contains("id=\"pairing-form\"") && !page.contains("id=\"scan-form\""), "{page}");
+
+    // A bad number is shown next to its field, and asks WhatsApp nothing.
+    let refused = act(&dev, &format!("/console/lines/{line}/pairing-code"), &[("phone", "not a phone")]).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = refused.text().await.unwrap();
+    assert!(refused.contains("id=\"pairing-error\"") && refused.contains("value=\"not a phone\""), "{refused}");
+    assert!(!fake.calls().iter().any(|c| matches!(c, Call::PairingCode { .. })));
+
+    let coded = act(&dev, &format!("/console/lines/{line}/pairing-code"), &[("phone", "+34600000001")]).await;
+    assert_eq!(coded.status(), StatusCode::OK);
+    let coded = coded.text().await.unwrap();
+    assert!(coded.contains("<strong class=\"pairing-code\" data-test=\"pairing-code-value\">ABCD2345</strong>"), "{coded}");
+    assert!(fake.calls().contains(&Call::PairingCode { line_id: line.clone(), phone: "34600000001".into() }));
+
+    // The codes run out: the page offers a new run, which starts the session again.
+    run.emit(WaEvent::QrExhausted).await;
+    app.eventually("the line's codes expired", Duration::from_secs(20), || async {
+        dev.get(&format!("/console/lines/{line}")).await.text().await.unwrap().contains("data-test=\"new-qr\"")
+    })
+    .await;
+    let restarted = act(&dev, &format!("/console/lines/{line}/new-qr"), &[]).await;
+    assert_eq!(restarted.status(), StatusCode::SEE_OTHER);
+    fake.run(&line, 2).await;
+    assert_eq!(line_over_rest(&app, &key, &line).await["status"], "pending_qr");
+    let dev_id = user_id(&app, "dev@example.com").await;
+    assert_eq!(actors(&app, &line, "line.pairing_restarted").await, vec![json!({"kind": "console_user", "user_id": dev_id})]);
+    app.shutdown().await;
+}
