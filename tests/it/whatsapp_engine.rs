@@ -645,3 +645,41 @@ async fn a_received_file_is_fetched_from_whatsapp_when_the_tenant_asks_for_it() 
     assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("session_unavailable")), "{body}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_line_is_served_by_one_node_at_a_time_and_another_takes_it_when_its_node_stops() {
+    let fake = FakeWhatsapp::new();
+    let mut app = spawn(&fake).await;
+    let (_, _, key) = app.account("pro").await;
+    let (line, _) = linked_line(&app, &fake, &key).await;
+
+    // A second node on the same database sees the line, but another node holds it.
+    let mut config = crate::common::test_config();
+    fast(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = wazion_bridge::server::StartOptions { whatsapp: Some(std::sync::Arc::new(fake.clone())), session_stores: None };
+    let other = wazion_bridge::server::start_with(config, app.db.pool.clone(), listener, options).await.unwrap();
+    let other_base = format!("http://{}", other.addr);
+    let pool = app.db.pool.clone();
+    let owner = || async {
+        sqlx::query_scalar::<_, String>("SELECT owner FROM line_leases WHERE line_id = $1")
+            .bind(&line)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let first_owner = owner().await;
+    assert_eq!(first_owner, app.server.as_ref().unwrap().node_id());
+
+    // Its node stops: the other takes the line over at its next look (the lease was released).
+    app.stop_server().await;
+    let second = fake.run(&line, 2).await;
+    assert_eq!(owner().await, other.node_id());
+    second.emit(WaEvent::Connected).await;
+    app.base = other_base;
+    let id = send(&app, &key, &line, "desde el otro nodo").await;
+    assert_eq!(fake.sent(&line, 1).await[0].body, WaBody::Text("desde el otro nodo".into()));
+    await_message(&app, &key, &line, &id, "sent", |m| m["status"] == "sent").await;
+    assert_eq!(fake.runs(&line), 2, "one client at a time");
+    other.shutdown().await;
+}
