@@ -115,6 +115,42 @@ async fn a_sim_line_created_on_the_lines_page_connects_on_its_page_without_a_rel
 }
 
 #[tokio::test]
+async fn a_whatsapp_line_created_on_the_lines_page_shows_its_sessions_qr_code_a_pairing_code_and_turns_connected() {
+    use wazion_bridge::engine::whatsapp::fake::FakeWhatsapp;
+    use wazion_bridge::engine::whatsapp::seam::WaEvent;
+    let fake = FakeWhatsapp::new();
+    let app = TestApp::spawn_with_whatsapp(&fake, |_| {}).await;
+    let (_, browser) = new_owner(&app, "pro").await;
+
+    browser.goto(&app.url("/console/lines")).await;
+    browser.click("#engine option[value=whatsapp]").await;
+    browser.click("[data-test=create-line]").await;
+    let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
+    let line_id = page.rsplit('/').next().unwrap().to_owned();
+    let run = fake.run(&line_id, 1).await;
+    run.emit(WaEvent::Qr { code: "2@journey,code".into(), valid_for: std::time::Duration::from_secs(60) }).await;
+    // The page polls its live part: the session's code appears without a reload.
+    let qr = browser.find_visible("[data-test=qr] img").await;
+    let loaded = browser.execute("return arguments[0].complete && arguments[0].naturalWidth > 0;", vec![qr.as_arg()]).await;
+    assert_eq!(loaded, json!(true), "the QR code's SVG loads");
+
+    browser.fill("#pairing-phone", "+34600000001").await;
+    browser.click("[data-test=pairing-code]").await;
+    browser.wait_for_text("[data-test=pairing-code-value]", "ABCD2345").await;
+    browser.execute("document.getElementById('pairing-h').scrollIntoView();", vec![]).await;
+    browser.screenshot("whatsapp-line-pairing").await;
+
+    // The phone links the device: the page turns connected by itself.
+    run.emit(WaEvent::Paired { jid: "34600000001:2@s.whatsapp.net".into(), phone: "34600000001".into() }).await;
+    run.emit(WaEvent::Connected).await;
+    browser.wait_for_text("#line-live [data-test=line-status]", "connected").await;
+    assert_eq!(browser.text("#line-live [data-test=line-phone]").await, "+34600000001");
+    assert!(browser.try_find("[data-test=qr]").await.is_none(), "no QR code once connected");
+    browser.screenshot("whatsapp-line-connected").await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_key_created_on_the_keys_page_works_once_copied_then_rotated_and_revoked_it_stops() {
     let app = TestApp::spawn().await;
     let (_, browser) = new_owner(&app, "pro").await;
