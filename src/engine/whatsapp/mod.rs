@@ -3,5 +3,8 @@
 //!
 //! - [`seam`]: the narrow trait the sessions talk to (a handful of client calls and an event
 //!   stream); the live client implements it over `whatsapp-rust`, tests with a scripted fake.
+//! - [`http`]: the HTTP client the library uses (app version, media upload and download), over our
+//!   `reqwest` and refusing every host but WhatsApp's.
 
+pub mod http;
 pub mod seam;
