@@ -208,7 +208,10 @@ pub async fn start_with(
     ));
     let (whatsapp, whatsapp_supervisor) = WhatsappEngine::start(
         store.clone(),
-        options.whatsapp.unwrap_or_else(crate::engine::whatsapp::live_connector),
+        match options.whatsapp {
+            Some(connector) => connector,
+            None => crate::engine::whatsapp::live_connector()?,
+        },
         options.session_stores.unwrap_or_else(|| crate::engine::whatsapp::session_stores(pool.clone(), master_key.clone())),
         WhatsappConfig {
             node: node.id().to_owned(),
