@@ -5,7 +5,7 @@
 //! not for production, where losing the file makes every webhook secret unreadable.
 
 use crate::config::{Config, Secret};
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -15,6 +15,10 @@ use rand::Rng;
 use std::io::Write;
 
 pub const WEBHOOK_SECRET_PREFIX: &str = "wzb_whsec_";
+
+/// AES-GCM's nonce and tag lengths: a sealed value is the nonce, then the ciphertext and tag.
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
 pub struct MasterKey {
     cipher: Aes256Gcm,
@@ -105,24 +109,38 @@ impl MasterKey {
     }
 
     pub fn seal(&self, plaintext: &str) -> SealedSecret {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self.cipher.encrypt(&nonce, plaintext.as_bytes()).expect("AES-GCM encryption does not fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ciphertext);
-        SealedSecret(B64.encode(out))
+        SealedSecret(B64.encode(self.seal_bytes(b"", plaintext.as_bytes())))
     }
 
     pub fn open(&self, sealed: &SealedSecret) -> anyhow::Result<Secret> {
         let bytes = B64.decode(&sealed.0).map_err(|_| anyhow!("a sealed secret is not base64"))?;
-        if bytes.len() < 12 + 16 {
-            bail!("a sealed secret is too short");
-        }
-        let (nonce, ciphertext) = bytes.split_at(12);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| anyhow!("a sealed secret does not open with this master key"))?;
+        let plain = self.open_bytes(b"", &bytes).map_err(|_| anyhow!("a sealed secret does not open with this master key"))?;
         Ok(Secret::new(String::from_utf8(plain)?))
+    }
+
+    /// Seal `plaintext` bound to `aad` (associated data: authenticated, not stored): the nonce
+    /// (random per seal, 12 bytes) followed by the ciphertext and its tag. A sealed value opens
+    /// only with this key and the same `aad`, so callers bind it to where the value lives (a
+    /// table and key) and a value copied to another place does not open there.
+    pub fn seal_bytes(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self.cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).expect("AES-GCM encryption does not fail");
+        let mut out = Vec::with_capacity(nonce.len() + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    /// Open what [`MasterKey::seal_bytes`] sealed with the same `aad`. An error (never the
+    /// plaintext, never a panic) for another key, another `aad`, or altered bytes.
+    pub fn open_bytes(&self, aad: &[u8], sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            bail!("a sealed value is too short");
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .map_err(|_| anyhow!("a sealed value does not open with this master key and context"))
     }
 }
 
@@ -184,6 +202,26 @@ mod tests {
         let other = MasterKey::from_secret(&Secret::new("22".repeat(32))).unwrap();
         assert!(other.open(&sealed).is_err());
         assert!(MasterKey::from_secret(&Secret::new("short")).is_err());
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_with_their_key_and_their_context() {
+        let key = MasterKey::from_secret(&Secret::new("11".repeat(32))).unwrap();
+        let plaintext = b"an identity key, 32 bytes long..";
+        let sealed = key.seal_bytes(b"line_a/identities/addr", plaintext);
+        assert!(!sealed.windows(plaintext.len()).any(|w| w == plaintext), "the plaintext is not in the sealed bytes");
+        assert_ne!(key.seal_bytes(b"line_a/identities/addr", plaintext), sealed, "a fresh nonce every time");
+        assert_eq!(key.open_bytes(b"line_a/identities/addr", &sealed).unwrap(), plaintext);
+        assert_eq!(key.open_bytes(b"x", &key.seal_bytes(b"x", b"")).unwrap(), b"", "an empty value round-trips");
+
+        assert!(key.open_bytes(b"line_b/identities/addr", &sealed).is_err(), "another context does not open it");
+        assert!(key.open_bytes(b"", &sealed).is_err());
+        let other = MasterKey::from_secret(&Secret::new("22".repeat(32))).unwrap();
+        assert!(other.open_bytes(b"line_a/identities/addr", &sealed).is_err(), "another key does not open it");
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(key.open_bytes(b"line_a/identities/addr", &altered).is_err(), "altered bytes do not open");
+        assert!(key.open_bytes(b"line_a/identities/addr", &sealed[..20]).is_err(), "a truncated value is an error, not a panic");
     }
 
     #[test]

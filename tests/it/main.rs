@@ -38,3 +38,4 @@ mod serve;
 mod webhook_delivery;
 mod webhooks;
 mod whatsapp_engine;
+mod whatsapp_store;

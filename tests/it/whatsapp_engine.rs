@@ -557,15 +557,24 @@ async fn a_node_that_stops_closes_its_sessions_and_the_next_one_takes_the_lines_
 }
 
 #[tokio::test]
-async fn a_tenants_logout_unlinks_the_device() {
+async fn a_tenants_logout_unlinks_the_device_and_deletes_its_session_state() {
     let fake = FakeWhatsapp::new();
     let app = spawn(&fake).await;
     let (_, _, key) = app.account("pro").await;
     let (line, _) = linked_line(&app, &fake, &key).await;
+    let identities = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM wa_identities WHERE line_id = $1")
+            .bind(&line)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(identities().await, 1, "the client's keys are kept in PostgreSQL");
     let response = app.http.delete(app.url(&format!("/v1/lines/{line}"))).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     fake.call("the device unlinked", |c| matches!(c, Call::Logout { line_id } if *line_id == line).then_some(())).await;
     await_status(&app, &key, &line, "logged_out").await;
+    assert_eq!(identities().await, 0, "a logged-out line's session state is deleted");
     app.shutdown().await;
 }
 

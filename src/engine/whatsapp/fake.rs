@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
+use wacore::store::traits::SignalStore;
 
 /// How long a waiting helper waits before it fails the test.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -162,7 +163,14 @@ impl FakeWhatsapp {
 
 #[async_trait]
 impl WaConnector for FakeWhatsapp {
-    async fn start(&self, line_id: &str, _store: SessionStore) -> Result<WaRun, WaError> {
+    /// Like a real client, a run keeps key material in its session store from the start (an
+    /// identity of its own): what a logout must delete, and what a node that lost the line cannot
+    /// write.
+    async fn start(&self, line_id: &str, store: SessionStore) -> Result<WaRun, WaError> {
+        store
+            .put_identity(&format!("{line_id}.fake@s.whatsapp.net"), [7; 32])
+            .await
+            .map_err(|e| WaError::Unavailable(format!("the session store refused: {e}")))?;
         let (events, receiver) = mpsc::channel(64);
         self.update(|s| s.runs.entry(line_id.to_owned()).or_default().push(FakeRun { events }));
         let client = FakeClient { line_id: line_id.to_owned(), fake: self.clone() };

@@ -9,6 +9,8 @@
 //!   messages translated onto the seam, inbound messages acknowledged to WhatsApp after our commit.
 //! - [`http`]: the HTTP client the library uses (app version, media upload and download), over our
 //!   `reqwest` and refusing every host but WhatsApp's.
+//! - [`store`]: the session state a client keeps (Signal keys, app state, device record) in
+//!   PostgreSQL, per line, fenced by the line's lease and sealed with the master key.
 //! - [`fake`]: the scripted client the tests drive.
 
 pub mod fake;
@@ -16,6 +18,7 @@ pub mod http;
 pub mod live;
 pub mod seam;
 pub mod sessions;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -24,7 +27,25 @@ pub fn live_connector() -> anyhow::Result<Arc<dyn seam::WaConnector>> {
     Ok(Arc::new(live::LiveConnector::new()?))
 }
 
-/// Where the server's `whatsapp` sessions keep their state.
-pub fn session_stores(_pool: sqlx::PgPool, _master_key: Arc<crate::secrets::MasterKey>) -> Arc<dyn sessions::SessionStores> {
-    Arc::new(fake::MemoryStores::default())
+/// Where the server's `whatsapp` sessions keep their state: PostgreSQL.
+pub fn session_stores(pool: sqlx::PgPool, master_key: Arc<crate::secrets::MasterKey>) -> Arc<dyn sessions::SessionStores> {
+    Arc::new(PgStores { pool, master_key })
+}
+
+/// Opens each session's [`store::PgSessionStore`] under its lease; forgets a line's state at logout.
+struct PgStores {
+    pool: sqlx::PgPool,
+    master_key: Arc<crate::secrets::MasterKey>,
+}
+
+#[async_trait::async_trait]
+impl sessions::SessionStores for PgStores {
+    fn open(&self, lease: crate::commands::messages::LeaseGuard) -> seam::SessionStore {
+        Arc::new(store::PgSessionStore::new(self.pool.clone(), lease, self.master_key.clone()))
+    }
+
+    async fn forget(&self, line_id: &domain::ids::LineId) -> anyhow::Result<()> {
+        store::PgSessionStore::delete_line(&self.pool, line_id).await?;
+        Ok(())
+    }
 }
