@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
-use wacore::store::traits::SignalStore;
 
 /// How long a waiting helper waits before it fails the test.
 const PATIENCE: Duration = Duration::from_secs(20);
