@@ -255,7 +255,7 @@ fn device_list(a: [u8; 3], bytes: &[u8]) -> DeviceList {
         pick(&DEVICE_USERS, a[0]),
         devices,
         i64::from(a[1]),
-        (a[2] % 2 == 0).then_some("phash-1"),
+        (a[2].is_multiple_of(2)).then_some("phash-1"),
         (a[2] > 4).then_some(u32::from(a[2])),
     )
 }
@@ -274,8 +274,10 @@ fn op_from(kind: u8, a: [u8; 4], bytes: Vec<u8>, list: Vec<([u8; 3], Vec<u8>)>) 
         7 => Op::HasSession(pick(&ADDRESSES, a[0])),
         8 => Op::DeleteSession(pick(&ADDRESSES, a[0])),
         9 => Op::HasSignalStateForUser(pick(&USERS, a[0])),
-        10 => Op::StorePrekey(pick(&PREKEY_IDS, a[0]), bytes, a[1] % 2 == 0),
-        11 => Op::StorePrekeysBatch(list.into_iter().map(|(k, v)| (pick(&PREKEY_IDS, k[0]), v)).collect(), a[1] % 2 == 0),
+        10 => Op::StorePrekey(pick(&PREKEY_IDS, a[0]), bytes, a[1].is_multiple_of(2)),
+        11 => {
+            Op::StorePrekeysBatch(list.into_iter().map(|(k, v)| (pick(&PREKEY_IDS, k[0]), v)).collect(), a[1].is_multiple_of(2))
+        }
         12 => Op::LoadPrekey(pick(&PREKEY_IDS, a[0])),
         13 => Op::LoadPrekeysBatch(bytes.iter().map(|&b| pick(&PREKEY_IDS, b)).collect()),
         14 => Op::MarkPrekeysUploaded(bytes.iter().map(|&b| pick(&PREKEY_IDS, b)).collect()),
@@ -297,7 +299,7 @@ fn op_from(kind: u8, a: [u8; 4], bytes: Vec<u8>, list: Vec<([u8; 3], Vec<u8>)>) 
             u64::from(a[1]),
             a[2],
             list.into_iter().map(|(k, v)| (pick(&["idx-a", "idx-b", "idx-c"], k[0]), v)).collect(),
-            a[3] % 2 == 0,
+            a[3].is_multiple_of(2),
         ),
         29 => Op::GetVersion(pick(&COLLECTIONS, a[0])),
         30 => {
@@ -334,7 +336,7 @@ fn op_from(kind: u8, a: [u8; 4], bytes: Vec<u8>, list: Vec<([u8; 3], Vec<u8>)>) 
             pick(&TC_JIDS, a[0]),
             bytes,
             pick(&SMALL_TIMES, a[1]),
-            (a[2] % 3 != 0).then(|| pick(&SMALL_TIMES, a[3])),
+            (!a[2].is_multiple_of(3)).then(|| pick(&SMALL_TIMES, a[3])),
         ),
         56 => Op::GetTcToken(pick(&TC_JIDS, a[0])),
         57 => Op::DeleteTcToken(pick(&TC_JIDS, a[0])),
@@ -344,13 +346,13 @@ fn op_from(kind: u8, a: [u8; 4], bytes: Vec<u8>, list: Vec<([u8; 3], Vec<u8>)>) 
         61 => Op::StoreReceivedTcToken(pick(&TC_JIDS, a[0]), bytes, pick(&SMALL_TIMES, a[1])),
         62 => Op::StoreSentMessage(pick(&CHATS, a[0]), pick(&MESSAGE_IDS, a[1]), bytes),
         63 => Op::TakeSentMessage(pick(&CHATS, a[0]), pick(&MESSAGE_IDS, a[1])),
-        64 => Op::DeleteExpiredSentMessages(if a[0] % 2 == 0 { Cutoff::HourAgo } else { Cutoff::InAnHour }),
+        64 => Op::DeleteExpiredSentMessages(if a[0].is_multiple_of(2) { Cutoff::HourAgo } else { Cutoff::InAnHour }),
         65 => Op::StorePendingInbound(message(a3), bytes),
         66 => Op::StorePendingInboundBatch(list.into_iter().map(|(k, v)| (message(k), v)).collect()),
         67 => Op::GetPendingInbound(message(a3)),
         68 => Op::DeletePendingInbound(message(a3)),
         69 => Op::DeletePendingInboundBatch(list.iter().map(|(k, _)| message(*k)).collect()),
-        70 => Op::DeleteExpiredPendingInbound(if a[0] % 2 == 0 { Cutoff::HourAgo } else { Cutoff::InAnHour }),
+        70 => Op::DeleteExpiredPendingInbound(if a[0].is_multiple_of(2) { Cutoff::HourAgo } else { Cutoff::InAnHour }),
         71 => Op::PutMsgSecret(message(a3), a[0]),
         72 => Op::PutMsgSecrets(
             list.iter()
