@@ -255,7 +255,7 @@ fn device_list(a: [u8; 3], bytes: &[u8]) -> DeviceList {
         pick(&DEVICE_USERS, a[0]),
         devices,
         i64::from(a[1]),
-        (a[2].is_multiple_of(2)).then_some("phash-1"),
+        a[2].is_multiple_of(2).then_some("phash-1"),
         (a[2] > 4).then_some(u32::from(a[2])),
     )
 }
@@ -832,73 +832,74 @@ async fn the_rules_the_trait_docs_spell_out_hold_as_in_the_reference_store() {
 
 // --- Fencing ---------------------------------------------------------------------------------
 
-/// Call every write method of the store once (non-empty arguments), in an order where each
-/// succeeds for the lease holder; each result.
+/// Call every write method of the store once, with non-empty arguments: first every method that
+/// removes, aimed at what the rest then writes (so that on a line written before, each one would
+/// change something), then every method that writes. Each result.
 async fn every_write(store: &dyn Backend, device: &Device) -> Vec<(&'static str, Result<(), StoreError>)> {
     let address: Arc<str> = Arc::from("111@s.whatsapp.net");
     let other: Arc<str> = Arc::from("222@lid");
-    let mapping = mapping_entry(&("100", "34600", 1, 2, "usync"));
+    let (chat, sender) = (CHATS[0], SENDERS[0]);
     let list = device_list_record(&("111", vec![(0, None, false), (3, Some(1), false)], 9, Some("phash"), Some(4)));
-    let secret = msg_secret_entry(&((CHATS[0], SENDERS[0], "3EB0C"), 9, 0, 12));
+    let secret = msg_secret_entry(&((chat, sender, "3EB0C"), 9, 30, 12));
     let sync_key = AppStateSyncKey { key_data: vec![1; 32], fingerprint: vec![2], timestamp: 3 };
     let version = HashState { version: 4, ..HashState::default() };
     let mac = AppStateMutationMAC { index_mac: vec![1; 32], value_mac: vec![2; 32] };
     let token = TcTokenEntry { token: vec![5], token_timestamp: 6, sender_timestamp: None };
-    let row = PendingInboundRow { chat: CHATS[0], sender: SENDERS[0], id: "3EB0D", message: b"inbound" };
-    let row_key = PendingInboundKey { chat: CHATS[0], sender: SENDERS[0], id: "3EB0E" };
+    let row = PendingInboundRow { chat, sender, id: "3EB0D", message: b"inbound" };
+    let row_key = PendingInboundKey { chat, sender, id: "3EB0D" };
     macro_rules! attempts {
         ($($name:literal => $call:expr),* $(,)?) => { vec![$(($name, $call.await.map(drop))),*] };
     }
     let results = attempts![
+        "delete_identity" => store.delete_identity(&address),
+        "delete_session" => store.delete_session(&address),
+        "remove_prekey" => store.remove_prekey(1),
+        "remove_signed_prekey" => store.remove_signed_prekey(1),
+        "delete_sender_key" => store.delete_sender_key(&address),
+        "delete_mutation_macs" => store.delete_mutation_macs("regular", &[vec![1; 32]]),
+        "clear_mutation_macs" => store.clear_mutation_macs("regular"),
+        "delete_sender_key_device_rows" => store.delete_sender_key_device_rows(&[DEVICE_JIDS[0]]),
+        "clear_sender_key_devices" => store.clear_sender_key_devices(GROUPS[0]),
+        "clear_all_sender_key_devices" => store.clear_all_sender_key_devices(),
+        "delete_base_key" => store.delete_base_key(&address, "3EB0A"),
+        "delete_devices" => store.delete_devices("111"),
+        "delete_group_metadata" => store.delete_group_metadata(GROUPS[0]),
+        "delete_tc_token" => store.delete_tc_token(TC_JIDS[0]),
+        "delete_expired_tc_tokens" => store.delete_expired_tc_tokens(i64::MAX, i64::MAX),
+        "take_sent_message" => store.take_sent_message(chat, "3EB0A"),
+        "delete_expired_sent_messages" => store.delete_expired_sent_messages(i64::MAX),
+        "delete_pending_inbound" => store.delete_pending_inbound(chat, sender, "3EB0A"),
+        "delete_pending_inbound_batch" => store.delete_pending_inbound_batch(&[row_key]),
+        "delete_expired_pending_inbound" => store.delete_expired_pending_inbound(i64::MAX),
+        "delete_expired_msg_secrets" => store.delete_expired_msg_secrets(i64::MAX),
         "put_identity" => store.put_identity(&address, [1; 32]),
         "put_identities_batch" => store.put_identities_batch(&[(other.clone(), [2; 32])]),
-        "delete_identity" => store.delete_identity(&other),
         "put_session" => store.put_session(&address, b"session"),
         "put_sessions_batch" => store.put_sessions_batch(&[(other.clone(), Bytes::from_static(b"other"))]),
-        "delete_session" => store.delete_session(&other),
         "store_prekey" => store.store_prekey(1, b"prekey", false),
         "store_prekeys_batch" => store.store_prekeys_batch(&[(2, Bytes::from_static(b"prekey 2"))], false),
         "mark_prekeys_uploaded" => store.mark_prekeys_uploaded(&[1, 2]),
-        "remove_prekey" => store.remove_prekey(2),
         "store_signed_prekey" => store.store_signed_prekey(1, b"signed"),
-        "remove_signed_prekey" => store.remove_signed_prekey(9),
         "put_sender_key" => store.put_sender_key(&address, b"sender key"),
         "put_sender_keys_batch" => store.put_sender_keys_batch(&[(other.clone(), Bytes::from_static(b"sender key 2"))]),
-        "delete_sender_key" => store.delete_sender_key(&other),
         "set_sync_key" => store.set_sync_key(b"key-1", sync_key),
         "set_version" => store.set_version("regular", version),
         "put_mutation_macs" => store.put_mutation_macs("regular", 4, &[mac]),
-        "delete_mutation_macs" => store.delete_mutation_macs("regular", &[vec![9; 32]]),
-        "clear_mutation_macs" => store.clear_mutation_macs("critical_block"),
-        "clear_all_sender_key_devices" => store.clear_all_sender_key_devices(),
         "set_sender_key_status" => store.set_sender_key_status(GROUPS[0], &[(DEVICE_JIDS[0], true)]),
-        "clear_sender_key_devices" => store.clear_sender_key_devices(GROUPS[1]),
-        "delete_sender_key_device_rows" => store.delete_sender_key_device_rows(&[DEVICE_JIDS[2]]),
-        "put_lid_mapping" => store.put_lid_mapping(&mapping),
+        "put_lid_mapping" => store.put_lid_mapping(&mapping_entry(&("100", "34600", 1, 2, "usync"))),
         "put_lid_mappings" => store.put_lid_mappings(&[mapping_entry(&("101", "34601", 1, 2, "usync"))]),
         "save_base_key" => store.save_base_key(&address, "3EB0A", b"base"),
-        "delete_base_key" => store.delete_base_key(&other, "3EB0A"),
-        "update_device_list" => store.update_device_list(list.clone()),
+        "update_device_list" => store.update_device_list(list),
         "update_device_lists" => store.update_device_lists(vec![device_list_record(&("222", vec![(1, None, true)], 1, None, None))]),
-        "delete_devices" => store.delete_devices("333"),
         "put_group_metadata" => store.put_group_metadata(GROUPS[0], b"group"),
-        "delete_group_metadata" => store.delete_group_metadata(GROUPS[1]),
         "put_tc_token" => store.put_tc_token(TC_JIDS[0], &token),
-        "delete_tc_token" => store.delete_tc_token("102@lid"),
-        "delete_expired_tc_tokens" => store.delete_expired_tc_tokens(0, 0),
         "touch_tc_token_sender_timestamp" => store.touch_tc_token_sender_timestamp(TC_JIDS[0], 8),
         "store_received_tc_token" => store.store_received_tc_token(TC_JIDS[1], b"received", 7),
-        "store_sent_message" => store.store_sent_message(CHATS[0], "3EB0A", b"sent"),
-        "take_sent_message" => store.take_sent_message(CHATS[0], "3EB0Z"),
-        "delete_expired_sent_messages" => store.delete_expired_sent_messages(0),
-        "store_pending_inbound" => store.store_pending_inbound(CHATS[0], SENDERS[0], "3EB0A", b"pending"),
+        "store_sent_message" => store.store_sent_message(chat, "3EB0A", b"sent"),
+        "store_pending_inbound" => store.store_pending_inbound(chat, sender, "3EB0A", b"pending"),
         "store_pending_inbound_batch" => store.store_pending_inbound_batch(&[row]),
-        "delete_pending_inbound" => store.delete_pending_inbound(CHATS[0], SENDERS[0], "3EB0Z"),
-        "delete_pending_inbound_batch" => store.delete_pending_inbound_batch(&[row_key]),
-        "delete_expired_pending_inbound" => store.delete_expired_pending_inbound(0),
-        "put_msg_secret" => store.put_msg_secret(CHATS[0], SENDERS[0], "3EB0A", &[3; 32]),
+        "put_msg_secret" => store.put_msg_secret(chat, sender, "3EB0A", &[3; 32]),
         "put_msg_secrets" => store.put_msg_secrets(vec![secret]),
-        "delete_expired_msg_secrets" => store.delete_expired_msg_secrets(1),
         "save" => store.save(device),
         "create" => store.create(),
     ];
@@ -1015,6 +1016,87 @@ async fn a_takeover_during_writes_sees_every_acknowledged_write_and_none_after()
     let mut expected = acknowledged;
     expected.push("new@s.whatsapp.net".to_owned());
     assert_eq!(sorted(after), sorted(expected), "nothing the old holder wrote landed after the takeover");
+}
+
+/// Whether a statement of this database whose text has `fragment` is waiting for a lock.
+async fn waiting_on_lock(pool: &PgPool, fragment: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%')",
+    )
+    .bind(fragment)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Poll `check` until it holds (a lock wait has no notification to await), within 10 s.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The moment that matters, made to happen: a write of the old holder is in flight (stalled on a
+/// row another transaction holds) while another node takes the line. Whatever the order then, an
+/// acknowledged write must be seen by the new holder's first read, and a write the new holder did
+/// not see must have been refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_flight_at_a_takeover_is_seen_by_the_new_holder_or_refused() {
+    let db = TestDb::new().await;
+    let key = master_key("5a");
+    let (line, old) = new_line_store(&db, &key).await;
+    let address = "111@s.whatsapp.net";
+    old.put_session(address, b"before").await.unwrap();
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT FROM wa_sessions WHERE line_id = $1 AND address = $2 FOR UPDATE")
+        .bind(line.as_str())
+        .bind(address)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let old = Arc::new(old);
+    let write = tokio::spawn({
+        let old = old.clone();
+        async move { old.put_session(address, b"late").await }
+    });
+    let pool = &db.pool;
+    until("the old holder's write waits for the row", || waiting_on_lock(pool, "wa_sessions")).await;
+    let takeover = tokio::spawn(take_over_owned(db.pool.clone(), line.clone()));
+    let taking = &takeover;
+    until("the takeover is done or waits for the write", move || async move {
+        taking.is_finished() || waiting_on_lock(pool, "UPDATE line_leases").await
+    })
+    .await;
+    // The new holder reads as soon as its takeover has committed, whichever finishes first.
+    let (new_lease, first_read) = if takeover.is_finished() {
+        let new_lease = takeover.await.unwrap();
+        let first_read = old.get_session(address).await.unwrap();
+        blocker.commit().await.unwrap();
+        (new_lease, first_read)
+    } else {
+        blocker.commit().await.unwrap();
+        let new_lease = takeover.await.unwrap();
+        (new_lease, old.get_session(address).await.unwrap())
+    };
+    let written = write.await.unwrap();
+    let holder = PgSessionStore::new(db.pool.clone(), new_lease, key.clone());
+    let last_read = holder.get_session(address).await.unwrap();
+    match written {
+        Ok(()) => assert_eq!(first_read.as_deref(), Some(&b"late"[..]), "an acknowledged write is seen from the first read"),
+        Err(e) => assert!(SessionStoreError::is_lease_lost(&e), "{}", error_chain(&e)),
+    }
+    assert_eq!(last_read, first_read, "nothing of the old holder landed after the new holder's first read");
+}
+
+async fn take_over_owned(pool: PgPool, line: LineId) -> LeaseGuard {
+    take_over(&pool, &line, "node-b").await
 }
 
 // --- At rest, and logout ---------------------------------------------------------------------

@@ -261,7 +261,7 @@ impl ProtocolStore for PgSessionStore {
     }
 
     async fn delete_group_metadata(&self, group_jid: &str) -> Result<()> {
-        let sql = fenced!("DELETE FROM wa_group_metadata WHERE line_id = $1 AND group_jid = $4");
+        let sql = fenced!("DELETE FROM wa_group_metadata WHERE line_id = $1 AND group_jid = $4 AND EXISTS (SELECT FROM lease)");
         self.write(self.fenced(sql).bind(group_jid)).await?;
         Ok(())
     }
