@@ -1030,19 +1030,6 @@ async fn waiting_on_lock(pool: &PgPool, fragment: &str) -> bool {
     .unwrap()
 }
 
-/// Poll `check` until it holds (a lock wait has no notification to await), within 10 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// The moment that matters, made to happen: a write of the old holder is in flight (stalled on a
 /// row another transaction holds) while another node takes the line. Whatever the order then, an
 /// acknowledged write must be seen by the new holder's first read, and a write the new holder did
@@ -1067,10 +1054,13 @@ async fn a_write_in_flight_at_a_takeover_is_seen_by_the_new_holder_or_refused() 
         async move { old.put_session(address, b"late").await }
     });
     let pool = &db.pool;
-    until("the old holder's write waits for the row", || waiting_on_lock(pool, "wa_sessions")).await;
+    db.await_condition("the old holder's write waits for the row", Duration::from_secs(10), || {
+        waiting_on_lock(pool, "wa_sessions")
+    })
+    .await;
     let takeover = tokio::spawn(take_over_owned(db.pool.clone(), line.clone()));
     let taking = &takeover;
-    until("the takeover is done or waits for the write", move || async move {
+    db.await_condition("the takeover is done or waits for the write", Duration::from_secs(10), move || async move {
         taking.is_finished() || waiting_on_lock(pool, "UPDATE line_leases").await
     })
     .await;
