@@ -1,14 +1,14 @@
-//! The chat aggregate: one conversation of a line with one phone. It records what the tenant does
+//! The chat aggregate: one conversation of a line with one phone or group. It records what the tenant does
 //! to the chat as a whole: marking it read and archiving it.
 
 use crate::aggregate::Aggregate;
+use crate::chat_id::ChatId;
 use crate::event::DomainEvent;
 use crate::ids::{AccountId, LineId};
-use crate::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
 
 /// The chat's stream id: the line and the other party.
-pub fn stream_id(line_id: &LineId, phone: &PhoneNumber) -> String {
+pub fn stream_id(line_id: &LineId, phone: &ChatId) -> String {
     format!("{line_id}:{}", phone.as_str())
 }
 
@@ -18,13 +18,13 @@ pub enum ChatCommand {
     Read {
         account_id: AccountId,
         line_id: LineId,
-        phone: PhoneNumber,
+        phone: ChatId,
         engine_message_ids: Vec<String>,
     },
     Archive {
         account_id: AccountId,
         line_id: LineId,
-        phone: PhoneNumber,
+        phone: ChatId,
         archived: bool,
     },
 }
@@ -33,11 +33,11 @@ pub enum ChatCommand {
 #[serde(tag = "type")]
 pub enum ChatEvent {
     #[serde(rename = "chat.read")]
-    Read { account_id: AccountId, line_id: LineId, phone: PhoneNumber, engine_message_ids: Vec<String> },
+    Read { account_id: AccountId, line_id: LineId, phone: ChatId, engine_message_ids: Vec<String> },
     #[serde(rename = "chat.archived")]
-    Archived { account_id: AccountId, line_id: LineId, phone: PhoneNumber },
+    Archived { account_id: AccountId, line_id: LineId, phone: ChatId },
     #[serde(rename = "chat.unarchived")]
-    Unarchived { account_id: AccountId, line_id: LineId, phone: PhoneNumber },
+    Unarchived { account_id: AccountId, line_id: LineId, phone: ChatId },
 }
 
 impl DomainEvent for ChatEvent {}

@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod api_key;
 pub mod billing;
 pub mod chat;
+pub mod chat_id;
 pub mod console_user;
 pub mod event;
 pub mod ids;

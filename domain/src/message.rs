@@ -4,6 +4,7 @@
 //! that arrives late or out of order changes nothing.
 
 use crate::aggregate::Aggregate;
+use crate::chat_id::{ChatId, GroupJid};
 use crate::event::DomainEvent;
 use crate::ids::{AccountId, LineId, MessageId};
 use crate::phone::PhoneNumber;
@@ -254,7 +255,8 @@ pub struct Queued {
     pub message_id: MessageId,
     pub line_id: LineId,
     pub account_id: AccountId,
-    pub to: PhoneNumber,
+    /// A phone, or a group's jid.
+    pub to: ChatId,
     pub content: Content,
     #[serde(default)]
     pub quoted_message_id: Option<MessageId>,
@@ -272,11 +274,25 @@ pub struct Received {
     pub message_id: MessageId,
     pub line_id: LineId,
     pub account_id: AccountId,
+    /// Who sent it.
     pub from: PhoneNumber,
+    /// The group it was sent in; `None` in a direct chat (the chat is then `from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupJid>,
     pub engine_message_id: String,
     pub content: Content,
     #[serde(default)]
     pub quoted_engine_message_id: Option<String>,
+}
+
+impl Received {
+    /// The chat it arrived in: the group, or the sender's direct chat.
+    pub fn chat(&self) -> ChatId {
+        match &self.group {
+            Some(group) => ChatId::Group(group.clone()),
+            None => ChatId::Phone(self.from.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -430,7 +446,7 @@ mod tests {
             message_id: MessageId::parse("msg_0000000000000000000000000a").unwrap(),
             line_id: LineId::parse("line_0000000000000000000000000a").unwrap(),
             account_id: AccountId::parse("acc_0000000000000000000000000a").unwrap(),
-            to: PhoneNumber::parse("+34600000001").unwrap(),
+            to: ChatId::parse("+34600000001").unwrap(),
             content: Content::Text { text: MessageText::parse("hola").unwrap() },
             quoted_message_id: None,
             archive_policy: ArchivePolicy::Never,

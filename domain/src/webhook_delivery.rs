@@ -2,6 +2,7 @@
 //! again, what a receiver's answer means, and the event that charges a delivery to the plan's
 //! `webhook_events` quota.
 
+use crate::chat_id::ChatId;
 use crate::event::DomainEvent;
 use crate::ids::{AccountId, DeliveryId, EventId, MessageId, WebhookId};
 use crate::line::LineEvent;
@@ -75,18 +76,20 @@ fn content_fields(content: &Content) -> Value {
     }
 }
 
-fn chat_fields(phone: &PhoneNumber) -> Value {
-    json!({"phone": phone.as_str(), "jid": phone.jid()})
+/// The chat: `phone` as the API takes it (a phone, or a group's jid) and its `jid`.
+fn chat_fields(chat: &ChatId) -> Value {
+    json!({"phone": chat.as_str(), "jid": chat.jid()})
 }
 
 /// The order of the fields of a message's `data`, whatever order they were added in (and
 /// however a database stored them), so every event of a message reads the same way.
-const MESSAGE_FIELDS: [&str; 16] = [
+const MESSAGE_FIELDS: [&str; 17] = [
     "message_id",
     "whatsapp_id",
     "direction",
     "phone",
     "jid",
+    "sender",
     "type",
     "text",
     "caption",
@@ -126,9 +129,9 @@ pub fn outbound_message_data(q: &Queued, quoted_whatsapp_id: Option<&str>) -> Va
     merge(merge(base, chat_fields(&q.to)), content_fields(&q.content))
 }
 
-/// The `data` of `message.received`.
+/// The `data` of `message.received`. A message in a group names its `sender` too.
 pub fn inbound_message_data(r: &Received, quoted_message_id: Option<&MessageId>) -> Value {
-    let base = json!({
+    let mut base = json!({
         "message_id": r.message_id,
         "whatsapp_id": r.engine_message_id,
         "direction": "inbound",
@@ -136,7 +139,10 @@ pub fn inbound_message_data(r: &Received, quoted_message_id: Option<&MessageId>)
         "quoted_whatsapp_id": r.quoted_engine_message_id,
         "status": "received",
     });
-    merge(merge(base, chat_fields(&r.from)), content_fields(&r.content))
+    if r.group.is_some() {
+        base["sender"] = json!({"phone": r.from.as_str(), "jid": r.from.jid()});
+    }
+    merge(merge(base, chat_fields(&r.chat())), content_fields(&r.content))
 }
 
 /// A message's data with its new status (and the reason, for `failed`).
@@ -285,7 +291,7 @@ mod tests {
             message_id: MessageId::parse("msg_0000000000000000000000000a").unwrap(),
             line_id: LineId::parse("line_0000000000000000000000000a").unwrap(),
             account_id: AccountId::parse("acc_0000000000000000000000000a").unwrap(),
-            to: PhoneNumber::parse("+34600000000").unwrap(),
+            to: ChatId::parse("+34600000000").unwrap(),
             content: Content::Text { text: MessageText::parse("hola").unwrap() },
             quoted_message_id: None,
             archive_policy: Default::default(),
@@ -302,6 +308,29 @@ mod tests {
         assert_eq!(data["direction"], "outbound");
         let keys: Vec<&String> = data.as_object().unwrap().keys().collect();
         assert_eq!(keys[..3], ["message_id", "whatsapp_id", "direction"]);
+    }
+
+    #[test]
+    fn a_group_message_names_the_group_as_the_chat_and_its_sender() {
+        let r = Received {
+            message_id: MessageId::parse("msg_0000000000000000000000000b").unwrap(),
+            line_id: LineId::parse("line_0000000000000000000000000a").unwrap(),
+            account_id: AccountId::parse("acc_0000000000000000000000000a").unwrap(),
+            from: PhoneNumber::parse("+34600000002").unwrap(),
+            group: crate::chat_id::GroupJid::parse("120363041234567890@g.us"),
+            engine_message_id: "3EB0BB".into(),
+            content: Content::Text { text: MessageText::parse("hola a todos").unwrap() },
+            quoted_engine_message_id: None,
+        };
+        let data = inbound_message_data(&r, None);
+        assert_eq!(
+            (data["phone"].as_str(), data["jid"].as_str()),
+            (Some("120363041234567890@g.us"), Some("120363041234567890@g.us"))
+        );
+        assert_eq!(data["sender"], json!({"phone": "+34600000002", "jid": "34600000002@s.whatsapp.net"}));
+        let direct = inbound_message_data(&Received { group: None, ..r }, None);
+        assert_eq!(direct["phone"], "+34600000002");
+        assert!(direct.get("sender").is_none(), "a direct chat's sender is the chat");
     }
 
     #[test]

@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
                     let (account, line) = &a[if spread { i % a.len() } else { 0 }];
                     let message = SendMessage {
                         line_id: line.clone(),
-                        to: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                        to: domain::chat_id::ChatId::parse("+34699999999").unwrap(),
                         content: domain::message::Content::Text {
                             text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
                         },
@@ -332,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
             let inbound = wazion_bridge::commands::messages::Inbound {
                 line_id: line.clone(),
                 from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                group: None,
                 engine_message_id: format!("3EB0BENCH{i:08}"),
                 content: domain::message::Content::Text {
                     text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
@@ -372,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
             let inbound = wazion_bridge::commands::messages::Inbound {
                 line_id: line.clone(),
                 from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                group: None,
                 engine_message_id: format!("3EB0MANY{i:08}"),
                 content: domain::message::Content::Text {
                     text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),

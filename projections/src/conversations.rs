@@ -109,15 +109,15 @@ impl Projection for Messages {
                     let (text, caption, media_url, media_type) = columns(&r.content);
                     sqlx::query(
                         "INSERT INTO rm_messages (message_id, account_id, line_id, chat_phone, direction, type, text, caption, \
-                             media_url, media_type, quoted_message_id, engine_message_id, status, created_at, delivered_at, position) \
+                             media_url, media_type, quoted_message_id, engine_message_id, status, created_at, delivered_at, position, sender) \
                          VALUES ($1, $2, $3, $4, 'inbound', $5, $6, $7, $8, $9, \
                              (SELECT message_id FROM rm_messages WHERE line_id = $3 AND engine_message_id = $10), \
-                             $11, 'delivered', $12, $12, $13)",
+                             $11, 'delivered', $12, $12, $13, $14)",
                     )
                     .bind(r.message_id.as_str())
                     .bind(r.account_id.as_str())
                     .bind(r.line_id.as_str())
-                    .bind(r.from.as_str())
+                    .bind(r.chat().as_str())
                     .bind(r.content.kind())
                     .bind(text)
                     .bind(caption)
@@ -127,6 +127,8 @@ impl Projection for Messages {
                     .bind(&r.engine_message_id)
                     .bind(at)
                     .bind(event.global_position)
+                    // In a group, who wrote it (in a direct chat that is the chat itself).
+                    .bind(r.group.is_some().then(|| r.from.as_str()))
                     .execute(conn)
                     .await?;
                 }
@@ -244,7 +246,7 @@ impl Projection for Chats {
                              last_direction = 'inbound', unread_count = rm_chats.unread_count + 1",
                     )
                     .bind(r.line_id.as_str())
-                    .bind(r.from.as_str())
+                    .bind(r.chat().as_str())
                     .bind(r.account_id.as_str())
                     .bind(r.message_id.as_str())
                     .bind(preview(&r.content))

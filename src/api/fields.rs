@@ -3,6 +3,7 @@
 //! cannot exist, which is the resource's `…_not_found` like an id of another account.
 
 use super::error::{ApiError, ErrorCode};
+use domain::chat_id::ChatId;
 use domain::ids::LineId;
 use domain::message::{ArchivePolicy, MediaType, MessageText};
 use domain::phone::PhoneNumber;
@@ -29,6 +30,16 @@ pub fn phone(field: &str, value: &Option<String>) -> Result<PhoneNumber, ApiErro
 /// A phone number (or WhatsApp jid) as given.
 pub fn parse_phone(field: &str, raw: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse_phone_or_jid(raw).map_err(|e| ApiError::invalid_field(field, format!("{e}.")))
+}
+
+/// A required chat: a phone number, its jid, or a group's jid.
+pub fn chat(field: &str, value: &Option<String>) -> Result<ChatId, ApiError> {
+    parse_chat(field, required(field, value)?)
+}
+
+/// A chat as given: a phone number, its jid, or a group's jid.
+pub fn parse_chat(field: &str, raw: &str) -> Result<ChatId, ApiError> {
+    ChatId::parse(raw).map_err(|e| ApiError::invalid_field(field, format!("{e}.")))
 }
 
 pub fn text(field: &str, value: &str) -> Result<MessageText, ApiError> {

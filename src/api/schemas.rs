@@ -15,6 +15,13 @@ use utoipa::openapi::RefOr;
 pub const PHONE_PATTERN: &str =
     r"^[ \t\n\r]*([ .()-]*\+[ .()-]*[1-9]([ .()-]*[0-9]){7,14}[ .()-]*|[1-9][0-9]{7,14}@(s\.whatsapp\.net|c\.us))[ \t\n\r]*$";
 
+/// What `GroupJid::parse` accepts: a group's jid (`120363041234567890@g.us`, or the older
+/// `<creator>-<timestamp>@g.us`).
+pub const GROUP_JID_PATTERN: &str = r"^[ \t\n\r]*[1-9][0-9]{4,24}(-[1-9][0-9]{4,14})?@g\.us[ \t\n\r]*$";
+
+/// What `ChatId::parse` accepts: a phone number or jid as [`PHONE_PATTERN`], or a group's jid.
+pub const CHAT_PATTERN: &str = r"^[ \t\n\r]*([ .()-]*\+[ .()-]*[1-9]([ .()-]*[0-9]){7,14}[ .()-]*|[1-9][0-9]{7,14}@(s\.whatsapp\.net|c\.us)|[1-9][0-9]{4,24}(-[1-9][0-9]{4,14})?@g\.us)[ \t\n\r]*$";
+
 /// What `PhoneNumber::parse` accepts (no jid).
 pub const PLAIN_PHONE_PATTERN: &str = r"^[ \t\n\r]*[ .()-]*\+[ .()-]*[1-9]([ .()-]*[0-9]){7,14}[ .()-]*[ \t\n\r]*$";
 
@@ -56,9 +63,6 @@ pub fn is_url(value: &str, https_only: bool) -> bool {
 
 /// A `next_cursor` of `/v1/messages` or of a webhook's deliveries: `c` and a list position.
 pub const POSITION_CURSOR_PATTERN: &str = r"^c[1-9][0-9]{0,17}$";
-
-/// A `next_cursor` of `/v1/chats`: `c`, an activity time in microseconds, `_` and a phone's digits.
-pub const CHAT_CURSOR_PATTERN: &str = r"^c-?[0-9]{1,18}_[0-9]{1,20}$";
 
 /// A string schema: its pattern, description and example (callers add lengths and formats).
 fn string(pattern: &str, description: &str, example: serde_json::Value) -> ObjectBuilder {
@@ -107,6 +111,24 @@ named_schema!(
         json!("+34600000000")
     )
     .into()
+);
+
+named_schema!(
+    /// A chat: a phone number or jid, or a group's jid.
+    Chat,
+    string(
+        CHAT_PATTERN,
+        "The chat: a phone number in international format with a leading + (e.g. +34600000000), its WhatsApp jid \
+         (34600000000@s.whatsapp.net), or a group's jid (120363041234567890@g.us).",
+        json!("+34600000000")
+    )
+    .into()
+);
+
+named_schema!(
+    /// A group's jid.
+    GroupJid,
+    string(GROUP_JID_PATTERN, "A WhatsApp group's jid.", json!("120363041234567890@g.us")).into()
 );
 
 named_schema!(
@@ -267,6 +289,7 @@ mod tests {
         ".",
         "@s.whatsapp.net",
         "@c.us",
+        "@g.us",
         "\t",
         "\u{a0}",
         "a",
@@ -321,8 +344,22 @@ mod tests {
             &["+34600000000", " +1 (415) 555-0100"],
         );
         let re = Regex::new(PHONE_PATTERN).unwrap();
-        for refused in ["34600000000", "+0600000000", "+3460", "+34600000000@c.us", "x@s.whatsapp.net"] {
+        for refused in ["34600000000", "+0600000000", "+3460", "+34600000000@c.us", "x@s.whatsapp.net", "120363041234567890@g.us"]
+        {
             assert!(!re.is_match(refused) && !accepted(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn chats_and_groups_the_document_admits_are_accepted() {
+        use domain::chat_id::{ChatId, GroupJid as Group};
+        let chat = |v: &str| ChatId::parse(v).is_ok();
+        let examples = ["+34600000000", "34600000000@s.whatsapp.net", "120363041234567890@g.us", "34600000000-1577836800@g.us"];
+        admits_only_accepted(CHAT_PATTERN, PHONE_ALPHABET, chat, &examples);
+        admits_only_accepted(GROUP_JID_PATTERN, PHONE_ALPHABET, |v| Group::parse(v).is_some(), &examples[2..]);
+        let re = Regex::new(CHAT_PATTERN).unwrap();
+        for refused in ["1234@g.us", "0123456789@g.us", "abc@g.us", "12345678-@g.us", "+34600000000@g.us"] {
+            assert!(!re.is_match(refused) && !chat(refused), "{refused}");
         }
     }
 

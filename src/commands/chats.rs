@@ -12,7 +12,7 @@ use crate::queries::chats::{inbound_engine_ids, unread_engine_ids};
 use crate::queries::owned::OwnedLine;
 use crate::store::{EventStore, Metadata};
 use domain::chat::{self, Chat, ChatCommand, ChatError, ChatEvent};
-use domain::phone::PhoneNumber;
+use domain::chat_id::ChatId;
 use domain::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -26,8 +26,8 @@ pub struct ArchiveRequest {
     /// Connected line of the chat.
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// The chat: a phone in international format (or its jid).
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    /// The chat: a phone in international format, its jid, or a group's jid.
+    #[schema(required = true, nullable = false, value_type = schemas::Chat)]
     pub phone: Option<String>,
     /// `true` (default) archives, `false` unarchives.
     #[schema(value_type = Option<bool>)]
@@ -52,10 +52,10 @@ pub struct ReadRequest {
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
     /// The chat, as a phone… (one of `phone` and `jid` is required; `phone` wins when both are given)
-    #[schema(value_type = Option<schemas::Phone>)]
+    #[schema(value_type = Option<schemas::Chat>)]
     pub phone: Option<String>,
     /// …or as a jid.
-    #[schema(value_type = Option<schemas::Phone>)]
+    #[schema(value_type = Option<schemas::Chat>)]
     pub jid: Option<String>,
     /// Only these messages (our ids or WhatsApp ids, 1 to 500); all unread ones when absent.
     #[schema(value_type = Option<Vec<schemas::MessageRef>>, min_items = 1, max_items = 500)]
@@ -75,7 +75,7 @@ pub struct ReadResponse {
 const MAX_READ_IDS: usize = 500;
 
 pub async fn archive(state: &AppState, caller: &Caller, request: ArchiveRequest) -> Result<ArchiveResponse, ApiError> {
-    let chat = fields::phone("phone", &request.phone)?;
+    let chat = fields::chat("phone", &request.phone)?;
     let line = fields::line_id(&request.line_id)?;
     let (line, view) = crate::queries::lines::connected(&state.pool, &caller.account_id, &line).await?;
     let archived = request.archive.unwrap_or(true);
@@ -91,8 +91,8 @@ pub async fn archive(state: &AppState, caller: &Caller, request: ArchiveRequest)
 
 pub async fn mark_read(state: &AppState, caller: &Caller, request: ReadRequest) -> Result<ReadResponse, ApiError> {
     let chat = match (&request.phone, &request.jid) {
-        (Some(_), _) => fields::phone("phone", &request.phone)?,
-        (None, Some(_)) => fields::phone("jid", &request.jid)?,
+        (Some(_), _) => fields::chat("phone", &request.phone)?,
+        (None, Some(_)) => fields::chat("jid", &request.jid)?,
         (None, None) => return Err(ApiError::invalid_field("phone", "`phone` or `jid` is required.")),
     };
     let line = fields::line_id(&request.line_id)?;
@@ -132,7 +132,7 @@ pub async fn handle(
     store: &EventStore,
     metadata: &Metadata,
     line: &OwnedLine,
-    phone: &PhoneNumber,
+    phone: &ChatId,
     command: ChatCommand,
 ) -> Result<Vec<ChatEvent>, CommandError<ChatError>> {
     let tenant = line.account_id().to_string();

@@ -15,6 +15,7 @@ use super::{execute, load, CommandError};
 use crate::store::{Actor, Append, AppendError, EventStore, Metadata, StreamAppend};
 use chrono::{DateTime, Utc};
 use domain::account::SubscriptionStatus;
+use domain::chat_id::{ChatId, GroupJid};
 use domain::ids::{AccountId, LineId, MessageId};
 use domain::message::{
     ArchivePolicy, Content, Idempotency, Message, MessageCommand, MessageError, MessageEvent, MessageStatus, Queued, Received,
@@ -30,7 +31,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone)]
 pub struct Send {
     pub line_id: LineId,
-    pub to: PhoneNumber,
+    pub to: ChatId,
     pub content: Content,
     pub quoted_message_id: Option<MessageId>,
     pub archive_policy: ArchivePolicy,
@@ -191,6 +192,8 @@ pub async fn send(
 pub struct Inbound {
     pub line_id: LineId,
     pub from: PhoneNumber,
+    /// The group it arrived in, if any.
+    pub group: Option<GroupJid>,
     pub engine_message_id: String,
     pub content: Content,
     pub quoted_engine_message_id: Option<String>,
@@ -209,6 +212,7 @@ pub fn inbound_append_as(metadata: &Metadata, account_id: &AccountId, message_id
         line_id: inbound.line_id,
         account_id: account_id.clone(),
         from: inbound.from,
+        group: inbound.group,
         engine_message_id: inbound.engine_message_id,
         content: inbound.content,
         quoted_engine_message_id: inbound.quoted_engine_message_id,

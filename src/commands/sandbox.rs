@@ -9,6 +9,7 @@ use crate::api::rate_limit::RateLimits;
 use crate::api::tenant::Caller;
 use crate::app::AppState;
 use crate::queries::lines::{self as line_queries, LineView};
+use domain::chat_id::{ChatId, GroupJid};
 use domain::line::LineCommand;
 use domain::message::{Content, Emoji};
 use domain::phone::PhoneNumber;
@@ -45,6 +46,8 @@ pub async fn disconnect(
 #[serde(deny_unknown_fields)]
 pub struct InboundRequest {
     pub from: Option<String>,
+    /// The group it arrives in (`…@g.us`); a direct chat with `from` when absent.
+    pub group: Option<String>,
     /// Text…
     pub message: Option<String>,
     /// …or a file…
@@ -74,6 +77,17 @@ pub async fn inbound(
     request: InboundRequest,
 ) -> Result<InboundResponse, ApiError> {
     let from = fields::phone("from", &request.from)?;
+    let group =
+        match request.group.as_deref() {
+            None => None,
+            Some(raw) => Some(GroupJid::parse(raw).ok_or_else(|| {
+                ApiError::invalid_field("group", "`group` must be a group's jid, e.g. 120363041234567890@g.us.")
+            })?),
+        };
+    let chat = match &group {
+        Some(group) => ChatId::Group(group.clone()),
+        None => ChatId::Phone(from.clone()),
+    };
     let (line, view) = line_queries::sim(&state.pool, &caller.account_id, &parse_line_id(raw_line_id)?).await?;
     limits.sandbox_inbound(line.id())?;
     if view.status != "connected" {
@@ -81,9 +95,9 @@ pub async fn inbound(
     }
     let account_id = line.account_id();
     let find = |field: &'static str, id: String| {
-        let (state, line, from) = (&state, &line, &from);
+        let (state, line, chat) = (&state, &line, &chat);
         async move {
-            crate::queries::chats::find_own_message(&state.pool, line, from, &id)
+            crate::queries::chats::find_own_message(&state.pool, line, chat, &id)
                 .await?
                 .and_then(|m| m.engine_message_id)
                 .ok_or_else(|| ApiError::invalid_field(field, "No sent or received message with that id in this chat."))
@@ -111,6 +125,7 @@ pub async fn inbound(
     let inbound = super::messages::Inbound {
         line_id: line.id().clone(),
         from,
+        group,
         engine_message_id: crate::engine::new_engine_message_id(),
         content,
         quoted_engine_message_id,

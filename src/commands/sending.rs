@@ -12,8 +12,8 @@ use crate::api::tenant::Caller;
 use crate::app::AppState;
 use crate::queries::chats::{find_own_message, FoundMessage};
 use crate::queries::owned::OwnedLine;
+use domain::chat_id::ChatId;
 use domain::message::{ArchivePolicy, Content, Emoji};
-use domain::phone::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,8 +25,8 @@ pub struct SendRequest {
     /// Connected line from which it is sent.
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// Destination phone in international format, e.g. +34600000000.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    /// Destination: a phone in international format (e.g. +34600000000), its jid, or a group's jid.
+    #[schema(required = true, nullable = false, value_type = schemas::Chat)]
     pub to: Option<String>,
     /// Message text (at most 4096 characters).
     #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
@@ -44,8 +44,8 @@ pub struct SendMediaRequest {
     /// Connected line from which it is sent.
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// Destination phone in international format, e.g. +34600000000.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    /// Destination: a phone in international format (e.g. +34600000000), its jid, or a group's jid.
+    #[schema(required = true, nullable = false, value_type = schemas::Chat)]
     pub to: Option<String>,
     /// Public http(s) URL of the file; the server downloads it.
     #[schema(required = true, nullable = false, value_type = schemas::MediaUrl)]
@@ -66,8 +66,8 @@ pub struct ReplyRequest {
     /// Connected line from which it is sent.
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// The chat: destination phone in international format (or its jid).
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    /// The chat: a phone in international format, its jid, or a group's jid.
+    #[schema(required = true, nullable = false, value_type = schemas::Chat)]
     pub to: Option<String>,
     #[schema(required = true, nullable = false, value_type = schemas::MessageText)]
     pub message: Option<String>,
@@ -84,8 +84,8 @@ pub struct ReactRequest {
     /// Connected line from which it is sent.
     #[schema(required = true, nullable = false, value_type = String)]
     pub line_id: Option<String>,
-    /// The chat: a jid (`34600000000@s.whatsapp.net`) or a phone.
-    #[schema(required = true, nullable = false, value_type = schemas::Phone)]
+    /// The chat: a jid (`34600000000@s.whatsapp.net`, a group's `…@g.us`) or a phone.
+    #[schema(required = true, nullable = false, value_type = schemas::Chat)]
     pub jid: Option<String>,
     /// The message reacted to: our id or its WhatsApp id.
     #[schema(required = true, nullable = false, value_type = schemas::MessageRef)]
@@ -112,7 +112,7 @@ pub async fn send_text(
     let idempotency = idempotency::for_request(idempotency_key, "messages/send", &request);
     let send = Send {
         line_id: fields::line_id(&request.line_id)?,
-        to: fields::phone("to", &request.to)?,
+        to: fields::chat("to", &request.to)?,
         content: Content::Text { text: fields::text("message", fields::required("message", &request.message)?)? },
         quoted_message_id: None,
         archive_policy: fields::archive_policy(&request.archive_policy)?,
@@ -132,7 +132,7 @@ pub async fn send_media(
     let caption = fields::caption(&request.caption)?;
     let send = Send {
         line_id: fields::line_id(&request.line_id)?,
-        to: fields::phone("to", &request.to)?,
+        to: fields::chat("to", &request.to)?,
         content: Content::Media { media_url: fields::media_url(&request.media_url)?, media_type, caption },
         quoted_message_id: None,
         archive_policy: ArchivePolicy::default(),
@@ -149,7 +149,7 @@ pub async fn reply(
 ) -> Result<Sent, ApiError> {
     let idempotency = idempotency::for_request(idempotency_key, "messages/reply", &request);
     let line = fields::line_id(&request.line_id)?;
-    let to = fields::phone("to", &request.to)?;
+    let to = fields::chat("to", &request.to)?;
     let text = fields::text("message", fields::required("message", &request.message)?)?;
     let quoted_raw = fields::required("quoted_message_id", &request.quoted_message_id)?;
     let (line, _) = crate::queries::lines::owned(&state.pool, &caller.account_id, &line).await?;
@@ -167,7 +167,7 @@ pub async fn reply(
 
 pub async fn react(state: &AppState, caller: &Caller, request: ReactRequest) -> Result<Sent, ApiError> {
     let line = fields::line_id(&request.line_id)?;
-    let chat = fields::phone("jid", &request.jid)?;
+    let chat = fields::chat("jid", &request.jid)?;
     let target_raw = fields::required("message_id", &request.message_id)?;
     let emoji = request
         .emoji
@@ -203,7 +203,7 @@ pub async fn react(state: &AppState, caller: &Caller, request: ReactRequest) -> 
 async fn chat_message(
     state: &AppState,
     line: &OwnedLine,
-    chat: &PhoneNumber,
+    chat: &ChatId,
     field: &str,
     id: &str,
 ) -> Result<FoundMessage, ApiError> {

@@ -9,6 +9,7 @@ pub mod sim;
 pub mod whatsapp;
 
 use crate::dispatch::lease::Keeper;
+use domain::chat_id::ChatId;
 use domain::ids::{LineId, MessageId};
 use domain::line::EngineKind;
 use domain::message::Content;
@@ -27,7 +28,8 @@ pub struct Outbound {
     pub line_id: LineId,
     pub engine: EngineKind,
     pub from: PhoneNumber,
-    pub to: PhoneNumber,
+    /// A phone, or a group's jid.
+    pub to: ChatId,
     pub content: Content,
     pub quoted_engine_message_id: Option<String>,
     /// The downloaded file of a media message.
@@ -70,11 +72,10 @@ pub trait SessionEngine: Send + Sync + 'static {
     fn send<'a>(&'a self, message: &'a Outbound) -> EngineFuture<'a>;
 
     /// Tell the other party that these messages of the chat were read (read receipts).
-    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, engine_message_ids: &'a [String])
-        -> EngineFuture<'a>;
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, engine_message_ids: &'a [String]) -> EngineFuture<'a>;
 
     /// Archive or unarchive the chat on the linked phone.
-    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a>;
+    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, archived: bool) -> EngineFuture<'a>;
 
     /// Unlink the line from WhatsApp for good and forget its session.
     fn logout<'a>(&'a self, line: &'a EngineLine) -> EngineFuture<'a>;
@@ -125,11 +126,11 @@ impl SessionEngine for Engines {
         self.of(message.engine).send(message)
     }
 
-    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, ids: &'a [String]) -> EngineFuture<'a> {
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, ids: &'a [String]) -> EngineFuture<'a> {
         self.of(line.engine).mark_read(line, chat, ids)
     }
 
-    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a> {
+    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, archived: bool) -> EngineFuture<'a> {
         self.of(line.engine).archive(line, chat, archived)
     }
 

@@ -13,6 +13,7 @@ use super::{EngineError, EngineFuture, EngineLine, Outbound, QrCode, SessionEngi
 use crate::commands::messages as message_commands;
 use crate::store::{Actor, EventStore, Metadata};
 use chrono::{DateTime, TimeZone, Utc};
+use domain::chat_id::ChatId;
 use domain::ids::{AccountId, LineId};
 use domain::message::MessageStatus;
 use domain::phone::PhoneNumber;
@@ -91,6 +92,7 @@ impl SimNetwork {
             let inbound = message_commands::Inbound {
                 line_id: line_id.clone(),
                 from: message.from.clone(),
+                group: None,
                 engine_message_id: message.engine_message_id.clone(),
                 content: message.content.clone(),
                 quoted_engine_message_id: message.quoted_engine_message_id.clone(),
@@ -143,12 +145,7 @@ impl SessionEngine for SimNetwork {
         Box::pin(self.deliver(message))
     }
 
-    fn mark_read<'a>(
-        &'a self,
-        line: &'a EngineLine,
-        _chat: &'a PhoneNumber,
-        engine_message_ids: &'a [String],
-    ) -> EngineFuture<'a> {
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, _chat: &'a ChatId, engine_message_ids: &'a [String]) -> EngineFuture<'a> {
         let line_id = &line.id;
         Box::pin(async move {
             // The senders of those messages, if they were sim lines of the same account, get a read
@@ -174,7 +171,7 @@ impl SessionEngine for SimNetwork {
     }
 
     /// The simulated phone keeps no archive of its own: the read model is the whole state.
-    fn archive<'a>(&'a self, _line: &'a EngineLine, _chat: &'a PhoneNumber, _archived: bool) -> EngineFuture<'a> {
+    fn archive<'a>(&'a self, _line: &'a EngineLine, _chat: &'a ChatId, _archived: bool) -> EngineFuture<'a> {
         Box::pin(async { Ok(()) })
     }
 

@@ -61,6 +61,7 @@ use utoipa::OpenApi;
         super::v1::lines::QrFormat,
         super::v1::webhook_deliveries::DeliveryState,
         schemas::Phone,
+        schemas::Chat,
     )),
     tags(
         (name = "account", description = "Account, plan, limits and usage"),

@@ -4,7 +4,7 @@
 //! whose content is the REST error body, e.g. `{"error": "line_not_found", "message": …}`.
 
 use crate::api::error::ApiError;
-use crate::api::fields::{parse_line_id, parse_phone};
+use crate::api::fields::{parse_chat, parse_line_id};
 use crate::api::idempotency;
 use crate::api::tenant::Tenant;
 use crate::app::AppState;
@@ -47,14 +47,14 @@ impl Bridge {
 }
 
 const LINE_ID: &str = "The line to act on: a `line_…` id from bridge_list_lines. The line must be connected to send.";
-const PHONE: &str = "A phone number in international format with a leading +, e.g. +34600000000 (a WhatsApp jid such as 34600000000@s.whatsapp.net is accepted too).";
+const CHAT: &str = "The chat: a phone number in international format with a leading +, e.g. +34600000000 (its WhatsApp jid, 34600000000@s.whatsapp.net, is accepted too), or a group's jid such as 120363041234567890@g.us (the `phone` of a group chat in bridge_get_chats).";
 const IDEMPOTENCY_KEY: &str = "Optional. A unique key for this operation (at most 255 characters): retrying with the same key and the same arguments returns the first result instead of sending again, for 24 hours; the same key with other arguments is refused with idempotency_conflict.";
 
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct SendMessageArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    /// The recipient's phone number in international format with a leading +, e.g. +34600000000.
+    #[schemars(description = CHAT)]
     pub to: String,
     /// The text to send, at most 4096 characters.
     pub message: String,
@@ -86,7 +86,7 @@ pub enum MediaType {
 pub struct SendMediaArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    /// The recipient's phone number in international format with a leading +, e.g. +34600000000.
+    #[schemars(description = CHAT)]
     pub to: String,
     /// A public http(s) URL of the file; the server downloads it when the message is sent.
     pub media_url: String,
@@ -102,7 +102,7 @@ pub struct SendMediaArgs {
 pub struct ReplyArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    /// The phone number of the chat, in international format with a leading +.
+    #[schemars(description = CHAT)]
     pub to: String,
     /// The reply's text, at most 4096 characters.
     pub message: String,
@@ -116,7 +116,7 @@ pub struct ReplyArgs {
 pub struct ReactArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    #[schemars(description = PHONE)]
+    #[schemars(description = CHAT)]
     pub jid: String,
     /// The message to react to: its `msg_…` id or its WhatsApp id, from bridge_get_messages.
     pub message_id: String,
@@ -139,7 +139,7 @@ pub struct ChatsArgs {
 pub struct MessagesArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    #[schemars(description = PHONE)]
+    #[schemars(description = CHAT)]
     pub phone: String,
     /// How many messages, newest first: 1 to 200 (default 200).
     #[schemars(range(min = 1, max = 200))]
@@ -150,7 +150,7 @@ pub struct MessagesArgs {
 pub struct ArchiveArgs {
     #[schemars(description = LINE_ID)]
     pub line_id: String,
-    #[schemars(description = PHONE)]
+    #[schemars(description = CHAT)]
     pub phone: String,
     /// true (default) archives the chat; false unarchives it.
     pub archive: Option<bool>,
@@ -336,7 +336,7 @@ impl Bridge {
             async {
                 let filter = MessageFilter {
                     line_id: parse_line_id(&args.line_id)?,
-                    phone: parse_phone("phone", &args.phone)?,
+                    phone: parse_chat("phone", &args.phone)?,
                     limit: args.limit.map(i64::from),
                     cursor: None,
                 };

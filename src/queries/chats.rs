@@ -5,8 +5,8 @@ use super::{foreign_cursor, next_page, page_limit};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use chrono::{DateTime, Utc};
+use domain::chat_id::{ChatId, GroupJid};
 use domain::ids::{AccountId, LineId, MessageId};
-use domain::phone::PhoneNumber;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -17,6 +17,7 @@ pub const MAX_CHATS: i64 = 500;
 
 #[derive(Serialize, ToSchema)]
 pub struct ChatView {
+    /// Who the chat is with: a phone in international format, or a group's jid (pass it as `phone` or `to`).
     #[schema(example = "+34600000000")]
     pub phone: String,
     #[schema(example = "34600000000@s.whatsapp.net")]
@@ -47,22 +48,39 @@ pub struct ChatFilter {
     pub cursor: Option<String>,
 }
 
-/// Where a page of chats ends: its last chat's activity time and phone (the list's order), as
-/// `c<microseconds>_<phone digits>`. Opaque to clients.
-fn chat_cursor(last_message_at: DateTime<Utc>, phone: &str) -> String {
-    format!("c{}_{}", last_message_at.timestamp_micros(), phone.trim_start_matches('+'))
+/// Where a page of chats ends: its last chat's activity time and chat (the list's order), as
+/// `c<microseconds>_<phone digits>`, or `c<microseconds>_g<group id>` after a group. Opaque to
+/// clients.
+fn chat_cursor(last_message_at: DateTime<Utc>, chat: &str) -> String {
+    let chat = match chat.strip_suffix("@g.us") {
+        Some(group) => format!("g{group}"),
+        None => chat.trim_start_matches('+').to_owned(),
+    };
+    format!("c{}_{chat}", last_message_at.timestamp_micros())
 }
 
 fn parse_chat_cursor(raw: Option<&str>) -> Result<Option<(DateTime<Utc>, String)>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     raw.strip_prefix('c')
         .and_then(|rest| rest.split_once('_'))
-        .and_then(|(micros, digits)| {
+        .and_then(|(micros, chat)| {
             let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| (at, format!("+{digits}")))
+            let chat = match chat.strip_prefix('g') {
+                Some(group) => GroupJid::parse(&format!("{group}@g.us"))?.to_string(),
+                None => (!chat.is_empty() && chat.bytes().all(|b| b.is_ascii_digit())).then(|| format!("+{chat}"))?,
+            };
+            Some((at, chat))
         })
         .map(Some)
         .ok_or_else(foreign_cursor)
+}
+
+/// The jid of a chat as the read models store it (a phone, or a group's jid).
+pub fn stored_chat_jid(stored: &str) -> String {
+    match stored.strip_suffix("@g.us") {
+        Some(_) => stored.to_owned(),
+        None => format!("{}@s.whatsapp.net", stored.trim_start_matches('+')),
+    }
 }
 
 /// A page of the line's chats, once the caller's own writes are visible.
@@ -91,7 +109,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) 
     let chats = rows
         .into_iter()
         .map(|(phone, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived)| ChatView {
-            jid: format!("{}@s.whatsapp.net", phone.trim_start_matches('+')),
+            jid: stored_chat_jid(&phone),
             phone,
             last_message_id,
             last_message_preview,
@@ -118,7 +136,7 @@ pub struct FoundMessage {
 pub async fn find_message(
     pool: &PgPool,
     line: &OwnedLine,
-    phone: &PhoneNumber,
+    phone: &ChatId,
     id: &str,
 ) -> Result<Option<FoundMessage>, sqlx::Error> {
     let row: Option<(String, Option<String>, String, String)> = sqlx::query_as(
@@ -140,7 +158,7 @@ pub async fn find_message(
 pub async fn find_own_message(
     pool: &PgPool,
     line: &OwnedLine,
-    phone: &PhoneNumber,
+    phone: &ChatId,
     id: &str,
 ) -> Result<Option<FoundMessage>, ApiError> {
     crate::consistency::await_own_writes(pool, line.account_id(), &["messages"], Duration::from_secs(5)).await?;
@@ -152,7 +170,7 @@ pub async fn find_own_message(
 pub async fn inbound_engine_ids(
     pool: &PgPool,
     line: &OwnedLine,
-    phone: &PhoneNumber,
+    phone: &ChatId,
     ids: &[String],
 ) -> Result<Result<Vec<String>, Vec<String>>, sqlx::Error> {
     let rows: Vec<(String, String)> = sqlx::query_as(
@@ -175,7 +193,7 @@ pub async fn inbound_engine_ids(
 }
 
 /// The WhatsApp ids of the chat's inbound messages not read yet.
-pub async fn unread_engine_ids(pool: &PgPool, line: &OwnedLine, phone: &PhoneNumber) -> Result<Vec<String>, sqlx::Error> {
+pub async fn unread_engine_ids(pool: &PgPool, line: &OwnedLine, phone: &ChatId) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT engine_message_id FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND direction = 'inbound' \
            AND status <> 'read' AND engine_message_id IS NOT NULL AND type <> 'reaction' ORDER BY position",

@@ -4,8 +4,8 @@ use super::{cursor_at, next_page, page_limit, position_cursor};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use chrono::{DateTime, Utc};
+use domain::chat_id::ChatId;
 use domain::ids::{AccountId, LineId, MessageId};
-use domain::phone::PhoneNumber;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -21,8 +21,12 @@ pub struct MessageView {
     /// The WhatsApp id, once sent or received.
     pub engine_message_id: Option<String>,
     pub line_id: String,
-    /// The other party of the chat.
+    /// The chat: the other party's phone, or the group's jid.
     pub phone: String,
+    /// Who wrote a message received in a group (absent elsewhere: the chat is the sender).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Sender>,
     /// `outbound` or `inbound`.
     pub direction: String,
     /// `text`, `image`, `video`, `audio` or `document`.
@@ -47,6 +51,24 @@ pub struct MessageView {
     pub failed_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub position: i64,
+    #[serde(skip)]
+    #[sqlx(rename = "sender")]
+    pub sender_phone: Option<String>,
+}
+
+/// The author of a message in a group.
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct Sender {
+    #[schema(example = "+34600000002")]
+    pub phone: String,
+    #[schema(example = "34600000002@s.whatsapp.net")]
+    pub jid: String,
+}
+
+impl Sender {
+    pub fn of(phone: &str) -> Self {
+        Self { phone: phone.to_owned(), jid: format!("{}@s.whatsapp.net", phone.trim_start_matches('+')) }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -61,7 +83,7 @@ pub struct MessagesResponse {
 /// and cap [`MAX_MESSAGES`]) older than `cursor`.
 pub struct MessageFilter {
     pub line_id: LineId,
-    pub phone: PhoneNumber,
+    pub phone: ChatId,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -74,7 +96,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
     crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
     let mut messages: Vec<MessageView> = sqlx::query_as(
         "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
-                quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position \
+                quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position, sender \
            FROM rm_messages WHERE line_id = $1 AND chat_phone = $2 AND type <> 'reaction' AND ($3::bigint IS NULL OR position < $3) \
           ORDER BY position DESC LIMIT $4",
     )
@@ -85,6 +107,9 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
     .fetch_all(&state.pool)
     .await?;
     let next_cursor = next_page(&mut messages, limit, |m| cursor_at(m.position));
+    for m in &mut messages {
+        m.sender = m.sender_phone.as_deref().map(Sender::of);
+    }
     Ok(MessagesResponse { ok: true, messages, next_cursor })
 }
 

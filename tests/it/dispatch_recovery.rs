@@ -239,7 +239,7 @@ async fn queue_text(
     let metadata = wazion_bridge::store::Metadata::new(wazion_bridge::store::Actor::System);
     let message = Send {
         line_id: line.clone(),
-        to: domain::phone::PhoneNumber::parse("+34600000312").unwrap(),
+        to: domain::chat_id::ChatId::parse("+34600000312").unwrap(),
         content: domain::message::Content::Text { text: domain::message::MessageText::parse(text).unwrap() },
         quoted_message_id: None,
         archive_policy: Default::default(),

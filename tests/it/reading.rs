@@ -208,6 +208,81 @@ async fn chats_are_capped_at_500_and_messages_at_200_with_a_cursor_for_the_rest(
 }
 
 #[tokio::test]
+async fn a_group_is_a_chat_of_its_own_named_by_its_jid_and_its_messages_name_their_senders() {
+    const GROUP: &str = "120363041234567890@g.us";
+    let app = app().await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000141").await;
+    let inbound = format!("/v1/sandbox/lines/{line}/inbound");
+    for body in [
+        json!({"from": "+34655000001", "group": GROUP, "message": "¿Cena el viernes?"}),
+        json!({"from": "+34655000001", "message": "(en privado) ¿vienes?"}),
+        json!({"from": "+34655000002", "group": GROUP, "message": "¡Sí!"}),
+    ] {
+        let (status, body) = app.post(&key, &inbound, body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    let (_, chats) = get(&app, &key, &format!("/v1/chats?line_id={line}")).await;
+    let chats = chats["chats"].as_array().unwrap();
+    assert_eq!(chats.len(), 2, "the group and the direct chat: {chats:?}");
+    assert_eq!((chats[0]["phone"].as_str(), chats[0]["jid"].as_str()), (Some(GROUP), Some(GROUP)));
+    assert_eq!((chats[0]["unread_count"].as_i64(), chats[0]["last_message_preview"].as_str()), (Some(2), Some("¡Sí!")));
+    assert_eq!((chats[1]["phone"].as_str(), chats[1]["unread_count"].as_i64()), (Some("+34655000001"), Some(1)));
+
+    // The chat's `phone` is what every other endpoint takes to name it.
+    let (_, page) = get(&app, &key, &format!("/v1/messages?line_id={line}&phone={GROUP}")).await;
+    let texts: Vec<(&str, &str)> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["text"].as_str().unwrap(), m["sender"]["phone"].as_str().unwrap()))
+        .collect();
+    assert_eq!(texts, [("¡Sí!", "+34655000002"), ("¿Cena el viernes?", "+34655000001")]);
+    let (_, direct) = get(&app, &key, &format!("/v1/messages?line_id={line}&phone=%2B34655000001")).await;
+    assert!(direct["messages"][0].get("sender").is_none(), "a direct chat's sender is the chat: {direct}");
+    let (status, sent) =
+        app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": GROUP, "message": "Allí estaré"})).await;
+    assert_eq!((status, sent["to"].as_str()), (StatusCode::OK, Some(GROUP)), "{sent}");
+    let (status, read) = app.post(&key, "/v1/messages/read", json!({"line_id": line, "jid": GROUP})).await;
+    assert_eq!((status, read["marked_read"].as_u64()), (StatusCode::OK, Some(2)), "{read}");
+    app.eventually("the simulated group receives it", Duration::from_secs(15), || async {
+        get(&app, &key, &format!("/v1/messages?line_id={line}&phone={GROUP}")).await.1["messages"][0]["status"] == "read"
+    })
+    .await;
+
+    // Pages of chats go past a group.
+    let (_, first) = get(&app, &key, &format!("/v1/chats?line_id={line}&limit=1")).await;
+    assert_eq!(first["chats"][0]["phone"], GROUP);
+    let cursor = first["next_cursor"].as_str().expect("a cursor past the group");
+    let (_, second) = get(&app, &key, &format!("/v1/chats?line_id={line}&limit=1&cursor={cursor}")).await;
+    assert_eq!((second["chats"][0]["phone"].as_str(), &second["next_cursor"]), (Some("+34655000001"), &Value::Null));
+
+    // What is not a chat is refused, naming the field, and nothing is recorded.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+    for (path, body, field) in [
+        ("/v1/messages/send", json!({"line_id": line, "to": "grupo@g.us", "message": "x"}), "to"),
+        ("/v1/messages/send", json!({"line_id": line, "to": "120363041234567890@broadcast", "message": "x"}), "to"),
+        ("/v1/chats/archive", json!({"line_id": line, "phone": "0120363041234567890@g.us"}), "phone"),
+        (
+            &format!("/v1/sandbox/lines/{line}/inbound"),
+            json!({"from": "+34655000001", "group": "+34655000001", "message": "x"}),
+            "group",
+        ),
+    ] {
+        let (status, refused) = app.post(&key, path, body).await;
+        assert_eq!(
+            (status, refused["error"].as_str(), refused["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("validation_error"), Some(field)),
+            "{refused}"
+        );
+    }
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(before, after, "a refused request records nothing");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn receipts_out_of_order_never_move_a_status_backwards() {
     use wazion_bridge::commands::messages::receipt;
     use wazion_bridge::store::{Actor, Metadata};

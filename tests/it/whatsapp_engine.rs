@@ -63,6 +63,17 @@ async fn linked_line(app: &TestApp, fake: &FakeWhatsapp, key: &str) -> (String, 
     (line, run)
 }
 
+/// A server with a linked line and a webhook receiver of its `message.received` events.
+async fn receiving_line(fake: &FakeWhatsapp) -> (TestApp, Receiver, String, String, FakeRun) {
+    let receiver = Receiver::start().await;
+    let app = spawn(fake).await;
+    let (_, _, key) = app.account("pro").await;
+    let (status, _) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url, "events": ["message.received"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (line, run) = linked_line(&app, fake, &key).await;
+    (app, receiver, key, line, run)
+}
+
 async fn messages(app: &TestApp, key: &str, line: &str, phone: &str) -> Vec<Value> {
     let path = format!("/v1/messages?line_id={line}&phone={}", phone.replace('+', "%2B"));
     let (status, body) = get_json(app, key, &path).await;
@@ -425,12 +436,7 @@ async fn a_logout_from_the_phone_fails_the_queued_messages_and_forgets_the_sessi
 #[tokio::test]
 async fn inbound_messages_are_recorded_once_and_acknowledged_only_after_the_commit() {
     let fake = FakeWhatsapp::new();
-    let receiver = Receiver::start().await;
-    let app = spawn(&fake).await;
-    let (_, _, key) = app.account("pro").await;
-    let (status, _) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url, "events": ["message.received"]})).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (line, run) = linked_line(&app, &fake, &key).await;
+    let (app, receiver, key, line, run) = receiving_line(&fake).await;
     let ours = send(&app, &key, &line, "Tu pedido sale hoy").await;
     let ours = await_message(&app, &key, &line, &ours, "sent", |m| m["status"] == "sent").await;
     let our_wa_id = ours["engine_message_id"].as_str().unwrap().to_owned();
@@ -446,7 +452,7 @@ async fn inbound_messages_are_recorded_once_and_acknowledged_only_after_the_comm
         kind_label: "image".into(),
     };
     let mut group = inbound("3A0000000000000005", WaInboundBody::Text("en el grupo".into()));
-    group.chat = "120363000000000001@g.us".into();
+    group.chat = GROUP.into();
     let batch = vec![
         inbound("3A0000000000000001", WaInboundBody::Text("Hola".into())),
         reply,
@@ -470,11 +476,11 @@ async fn inbound_messages_are_recorded_once_and_acknowledged_only_after_the_comm
             .await
             .unwrap()
     };
-    assert_eq!(received().await, 4, "text, reply, reaction and image; the group and the poll are not carried");
+    assert_eq!(received().await, 5, "text, reply, reaction, image and the group's text; the poll is not carried");
 
     // WhatsApp redelivers what it did not see acknowledged: nothing is recorded twice.
     assert_eq!(run.deliver(batch).await, Ok(()));
-    assert_eq!(received().await, 4);
+    assert_eq!(received().await, 5);
 
     app.eventually("the chat shows them", WAIT, || async {
         let listed = messages(&app, &key, &line, THEIRS).await;
@@ -492,8 +498,100 @@ async fn inbound_messages_are_recorded_once_and_acknowledged_only_after_the_comm
         message(&app, &key, &line, ours["message_id"].as_str().unwrap()).await["reactions"] == json!({THEIRS: "❤️"})
     })
     .await;
-    let hooks = receiver.wait_for(4, WAIT).await;
+    let hooks = receiver.wait_for(5, WAIT).await;
     assert!(hooks.iter().all(|r| r.json()["event"] == "message.received"));
+    app.shutdown().await;
+}
+
+/// A member of a group, as WhatsApp names group members today: by a LID, with the phone number
+/// alongside.
+const MEMBER_LID: &str = "100200300400500@lid";
+const GROUP: &str = "120363000000000001@g.us";
+
+#[tokio::test]
+async fn group_messages_arrive_with_the_group_and_their_sender_and_everything_sent_to_the_group_goes_there() {
+    let fake = FakeWhatsapp::new();
+    let (app, receiver, key, line, run) = receiving_line(&fake).await;
+
+    let mut said = inbound("3A00000000000000G1", WaInboundBody::Text("¿Quién trae el pastel?".into()));
+    (said.chat, said.sender) = (GROUP.into(), MEMBER_LID.into());
+    run.deliver(vec![said]).await.unwrap();
+
+    // The webhook names the group as the chat (what `to` takes to answer there) and the sender.
+    let hook = receiver.wait_for(1, WAIT).await.remove(0).json();
+    redactions().bind(|| insta::assert_json_snapshot!("whatsapp_group_message_received", hook));
+    app.eventually("the group is a chat", WAIT, || async {
+        get_json(&app, &key, &format!("/v1/chats?line_id={line}")).await.1["chats"][0]["phone"] == GROUP
+    })
+    .await;
+    let chats = get_json(&app, &key, &format!("/v1/chats?line_id={line}")).await.1;
+    let chat = &chats["chats"][0];
+    assert_eq!((chat["jid"].as_str(), chat["unread_count"].as_i64()), (Some(GROUP), Some(1)), "{chat}");
+    let listed = messages(&app, &key, &line, GROUP).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["sender"], json!({"phone": THEIRS, "jid": THEIR_JID}), "{}", listed[0]);
+    assert_eq!(listed[0]["phone"], GROUP);
+    let theirs = listed[0]["message_id"].as_str().unwrap().to_owned();
+    assert!(messages(&app, &key, &line, THEIRS).await.is_empty(), "not a message of the sender's direct chat");
+
+    // A send, a reply and a reaction to the group: each goes to the group, and what it quotes or
+    // reacts to is named with its author as WhatsApp named them.
+    let (status, sent) = app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": GROUP, "message": "Yo"})).await;
+    assert_eq!((status, sent["to"].as_str()), (StatusCode::OK, Some(GROUP)), "{sent}");
+    let (status, reply) = app
+        .post(&key, "/v1/messages/reply", json!({"line_id": line, "to": GROUP, "message": "¡Yo!", "quoted_message_id": theirs}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, reaction) =
+        app.post(&key, "/v1/messages/react", json!({"line_id": line, "jid": GROUP, "message_id": theirs, "emoji": "🎂"})).await;
+    assert_eq!(status, StatusCode::OK, "{reaction}");
+    let sent = fake.sent(&line, 3).await;
+    assert!(sent.iter().all(|m| m.to == GROUP), "{sent:?}");
+    assert_eq!(sent[0].body, WaBody::Text("Yo".into()));
+    let theirs_key = WaMessageKey {
+        chat: GROUP.into(),
+        id: "3A00000000000000G1".into(),
+        from_me: false,
+        participant: Some(MEMBER_LID.into()),
+    };
+    let quoted = sent[1].quoted.as_ref().expect("the reply quotes");
+    assert_eq!((&quoted.key, quoted.sender.as_str()), (&theirs_key, MEMBER_LID));
+    assert_eq!(sent[2].body, WaBody::Reaction { target: theirs_key, emoji: "🎂".into() });
+
+    // Receipts from the group move our message on.
+    let ours = sent[0].id.clone();
+    run.emit(WaEvent::Receipt { chat: GROUP.into(), message_ids: vec![ours.clone()], kind: WaReceipt::Delivered }).await;
+    app.eventually("our group message is delivered", WAIT, || async {
+        messages(&app, &key, &line, GROUP).await.iter().any(|m| m["engine_message_id"] == ours && m["status"] == "delivered")
+    })
+    .await;
+
+    // Read receipts go to the message's author; archiving archives the group.
+    let (status, read) = app.post(&key, "/v1/messages/read", json!({"line_id": line, "phone": GROUP})).await;
+    assert_eq!((status, read["marked_read"].as_u64()), (StatusCode::OK, Some(1)), "{read}");
+    let (status, _) = app.post(&key, "/v1/chats/archive", json!({"line_id": line, "phone": GROUP})).await;
+    assert_eq!(status, StatusCode::OK);
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&Call::MarkRead {
+            line_id: line.clone(),
+            chat: GROUP.into(),
+            sender: MEMBER_LID.into(),
+            message_ids: vec!["3A00000000000000G1".into()],
+        }),
+        "{calls:?}"
+    );
+    assert!(calls.contains(&Call::Archive { line_id: line.clone(), chat: GROUP.into(), archived: true }));
+
+    // A member WhatsApp names only by a LID, with no number, cannot be shown: not recorded.
+    let mut anonymous = inbound("3A00000000000000G2", WaInboundBody::Text("hola".into()));
+    (anonymous.chat, anonymous.sender, anonymous.sender_phone) = (GROUP.into(), MEMBER_LID.into(), None);
+    run.deliver(vec![anonymous]).await.unwrap();
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'message.received'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
     app.shutdown().await;
 }
 

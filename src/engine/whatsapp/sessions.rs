@@ -32,6 +32,7 @@ use crate::engine::{EngineError, EngineFuture, EngineLine, Outbound, QrCode, Ses
 use crate::media::MediaFile;
 use crate::store::{Actor, EventStore, Metadata};
 use async_trait::async_trait;
+use domain::chat_id::{ChatId, GroupJid};
 use domain::ids::{AccountId, LineId, MessageId};
 use domain::line::{LineCommand, LineError};
 use domain::message::{Content, Emoji, MediaType, MessageStatus, MessageText};
@@ -472,14 +473,32 @@ impl SessionEngine for WhatsappEngine {
         Box::pin(self.send_outbound(message))
     }
 
-    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, ids: &'a [String]) -> EngineFuture<'a> {
+    fn mark_read<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, ids: &'a [String]) -> EngineFuture<'a> {
         Box::pin(async move {
+            let client = self.client(&line.id)?;
             let jid = chat.jid();
-            self.client(&line.id)?.mark_read(&jid, &jid, ids).await.map_err(engine_error)
+            if !chat.is_group() {
+                return client.mark_read(&jid, &jid, ids).await.map_err(engine_error);
+            }
+            // A group's read receipts go to each message's author.
+            let by_author: Vec<(String, Vec<String>)> = sqlx::query_as(
+                "SELECT sender, array_agg(engine_message_id) FROM whatsapp_inbound_seen \
+                  WHERE line_id = $1 AND chat = $2 AND engine_message_id = ANY($3) GROUP BY sender",
+            )
+            .bind(line.id.as_str())
+            .bind(&jid)
+            .bind(ids)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            for (author, ids) in by_author {
+                client.mark_read(&jid, &author, &ids).await.map_err(engine_error)?;
+            }
+            Ok(())
         })
     }
 
-    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a PhoneNumber, archived: bool) -> EngineFuture<'a> {
+    fn archive<'a>(&'a self, line: &'a EngineLine, chat: &'a ChatId, archived: bool) -> EngineFuture<'a> {
         Box::pin(async move { self.client(&line.id)?.archive(&chat.jid(), archived).await.map_err(engine_error) })
     }
 
@@ -596,6 +615,7 @@ async fn linked_phone(pool: &sqlx::PgPool, line_id: &LineId) -> Option<PhoneNumb
 /// reaction targets (the author and content come from our read model).
 async fn outbound(pool: &sqlx::PgPool, message: &Outbound) -> Result<WaOutbound, sqlx::Error> {
     let chat = message.to.jid();
+
     let body = match &message.content {
         Content::Text { text } => WaBody::Text(text.as_str().to_owned()),
         Content::Media { media_type, caption, media_url } => {
@@ -611,8 +631,9 @@ async fn outbound(pool: &sqlx::PgPool, message: &Outbound) -> Result<WaOutbound,
         Content::Reaction { target_engine_message_id, emoji, .. } => {
             let target = target_engine_message_id.clone().unwrap_or_default();
             let from_me = sent_by_us(pool, &message.line_id, &target).await?;
+            let participant = participant(pool, message, from_me, &target).await?;
             WaBody::Reaction {
-                target: WaMessageKey { chat: chat.clone(), id: target, from_me, participant: None },
+                target: WaMessageKey { chat: chat.clone(), id: target, from_me, participant },
                 emoji: emoji.as_str().to_owned(),
             }
         }
@@ -630,15 +651,46 @@ async fn outbound(pool: &sqlx::PgPool, message: &Outbound) -> Result<WaOutbound,
                 Some((direction, ..)) => direction == "outbound",
                 None => sent_by_us(pool, &message.line_id, id).await?,
             };
-            let sender = if from_me { message.from.jid() } else { chat.clone() };
+            let participant = participant(pool, message, from_me, id).await?;
+            let sender = match (&participant, from_me) {
+                (Some(author), _) => author.clone(),
+                (None, true) => message.from.jid(),
+                (None, false) => chat.clone(),
+            };
             Some(WaQuoted {
-                key: WaMessageKey { chat: chat.clone(), id: id.clone(), from_me, participant: None },
+                key: WaMessageKey { chat: chat.clone(), id: id.clone(), from_me, participant },
                 sender,
                 text: row.and_then(|(_, text, caption)| text.or(caption)),
             })
         }
     };
     Ok(WaOutbound { id: message.engine_message_id.clone(), to: chat, body, quoted })
+}
+
+/// In a group a message is known by its author too: us, or whoever WhatsApp said wrote it.
+async fn participant(pool: &sqlx::PgPool, message: &Outbound, from_me: bool, id: &str) -> Result<Option<String>, sqlx::Error> {
+    match (message.to.is_group(), from_me) {
+        (false, _) => Ok(None),
+        (true, true) => Ok(Some(message.from.jid())),
+        (true, false) => inbound_author(pool, &message.line_id, &message.to.jid(), id).await,
+    }
+}
+
+/// Who wrote a message this line received in `chat`, as WhatsApp named them.
+async fn inbound_author(
+    pool: &sqlx::PgPool,
+    line_id: &LineId,
+    chat: &str,
+    engine_message_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT sender FROM whatsapp_inbound_seen WHERE line_id = $1 AND chat = $2 AND engine_message_id = $3 LIMIT 1",
+    )
+    .bind(line_id.as_str())
+    .bind(chat)
+    .bind(engine_message_id)
+    .fetch_optional(pool)
+    .await
 }
 
 async fn sent_by_us(pool: &sqlx::PgPool, line_id: &LineId, engine_message_id: &str) -> Result<bool, sqlx::Error> {
@@ -732,7 +784,7 @@ async fn record_inbound(
 }
 
 /// An inbound WhatsApp message as our inbound message; `None` for what the gateway does not carry
-/// (logged): unsupported kinds, group messages, senders whose number WhatsApp does not tell.
+/// (logged): unsupported kinds, senders whose number WhatsApp does not tell.
 async fn inbound(
     pool: &sqlx::PgPool,
     line_id: &LineId,
@@ -742,9 +794,11 @@ async fn inbound(
         tracing::info!(%line_id, engine_message_id = %message.id, "whatsapp: inbound message not recorded: {why}");
         Ok(None)
     };
-    if message.chat.ends_with("@g.us") {
-        return skip("group messages are not carried yet");
-    }
+    let group = match GroupJid::parse(&message.chat) {
+        Some(group) => Some(group),
+        None if message.chat.ends_with("@g.us") => return skip("the group's jid is not one the API carries"),
+        None => None,
+    };
     let number = message
         .sender_phone
         .clone()
@@ -783,6 +837,7 @@ async fn inbound(
     Ok(Some(message_commands::Inbound {
         line_id: line_id.clone(),
         from,
+        group,
         engine_message_id: message.id.clone(),
         content,
         quoted_engine_message_id: message.quoted_id.clone(),

@@ -18,7 +18,7 @@ pub use crate::queries::chats::{ChatView, ChatsResponse, MAX_CHATS};
     params(("line_id" = String, Query, description = "The line"),
         ("archived" = Option<bool>, Query, description = "true: only archived chats; false: only the others; absent: both"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807_i64, description = "How many chats (default and maximum 500; larger values are taken as 500)"),
-        ("cursor" = Option<String>, Query, pattern = r"^c-?[0-9]{1,18}_[0-9]{1,20}$", description = "`next_cursor` of the previous page")),
+        ("cursor" = Option<String>, Query, pattern = r"^c-?[0-9]{1,18}_([0-9]{1,20}|g[1-9][0-9]{4,24}(-[1-9][0-9]{4,14})?)$", description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "The line's chats, most recent activity first", body = ChatsResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(

@@ -87,6 +87,9 @@ pub enum InboundSchema {
 pub struct InboundText {
     #[schema(value_type = schemas::Phone)]
     from: String,
+    /// The group it arrives in; a direct chat with `from` when absent.
+    #[schema(value_type = Option<schemas::GroupJid>)]
+    group: Option<String>,
     #[schema(value_type = schemas::MessageText)]
     message: String,
     #[schema(value_type = Option<schemas::MessageRef>)]
@@ -98,6 +101,9 @@ pub struct InboundText {
 pub struct InboundMedia {
     #[schema(value_type = schemas::Phone)]
     from: String,
+    /// The group it arrives in; a direct chat with `from` when absent.
+    #[schema(value_type = Option<schemas::GroupJid>)]
+    group: Option<String>,
     #[schema(value_type = schemas::MediaUrl)]
     media_url: String,
     #[schema(value_type = Option<schemas::MediaType>)]
@@ -113,6 +119,9 @@ pub struct InboundMedia {
 pub struct InboundReaction {
     #[schema(value_type = schemas::Phone)]
     from: String,
+    /// The group it arrives in; a direct chat with `from` when absent.
+    #[schema(value_type = Option<schemas::GroupJid>)]
+    group: Option<String>,
     /// The message reacted to: our id or its WhatsApp id.
     #[schema(value_type = schemas::MessageRef)]
     react_to: String,
