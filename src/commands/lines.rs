@@ -91,9 +91,20 @@ const QR_WAIT: Duration = Duration::from_secs(5);
 /// first code. Else `line_not_found`, `line_not_pending_qr` with the line's `status`, or
 /// `session_unavailable` while no code is ready.
 pub async fn qr_code(state: &AppState, caller: &Caller, line_id: &LineId) -> Result<(LineView, QrCode), ApiError> {
+    qr_code_within(state, caller, line_id, QR_WAIT).await
+}
+
+/// [`qr_code`], waiting at most `wait` for a starting session's first code (a page that asks
+/// again by itself waits for nothing).
+pub async fn qr_code_within(
+    state: &AppState,
+    caller: &Caller,
+    line_id: &LineId,
+    wait: Duration,
+) -> Result<(LineView, QrCode), ApiError> {
     let view = waiting_line(state, caller, line_id).await?;
     let engine = engine_line(line_id, &view);
-    let deadline = tokio::time::Instant::now() + QR_WAIT;
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         match state.engine.qr_code(&engine).await {
             Ok(Some(code)) => return Ok((view, code)),

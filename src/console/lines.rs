@@ -183,7 +183,8 @@ struct LiveFragment {
 async fn live_of(state: &AppState, session: &ConsoleSession, line: &LineView) -> Result<Live, ConsoleError> {
     let line_id = line_id(&line.line_id)?;
     let qr = if line.status == LineStatus::PendingQr.as_str() {
-        match line_commands::qr_code(state, &session.caller(), &line_id).await {
+        // The page polls: it shows a code once the session has one, without holding the request.
+        match line_commands::qr_code_within(state, &session.caller(), &line_id, std::time::Duration::ZERO).await {
             Ok((_, code)) => Some(QrView {
                 src: format!("/console/lines/{}/qr.svg?expires={}", line.line_id, code.expires_at.timestamp()),
                 expires_at: iso(code.expires_at),
