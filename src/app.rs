@@ -20,4 +20,6 @@ pub struct AppState {
     pub engine: Arc<dyn crate::engine::SessionEngine>,
     pub master_key: Arc<crate::secrets::MasterKey>,
     pub deliverer: crate::webhook_delivery::Deliverer,
+    /// Where sends are decided and recorded (group commit, unless configured off).
+    pub sends: crate::commands::group_commit::SendBatcher,
 }

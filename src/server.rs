@@ -260,7 +260,9 @@ pub async fn start_with(
     );
     let projector_progress = webhook_projector.expect("the webhook projector is one of the async projections");
     tasks.spawn(deliverer.clone().run(projector_progress, watcher.changes(), shutdown.clone()));
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key, deliverer };
+    let shards = if config.group_commit { config.group_commit_shards } else { 0 };
+    let sends = crate::commands::group_commit::SendBatcher::start(store.clone(), plans.clone(), shards);
+    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key, deliverer, sends };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     let token = shutdown.clone();

@@ -318,6 +318,131 @@ impl EventStore {
     }
 }
 
+/// The events of several appends in one statement (each event with its own tenant and
+/// metadata), returning only what the database assigns.
+const INSERT_BATCH_SQL: &str = "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, \
+         schema_version, payload, metadata) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[]) \
+     RETURNING event_id, global_position, transaction_id::text::bigint, recorded_at";
+
+impl EventStore {
+    /// Write several appends inside the caller's transaction with one INSERT, then run the inline
+    /// projections once over all their events (set-based where a projection can). All stand or
+    /// none: a conflict on any stream fails them all. Returns each append's stored events; once
+    /// the transaction commits, the caller must call [`EventStore::committed`] for each.
+    pub async fn append_batch_in(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[&Append],
+    ) -> Result<Vec<Vec<StoredEvent>>, AppendError> {
+        let mut stored: Vec<Vec<StoredEvent>> = Vec::with_capacity(appends.len());
+        let n: usize = appends.iter().flat_map(|a| &a.streams).map(|s| s.events.len()).sum();
+        let mut columns = BatchColumns::with_capacity(n);
+        for append in appends {
+            let metadata = serde_json::to_value(&append.metadata).expect("metadata serializes");
+            let mut events = Vec::new();
+            for stream in &append.streams {
+                for (i, (event_type, schema_version, payload)) in stream.events.iter().enumerate() {
+                    let event = StoredEvent {
+                        global_position: 0,
+                        transaction_id: 0,
+                        tenant_id: append.tenant_id.clone(),
+                        stream_type: stream.stream_type.to_owned(),
+                        stream_id: stream.stream_id.clone(),
+                        stream_version: stream.expected_version + 1 + i as i64,
+                        event_id: EventId::new().to_string(),
+                        event_type: event_type.clone(),
+                        schema_version: *schema_version,
+                        payload: payload.clone(),
+                        metadata: metadata.clone(),
+                        recorded_at: chrono::DateTime::UNIX_EPOCH,
+                    };
+                    columns.push(&event);
+                    events.push(event);
+                }
+            }
+            stored.push(events);
+        }
+        if n == 0 {
+            return Ok(stored);
+        }
+        let announce_now: Vec<&&Append> = appends.iter().filter(|a| self.notifies_in_transaction(a)).collect();
+        let assigned: Vec<(String, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(INSERT_BATCH_SQL)
+            .bind(&columns.tenants)
+            .bind(&columns.stream_types)
+            .bind(&columns.stream_ids)
+            .bind(&columns.versions)
+            .bind(&columns.event_ids)
+            .bind(&columns.types)
+            .bind(&columns.schema_versions)
+            .bind(&columns.payloads)
+            .bind(&columns.metadata)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| match AppendError::from(e) {
+                AppendError::Conflict { .. } => conflict_of(appends[0]),
+                other => other,
+            })?;
+        if !announce_now.is_empty() {
+            let notice = Notice::payload(announce_now.iter().map(|a| Self::announcement(a)).collect());
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(notice).execute(&mut *conn).await?;
+        }
+        let assigned: std::collections::HashMap<String, (i64, i64, chrono::DateTime<chrono::Utc>)> =
+            assigned.into_iter().map(|(id, position, xid, at)| (id, (position, xid, at))).collect();
+        for event in stored.iter_mut().flatten() {
+            let (position, xid, at) = assigned[&event.event_id];
+            (event.global_position, event.transaction_id, event.recorded_at) = (position, xid, at);
+        }
+        let mut all: Vec<StoredEvent> = stored.iter().flatten().cloned().collect();
+        all.sort_by_key(|e| e.global_position);
+        for projection in self.inline.iter() {
+            projection.apply_batch(&mut *conn, &all).await?;
+        }
+        Ok(stored)
+    }
+}
+
+/// The columns of a batch INSERT, one array each.
+struct BatchColumns {
+    tenants: Vec<String>,
+    stream_types: Vec<String>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_ids: Vec<String>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Value>,
+    metadata: Vec<Value>,
+}
+
+impl BatchColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            tenants: Vec::with_capacity(n),
+            stream_types: Vec::with_capacity(n),
+            stream_ids: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            event_ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, e: &StoredEvent) {
+        self.tenants.push(e.tenant_id.clone());
+        self.stream_types.push(e.stream_type.clone());
+        self.stream_ids.push(e.stream_id.clone());
+        self.versions.push(e.stream_version);
+        self.event_ids.push(e.event_id.clone());
+        self.types.push(e.event_type.clone());
+        self.schema_versions.push(e.schema_version);
+        self.payloads.push(e.payload.clone());
+        self.metadata.push(e.metadata.clone());
+    }
+}
+
 fn conflict_of(append: &Append) -> AppendError {
     // The constraint does not say which stream; with one stream (the common case) it is that one.
     let first = &append.streams[0];

@@ -11,6 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wazion_bridge::api::tenant::Caller;
+use wazion_bridge::commands::group_commit::SendBatcher;
 use wazion_bridge::commands::messages::{send, Send as SendMessage};
 use wazion_bridge::config::Config;
 use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
@@ -218,11 +219,18 @@ async fn main() -> anyhow::Result<()> {
         accounts.push((account.id, line.line_id));
     }
     let accounts = Arc::new(accounts);
-    for (name, spread) in [("send decision (16 accounts)", true), ("send decision (1 account: one quota row)", false)] {
-        let (s, p, a, o) = (store.clone(), plans.clone(), accounts.clone(), operator.clone());
+    // Each send in a transaction of its own, then group commit (concurrent sends share one).
+    let batcher = SendBatcher::start(store.clone(), plans.clone(), 8);
+    for (name, spread, batched) in [
+        ("send decision (16 accounts)", true, false),
+        ("send decision (1 account: one quota row)", false, false),
+        ("send decision, group commit (16 accounts)", true, true),
+        ("send decision, group commit (1 account)", false, true),
+    ] {
+        let (s, p, a, o, b) = (store.clone(), plans.clone(), accounts.clone(), operator.clone(), batcher.clone());
         rows.push(
             measure(name, n, concurrency, move |i| {
-                let (s, p, a, o) = (s.clone(), p.clone(), a.clone(), o.clone());
+                let (s, p, a, o, b) = (s.clone(), p.clone(), a.clone(), o.clone(), b.clone());
                 async move {
                     let (account, line) = &a[if spread { i % a.len() } else { 0 }];
                     let message = SendMessage {
@@ -233,9 +241,13 @@ async fn main() -> anyhow::Result<()> {
                         },
                         quoted_message_id: None,
                         archive_policy: Default::default(),
-                        idempotency: Some(domain::message::Idempotency { key: format!("k{i}"), request_hash: "h".into() }),
+                        idempotency: Some(domain::message::Idempotency { key: format!("k{i}-{name}"), request_hash: "h".into() }),
                     };
-                    send(&s, &p, &o, account, message).await.unwrap();
+                    if batched {
+                        b.send(&o, account, message).await.unwrap();
+                    } else {
+                        send(&s, &p, &o, account, message).await.unwrap();
+                    }
                 }
             })
             .await,

@@ -30,6 +30,10 @@ pub enum ProjectionError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Decode(#[from] domain::EventDecodeError),
+    /// A row the event claims was written first by a transaction that ran alongside (two nodes
+    /// taking the same Idempotency-Key at once): the append must not stand; deciding again sees it.
+    #[error("{0}")]
+    Claimed(String),
 }
 
 pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>>;
@@ -56,4 +60,16 @@ pub trait Projection: Send + Sync + 'static {
     /// Fold one event. Runs inside the caller's transaction; events the projection does not care
     /// about are ignored.
     fn apply<'a>(&'a self, conn: &'a mut sqlx::PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a>;
+
+    /// Fold several events, in log order: what one group commit appended. One [`Projection::apply`]
+    /// per event unless the projection does it with fewer statements; either way the rows come out
+    /// the same.
+    fn apply_batch<'a>(&'a self, conn: &'a mut sqlx::PgConnection, events: &'a [StoredEvent]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            for event in events {
+                self.apply(&mut *conn, event).await?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -10,6 +10,10 @@
 //!   the limit, so concurrent sends cannot overshoot it;
 //! - the account must be active as of the transaction, not only as of the caller's cached key (a
 //!   suspension reaches the key caches of other nodes a moment after it commits).
+//!
+//! That is the path of one send ([`send`]). Under load, sends go through group commit
+//! ([`super::group_commit`]), which makes the same decisions for many sends in one transaction
+//! from the same parts (`admit`, `replay`, `queue`).
 
 use super::{execute, load, CommandError};
 use crate::store::{Actor, Append, AppendError, EventStore, Metadata, StreamAppend};
@@ -23,6 +27,7 @@ use domain::message::{
 use domain::phone::PhoneNumber;
 use domain::plan::{Metric, PlanCatalog};
 use domain::Aggregate;
+use projections::ProjectionError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -95,12 +100,93 @@ pub enum SendError {
     Store(#[from] AppendError),
     #[error("the saved response of the Idempotency-Key does not read back")]
     SavedResponse(#[source] serde_json::Error),
+    #[error("the server is stopping")]
+    Stopped,
 }
 
 /// How long an Idempotency-Key is remembered.
-pub const IDEMPOTENCY_WINDOW_HOURS: i32 = 24;
+pub use projections::messaging::IDEMPOTENCY_WINDOW_HOURS;
 
+/// What a send is decided on, as read in its transaction: the account's status, plan and cycle
+/// anchor, and the line's status (`None`: no such line of the account).
+pub(crate) type SendContext = (String, String, DateTime<Utc>, Option<String>);
+
+/// The refusals a send's context decides; `Ok`: its plan and cycle anchor.
+pub(crate) fn admit(context: Option<SendContext>) -> Result<(String, DateTime<Utc>), SendError> {
+    let (account_status, plan, anchor, line_status) = context.ok_or(SendError::LineNotFound)?;
+    if account_status == SubscriptionStatus::Suspended.as_str() {
+        return Err(SendError::Suspended);
+    }
+    // A logged-out line still exists (GET /v1/lines lists it): it is not connected, not unknown.
+    match line_status.as_deref() {
+        None => Err(SendError::LineNotFound),
+        Some("connected") => Ok((plan, anchor)),
+        Some(_) => Err(SendError::LineNotConnected),
+    }
+}
+
+/// What a saved Idempotency-Key record means for a send with the same key.
+pub(crate) fn replay(idem: &Idempotency, saved_hash: &str, saved: Value) -> Result<SendOutcome, SendError> {
+    if saved_hash == idem.request_hash {
+        let response = serde_json::from_value(saved).map_err(SendError::SavedResponse)?;
+        Ok(SendOutcome::Replayed { response })
+    } else {
+        Err(SendError::IdempotencyConflict)
+    }
+}
+
+/// The accepted send: its `message.queued` append and the response.
+pub(crate) fn queue(
+    metadata: &Metadata,
+    account_id: &AccountId,
+    send: Send,
+    cycle_start: DateTime<Utc>,
+) -> (Append, SendOutcome) {
+    let queued = Queued {
+        message_id: MessageId::new(),
+        line_id: send.line_id.clone(),
+        account_id: account_id.clone(),
+        to: send.to,
+        content: send.content,
+        quoted_message_id: send.quoted_message_id,
+        archive_policy: send.archive_policy,
+        cycle_start,
+        idempotency: send.idempotency,
+    };
+    let response = SendResponse::queued(&queued);
+    let message_id = queued.message_id.clone();
+    let events = Message::default().decide(MessageCommand::Queue(Box::new(queued)), &()).expect("a new message can be queued");
+    let append = Append {
+        tenant_id: account_id.to_string(),
+        metadata: metadata.clone(),
+        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), 0, &events)],
+    };
+    (append, SendOutcome::Accepted { response, line_id: send.line_id })
+}
+
+/// Decide and record one send in its own transaction (the path when group commit is off, and the
+/// one a failed batch falls back to).
 pub async fn send(
+    store: &EventStore,
+    plans: &PlanCatalog,
+    metadata: &Metadata,
+    account_id: &AccountId,
+    send: Send,
+) -> Result<SendOutcome, SendError> {
+    if send.idempotency.is_none() {
+        return send_once(store, plans, metadata, account_id, send).await;
+    }
+    match send_once(store, plans, metadata, account_id, send.clone()).await {
+        // Another node's batch took the Idempotency-Key between our look-up and our write: it has
+        // committed now, so deciding again finds its record.
+        Err(SendError::Store(AppendError::Projection(ProjectionError::Claimed(_)))) => {
+            send_once(store, plans, metadata, account_id, send).await
+        }
+        outcome => outcome,
+    }
+}
+
+async fn send_once(
     store: &EventStore,
     plans: &PlanCatalog,
     metadata: &Metadata,
@@ -125,17 +211,12 @@ pub async fn send(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((hash, saved)) = saved {
-            return if hash == idem.request_hash {
-                let response = serde_json::from_value(saved).map_err(SendError::SavedResponse)?;
-                Ok(SendOutcome::Replayed { response })
-            } else {
-                Err(SendError::IdempotencyConflict)
-            };
+            return replay(idem, &hash, saved);
         }
     }
 
     // The account's status, plan and cycle, and the line's state, as of this transaction.
-    let row: Option<(String, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+    let context: Option<SendContext> = sqlx::query_as(
         "SELECT a.status, a.plan, a.cycle_anchor, l.status FROM accounts a \
          LEFT JOIN lines l ON l.line_id = $2 AND l.account_id = a.account_id \
          WHERE a.account_id = $1",
@@ -144,16 +225,7 @@ pub async fn send(
     .bind(send.line_id.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let (account_status, plan, anchor, line_status) = row.ok_or(SendError::LineNotFound)?;
-    if account_status == SubscriptionStatus::Suspended.as_str() {
-        return Err(SendError::Suspended);
-    }
-    // A logged-out line still exists (GET /v1/lines lists it): it is not connected, not unknown.
-    match line_status.as_deref() {
-        None => return Err(SendError::LineNotFound),
-        Some("connected") => {}
-        Some(_) => return Err(SendError::LineNotConnected),
-    }
+    let (plan, anchor) = admit(context)?;
 
     let cycle = domain::billing::cycle_containing(anchor, Utc::now());
     let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
@@ -162,29 +234,11 @@ pub async fn send(
         return Err(SendError::QuotaExceeded { used, limit, plan });
     }
 
-    let queued = Queued {
-        message_id: MessageId::new(),
-        line_id: send.line_id.clone(),
-        account_id: account_id.clone(),
-        to: send.to,
-        content: send.content,
-        quoted_message_id: send.quoted_message_id,
-        archive_policy: send.archive_policy,
-        cycle_start: cycle.start,
-        idempotency: send.idempotency,
-    };
-    let response = SendResponse::queued(&queued);
-    let message_id = queued.message_id.clone();
-    let events = Message::default().decide(MessageCommand::Queue(Box::new(queued)), &()).expect("a new message can be queued");
-    let append = Append {
-        tenant_id: account_id.to_string(),
-        metadata: metadata.clone(),
-        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), 0, &events)],
-    };
+    let (append, outcome) = queue(metadata, account_id, send, cycle.start);
     store.append_in(&mut tx, &append).await?;
     tx.commit().await?;
     store.committed(&append);
-    Ok(SendOutcome::Accepted { response, line_id: send.line_id })
+    Ok(outcome)
 }
 
 /// A message that arrived on a line (from the engine, or the sandbox).

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod chats;
 pub mod console_users;
+pub mod group_commit;
 pub mod keys;
 pub mod lines;
 pub mod messages;

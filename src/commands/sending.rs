@@ -3,7 +3,7 @@
 //! from its arguments; both answer the typed [`Sent`]. The requests serialise as the REST bodies
 //! do, and that is what an Idempotency-Key's request hash covers, whichever door it came through.
 
-use super::messages::{self, Send, SendError, SendOutcome, SendResponse};
+use super::messages::{Send, SendError, SendOutcome, SendResponse};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::fields;
 use crate::api::idempotency;
@@ -214,8 +214,7 @@ async fn chat_message(
 
 /// Run a checked send; wake the line's dispatcher if it queued something.
 async fn run(state: &AppState, caller: &Caller, send: Send) -> Result<Sent, ApiError> {
-    let outcome =
-        messages::send(&state.store, &state.plans, &caller.metadata, &caller.account_id, send).await.map_err(send_error)?;
+    let outcome = state.sends.send(&caller.metadata, &caller.account_id, send).await.map_err(send_error)?;
     match outcome {
         SendOutcome::Accepted { response, line_id } => {
             state.dispatcher.wake(&line_id);

@@ -28,6 +28,10 @@ pub struct Config {
     pub allow_private_urls: bool,
     pub line_send_interval_ms: u64,
     pub line_send_jitter_ms: u64,
+    /// Concurrent sends share transactions (group commit), decided by this many shards per
+    /// process (each account belongs to one). Off: one transaction per send.
+    pub group_commit: bool,
+    pub group_commit_shards: usize,
     /// Host names (or host:port) the MCP endpoint answers to: a list, or a comma-separated string
     /// (BRIDGE_PUBLIC_HOSTS=bridge.example.com,api.example.com).
     #[serde(deserialize_with = "list_or_comma_separated")]
@@ -200,6 +204,9 @@ impl Config {
         }
         if self.whatsapp_reconnect_min_ms == 0 || self.whatsapp_reconnect_max_ms < self.whatsapp_reconnect_min_ms {
             bail!("whatsapp_reconnect_min_ms must be positive and at most whatsapp_reconnect_max_ms");
+        }
+        if self.group_commit && !(1..=64).contains(&self.group_commit_shards) {
+            bail!("group_commit_shards must be 1 to 64 while group_commit is on (got {})", self.group_commit_shards);
         }
         if self.audit_digest_interval_secs == 0 {
             bail!("audit_digest_interval_secs must be positive");

@@ -8,12 +8,18 @@ use std::time::Duration;
 
 /// A server whose lines send every 300 ms and whose simulated phones answer quickly.
 async fn app() -> TestApp {
+    app_with_group_commit(true).await
+}
+
+/// [`app`], with concurrent sends sharing transactions (group commit) or each in its own.
+async fn app_with_group_commit(group_commit: bool) -> TestApp {
     TestApp::spawn_with(|c| {
         c.line_send_interval_ms = 300;
         c.line_send_jitter_ms = 0;
         c.sim_delivered_after_ms = 20;
         c.sim_read_after_ms = 40;
         c.plans.get_mut("starter").unwrap().sent_messages = 5;
+        c.group_commit = group_commit;
     })
     .await
 }
@@ -102,12 +108,21 @@ async fn sends_of_one_line_are_spaced_while_another_line_sends_at_the_same_time(
     for i in 0..3 {
         send(c.clone(), format!("#{i}")).await;
     }
-    app.eventually("the other line's three are on the network", Duration::from_secs(20), || async {
-        count(&app, "SELECT count(*) FROM sim_deliveries").await == 3
+    let outcomes = || count(&app, "SELECT count(*) FROM events WHERE event_type IN ('message.sent', 'message.failed')");
+    // (The network has a message a moment before the dispatcher records it sent.)
+    app.eventually("the other line's three are on the network and recorded sent", Duration::from_secs(20), || async {
+        count(&app, "SELECT count(*) FROM sim_deliveries").await == 3 && outcomes().await == 3
     })
     .await;
-    let stuck_outcomes = count(&app, "SELECT count(*) FROM events WHERE event_type IN ('message.sent', 'message.failed')").await;
-    assert_eq!(stuck_outcomes, 3, "only the other line's sends have an outcome; the stuck one is still waiting");
+    let stuck_outcome = format!(
+        "SELECT count(*) FROM events WHERE event_type IN ('message.sent', 'message.failed') AND stream_id IN \
+             (SELECT stream_id FROM events WHERE event_type = 'message.queued' AND payload->>'line_id' = '{stuck}')"
+    );
+    assert_eq!(
+        count(&app, &stuck_outcome).await,
+        0,
+        "only the other line's sends have an outcome; the stuck one is still waiting"
+    );
     let times: Vec<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT delivered_at FROM sim_deliveries WHERE from_line = $1 ORDER BY delivered_at")
             .bind(&c)
@@ -125,7 +140,16 @@ async fn sends_of_one_line_are_spaced_while_another_line_sends_at_the_same_time(
 
 #[tokio::test]
 async fn the_quota_is_exact_under_concurrency() {
-    let app = app().await;
+    quota_is_exact_under_concurrency(true).await;
+}
+
+#[tokio::test]
+async fn the_quota_is_exact_under_concurrency_without_group_commit() {
+    quota_is_exact_under_concurrency(false).await;
+}
+
+async fn quota_is_exact_under_concurrency(group_commit: bool) {
+    let app = app_with_group_commit(group_commit).await;
     let (_, _, key) = app.account("starter").await; // 5 messages, 1 line
     let line = app.connected_line(&key, "+34600000021").await;
     let sends = (0..16).map(|i| {
@@ -161,7 +185,16 @@ async fn the_quota_is_exact_under_concurrency() {
 
 #[tokio::test]
 async fn one_idempotency_key_gives_one_message_and_another_body_conflicts() {
-    let app = app().await;
+    one_idempotency_key_gives_one_message(true).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_gives_one_message_without_group_commit() {
+    one_idempotency_key_gives_one_message(false).await;
+}
+
+async fn one_idempotency_key_gives_one_message(group_commit: bool) {
+    let app = app_with_group_commit(group_commit).await;
     let (_, _, key) = app.account("pro").await;
     let line = app.connected_line(&key, "+34600000031").await;
     let body = json!({"line_id": line, "to": "+34600000000", "message": "Pedido confirmado"});
@@ -398,6 +431,137 @@ async fn expired_idempotency_records_are_purged_and_the_key_can_be_used_again() 
         post_with_key(&app, &key, "order-7", json!({"line_id": line, "to": "+34600000000", "message": "b"})).await;
     assert_eq!(status, StatusCode::OK, "an expired key is a new request, not a conflict: {again}");
     assert_ne!(again["message_id"], first["message_id"]);
+
+    // A backlog larger than one purge statement takes (each is a short transaction) goes too.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (account_id, key, request_hash, message_id, status_code, response, created_at) \
+         SELECT 'acc_x', 'old-' || i, 'h', 'msg_x', 200, '{}', now() - interval '2 days' FROM generate_series(1, 2500) AS i",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(wazion_bridge::maintenance::purge_expired(&app.db.pool).await.unwrap(), 2500);
+    assert_eq!(count(&app, "SELECT count(*) FROM idempotency_keys").await, 1, "the live key stays");
+    app.shutdown().await;
+}
+
+/// Sends of several accounts at once, many refused for different reasons: each caller gets its
+/// own answer, whatever batch its send was decided in.
+#[tokio::test]
+async fn concurrent_sends_each_get_their_own_outcome() {
+    let app = app().await;
+    let (_, _, small) = app.account("starter").await; // 5 messages
+    let (_, _, big) = app.account("pro").await;
+    let small_line = app.connected_line(&small, "+34600000091").await;
+    let big_line = app.connected_line(&big, "+34600000092").await;
+    let (_, waiting) = app.post(&big, "/v1/lines", json!({})).await;
+    let waiting = waiting["line"]["line_id"].as_str().unwrap().to_owned();
+    let queued = || count(&app, "SELECT count(*) FROM events WHERE event_type = 'message.queued'");
+    let before = queued().await;
+
+    let mut requests: Vec<(&str, String, Option<&str>, Value)> = Vec::new();
+    for i in 0..8 {
+        requests.push((
+            "small",
+            small.clone(),
+            None,
+            json!({"line_id": small_line, "to": "+34611000001", "message": format!("s{i}")}),
+        ));
+        requests.push((
+            "waiting",
+            big.clone(),
+            None,
+            json!({"line_id": waiting, "to": "+34611000002", "message": format!("w{i}")}),
+        ));
+        requests.push((
+            "keyed",
+            big.clone(),
+            Some("order-42"),
+            json!({"line_id": big_line, "to": "+34611000003", "message": "once"}),
+        ));
+        requests.push((
+            "plain",
+            big.clone(),
+            None,
+            json!({"line_id": big_line, "to": "+34611000004", "message": format!("p{i}")}),
+        ));
+    }
+    let sent = requests.into_iter().map(|(kind, key, idem, body)| {
+        let (http, url) = (app.http.clone(), app.url("/v1/messages/send"));
+        tokio::spawn(async move {
+            let mut request = http.post(url).bearer_auth(key).json(&body);
+            if let Some(idem) = idem {
+                request = request.header("Idempotency-Key", idem);
+            }
+            let r = request.send().await.unwrap();
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (kind, r.status(), replayed, r.json::<Value>().await.unwrap())
+        })
+    });
+    let mut results = Vec::new();
+    for s in sent.collect::<Vec<_>>() {
+        results.push(s.await.unwrap());
+    }
+    let of = |kind: &'static str| results.iter().filter(move |r| r.0 == kind);
+    assert_eq!(of("small").filter(|r| r.1 == StatusCode::OK).count(), 5, "the small plan's five");
+    assert!(of("small").filter(|r| r.1 != StatusCode::OK).all(|r| r.3["error"] == "quota_exceeded" && r.3["used"] == 5));
+    assert!(of("waiting").all(|r| r.1 == StatusCode::CONFLICT && r.3["error"] == "line_not_connected"));
+    assert!(of("plain").all(|r| r.1 == StatusCode::OK));
+    assert!(of("keyed").all(|r| r.1 == StatusCode::OK));
+    assert_eq!(of("keyed").filter(|r| !r.2).count(), 1, "one keyed send did the work, the others replay it");
+    let keyed_ids: std::collections::HashSet<&str> = of("keyed").map(|r| r.3["message_id"].as_str().unwrap()).collect();
+    assert_eq!(keyed_ids.len(), 1);
+    let plain_ids: std::collections::HashSet<&str> = of("plain").map(|r| r.3["message_id"].as_str().unwrap()).collect();
+    assert_eq!(plain_ids.len(), 8);
+    assert_eq!(queued().await - before, 5 + 1 + 8, "only the accepted sends are recorded");
+    let usage: Value = app.get("/v1/usage", &big).await.json().await.unwrap();
+    assert_eq!(usage["usage"]["sent_messages"]["used"], 9);
+    app.shutdown().await;
+}
+
+/// Two nodes (two batchers on one database) and a node without group commit, all taking one
+/// Idempotency-Key at the same moment: one message, and every other request replays it.
+#[tokio::test]
+async fn nodes_taking_one_idempotency_key_at_once_record_one_message() {
+    use wazion_bridge::commands::group_commit::SendBatcher;
+    use wazion_bridge::commands::messages::{Send, SendOutcome};
+    use wazion_bridge::store::{Actor, Metadata};
+    let app = app().await;
+    let (account, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000093").await;
+    let state = &app.server.as_ref().unwrap().state;
+    let nodes = [
+        SendBatcher::start(state.store.clone(), state.plans.clone(), 4),
+        SendBatcher::start(state.store.clone(), state.plans.clone(), 4),
+        SendBatcher::start(state.store.clone(), state.plans.clone(), 0),
+    ];
+    let account = domain::ids::AccountId::parse(&account).unwrap();
+    let send = Send {
+        line_id: domain::ids::LineId::parse(&line).unwrap(),
+        to: domain::chat_id::ChatId::parse("+34611000005").unwrap(),
+        content: domain::message::Content::Text { text: domain::message::MessageText::parse("una vez").unwrap() },
+        quoted_message_id: None,
+        archive_policy: Default::default(),
+        idempotency: Some(domain::message::Idempotency { key: "order-77".into(), request_hash: "same-body".into() }),
+    };
+    let attempts = (0..24).map(|i| {
+        let (node, account, send) = (nodes[i % nodes.len()].clone(), account.clone(), send.clone());
+        tokio::spawn(async move { node.send(&Metadata::new(Actor::System), &account, send).await })
+    });
+    let mut outcomes = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        outcomes.push(attempt.await.unwrap().expect("every request is answered"));
+    }
+    let accepted = outcomes.iter().filter(|o| matches!(o, SendOutcome::Accepted { .. })).count();
+    assert_eq!(accepted, 1, "{outcomes:?}");
+    let ids: std::collections::HashSet<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            SendOutcome::Accepted { response, .. } | SendOutcome::Replayed { response } => response.message_id.clone(),
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every replay names the one message");
+    assert_eq!(count(&app, "SELECT count(*) FROM events WHERE event_type = 'message.queued'").await, 1);
     app.shutdown().await;
 }
 
