@@ -2,12 +2,12 @@
 //! inline projections in the same transaction, and a NOTIFY that readers receive after commit.
 //!
 //! Command handlers produce an [`Append`] (a decision); the store writes it. Keeping the two apart
-//! is what lets concurrent appends later share one transaction (group commit) without touching the
-//! handlers.
+//! is what lets concurrent appends share one transaction (group commit, [`EventStore::append_batch_in`])
+//! without touching the handlers.
 
 use domain::ids::EventId;
 use domain::DomainEvent;
-use projections::log::{read_stream, EVENT_COLUMNS};
+use projections::log::read_stream;
 use projections::notify::{Announcement, Notice, CHANNEL};
 use projections::{Projection, ProjectionError, StoredEvent};
 use serde::Serialize;
@@ -125,23 +125,6 @@ impl From<sqlx::Error> for AppendError {
         }
     }
 }
-
-/// Insert the events (one statement, one round trip).
-static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) \
-         SELECT $1, *, $9 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::int[], $8::jsonb[]) \
-         RETURNING {EVENT_COLUMNS}"
-    )
-});
-
-/// Insert the events and NOTIFY in the same transaction (delivered when, and only if, it commits).
-static INSERT_AND_NOTIFY_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH inserted AS ({}), announced AS (SELECT pg_notify($10, $11)) SELECT inserted.* FROM inserted, announced",
-        *INSERT_SQL
-    )
-});
 
 /// Streams whose changes must reach every node's caches even if this process dies right after
 /// committing (key revocations, suspensions): they NOTIFY inside their transaction. It costs
@@ -269,52 +252,8 @@ impl EventStore {
     /// Write `append` inside the caller's transaction (for commands that check more in it). Once
     /// that transaction commits, the caller must call [`EventStore::committed`].
     pub async fn append_in(&self, conn: &mut PgConnection, append: &Append) -> Result<Vec<StoredEvent>, AppendError> {
-        let n: usize = append.streams.iter().map(|s| s.events.len()).sum();
-        if n == 0 {
-            return Ok(vec![]);
-        }
-        let metadata = serde_json::to_value(&append.metadata).expect("metadata serializes");
-        let (mut stream_types, mut stream_ids, mut versions, mut event_ids) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut types, mut schema_versions, mut payloads) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for stream in &append.streams {
-            for (i, (event_type, schema_version, payload)) in stream.events.iter().enumerate() {
-                stream_types.push(stream.stream_type);
-                stream_ids.push(stream.stream_id.as_str());
-                versions.push(stream.expected_version + 1 + i as i64);
-                event_ids.push(EventId::new().to_string());
-                types.push(event_type.as_str());
-                schema_versions.push(*schema_version);
-                payloads.push(payload);
-            }
-        }
-        let in_transaction = self.notifies_in_transaction(append);
-        let sql: &str = if in_transaction { &INSERT_AND_NOTIFY_SQL } else { &INSERT_SQL };
-        let mut query = sqlx::query_as(sql)
-            .bind(&append.tenant_id)
-            .bind(&stream_types)
-            .bind(&stream_ids)
-            .bind(&versions)
-            .bind(&event_ids)
-            .bind(&types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(&metadata);
-        if in_transaction {
-            query = query.bind(CHANNEL).bind(Notice::payload(vec![Self::announcement(append)]));
-        }
-        let mut stored: Vec<StoredEvent> = query.fetch_all(&mut *conn).await.map_err(|e| match AppendError::from(e) {
-            AppendError::Conflict { .. } => conflict_of(append),
-            other => other,
-        })?;
-        stored.sort_by_key(|e| e.global_position);
-        for event in &stored {
-            for projection in self.inline.iter() {
-                projection.apply(&mut *conn, event).await?;
-            }
-        }
-        Ok(stored)
+        let mut stored = self.append_batch_in(conn, &[append]).await?;
+        Ok(stored.pop().unwrap_or_default())
     }
 }
 
