@@ -217,7 +217,7 @@ async fn run(state: &AppState, caller: &Caller, send: Send) -> Result<Sent, ApiE
     let outcome = state.sends.send(&caller.metadata, &caller.account_id, send).await.map_err(send_error)?;
     match outcome {
         SendOutcome::Accepted { response, line_id } => {
-            state.dispatcher.wake(&line_id);
+            state.dispatcher.queued(&line_id);
             Ok(Sent { response, replayed: false })
         }
         SendOutcome::Replayed { response } => Ok(Sent { response, replayed: true }),

@@ -33,15 +33,30 @@ pub struct DispatchConfig {
     pub media: crate::media::MediaFetcher,
 }
 
-/// A handle to wake a line's worker after a send was queued.
+/// Why a line's worker is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A message was queued: an idle worker has work; a busy one goes on as it was.
+    Queued,
+    /// The line changed (connected, dropped, logged out): the worker reads its queue again now.
+    Changed,
+}
+
+/// A handle to wake a line's worker.
 #[derive(Clone)]
 pub struct Dispatcher {
-    wake: mpsc::UnboundedSender<LineId>,
+    wake: mpsc::UnboundedSender<(LineId, Wake)>,
 }
 
 impl Dispatcher {
+    /// The line changed: its worker reads the queue again at once.
     pub fn wake(&self, line_id: &LineId) {
-        let _ = self.wake.send(line_id.clone());
+        let _ = self.wake.send((line_id.clone(), Wake::Changed));
+    }
+
+    /// A message was queued on the line.
+    pub fn queued(&self, line_id: &LineId) {
+        let _ = self.wake.send((line_id.clone(), Wake::Queued));
     }
 
     /// A dispatcher that sends nothing (for commands run outside a server).
@@ -63,7 +78,7 @@ pub fn start(
 }
 
 struct Running {
-    wake: mpsc::Sender<()>,
+    wake: Arc<worker::WakeSignal>,
     handle: JoinHandle<()>,
 }
 
@@ -71,17 +86,17 @@ async fn supervise(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
-    mut wakes: mpsc::UnboundedReceiver<LineId>,
+    mut wakes: mpsc::UnboundedReceiver<(LineId, Wake)>,
     shutdown: CancellationToken,
 ) {
     let mut workers: HashMap<LineId, Running> = HashMap::new();
     let mut scan = tokio::time::interval(config.scan_interval);
     loop {
-        let lines: Vec<LineId> = tokio::select! {
+        let lines: Vec<(LineId, Wake)> = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(line) = wakes.recv() => vec![line],
             _ = scan.tick() => match sqlx::query_scalar::<_, String>("SELECT DISTINCT line_id FROM dispatch_queue").fetch_all(store.pool()).await {
-                Ok(ids) => ids.iter().filter_map(|id| LineId::parse(id).ok()).collect(),
+                Ok(ids) => ids.iter().filter_map(|id| LineId::parse(id).ok()).map(|id| (id, Wake::Queued)).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "dispatcher: scanning queues failed");
                     continue;
@@ -89,18 +104,18 @@ async fn supervise(
             },
         };
         workers.retain(|_, w| !w.handle.is_finished());
-        for line_id in lines {
+        for (line_id, why) in lines {
             if let Some(worker) = workers.get(&line_id) {
-                let _ = worker.wake.try_send(());
+                worker.wake.send(why);
                 continue;
             }
-            let (wake, wake_rx) = mpsc::channel(1);
+            let wake = Arc::new(worker::WakeSignal::default());
             let handle = tokio::spawn(worker::run(
                 line_id.clone(),
                 store.clone(),
                 engine.clone(),
                 config.clone(),
-                wake_rx,
+                wake.clone(),
                 shutdown.clone(),
             ));
             workers.insert(line_id, Running { wake, handle });

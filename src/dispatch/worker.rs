@@ -14,17 +14,48 @@ use domain::message::{Content, Message, MessageCommand, MessageEvent, MessageSta
 use domain::phone::PhoneNumber;
 use governor::{Jitter, Quota, RateLimiter};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Wake-ups of one worker: at most one pending, and whether any of them said the line changed.
+#[derive(Default)]
+pub struct WakeSignal {
+    notify: tokio::sync::Notify,
+    changed: AtomicBool,
+}
+
+impl WakeSignal {
+    pub fn send(&self, why: super::Wake) {
+        if why == super::Wake::Changed {
+            self.changed.store(true, Ordering::SeqCst);
+        }
+        self.notify.notify_one();
+    }
+
+    /// The next wake-up (or the one pending).
+    async fn any(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The next wake-up that says the line changed; those that only queued a message pass.
+    async fn changed(&self) {
+        loop {
+            if self.changed.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
 
 pub async fn run(
     line_id: LineId,
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
-    mut wake: mpsc::Receiver<()>,
+    wake: Arc<WakeSignal>,
     shutdown: CancellationToken,
 ) {
     let pool = store.pool().clone();
@@ -97,17 +128,18 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = keeper.lost() => {}
-                _ = wake.recv() => {}
+                _ = wake.any() => {}
                 _ = tokio::time::sleep(config.lease_ttl / 3) => {}
             }
             continue;
         };
-        // Wait for the pacer, but let a wake-up (a logout, a disconnect) interrupt the wait: an
-        // unfinished wait takes no permit, and the queue is read again.
+        // Wait for the pacer, but let a change of the line (a logout, a disconnect) interrupt the
+        // wait: an unfinished wait takes no permit, and the queue is read again. Messages queued
+        // behind this one change nothing here.
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = keeper.lost() => continue,
-            _ = wake.recv() => continue,
+            _ = wake.changed() => continue,
             _ = pacer.until_ready_with_jitter(jitter) => {}
         }
         // The wait may have been long: send only if this is still the next message of a
@@ -127,7 +159,7 @@ pub async fn run(
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = keeper.lost() => {}
-                    _ = wake.recv() => {}
+                    _ = wake.any() => {}
                     _ = tokio::time::sleep(retry_wait) => {}
                 }
                 retry_wait = (retry_wait * 2).min(config.lease_ttl / 3);
