@@ -180,9 +180,11 @@ pub async fn start_with(
     let master_key = Arc::new(crate::secrets::MasterKey::load_checked(&config, &pool).await?);
     tracing::info!(node = node.id(), "node id claimed");
     let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), shutdown.clone());
-    let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
-    let auth = Arc::new(Authenticator::new(pool.clone(), Duration::from_millis(config.unknown_key_cache_ms)));
     let watcher = LogWatcher::default();
+    let store = EventStore::new(pool.clone(), EventStore::inline_projections())
+        .with_announcer(announcer)
+        .with_local_wakeups(watcher.clone());
+    let auth = Arc::new(Authenticator::new(pool.clone(), Duration::from_millis(config.unknown_key_cache_ms)));
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         let _ = announcing.await;

@@ -183,11 +183,20 @@ pub struct EventStore {
     inline: Arc<Vec<Arc<dyn Projection>>>,
     /// Without one (one-shot commands), every append notifies inside its transaction.
     announcer: Option<Announcer>,
+    /// This process's projection runners, woken the moment an append commits (other processes
+    /// hear of it through the NOTIFY).
+    local: Option<projections::notify::LogWatcher>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool, inline: Vec<Arc<dyn Projection>>) -> Self {
-        Self { pool, inline: Arc::new(inline), announcer: None }
+        Self { pool, inline: Arc::new(inline), announcer: None, local: None }
+    }
+
+    /// Wake this process's runners through `watcher` as soon as an append commits.
+    pub fn with_local_wakeups(mut self, watcher: projections::notify::LogWatcher) -> Self {
+        self.local = Some(watcher);
+        self
     }
 
     /// Announce appends after they commit, coalesced, instead of inside their transactions.
@@ -212,6 +221,9 @@ impl EventStore {
     pub fn committed(&self, append: &Append) {
         if let (false, Some(announcer)) = (self.notifies_in_transaction(append), &self.announcer) {
             let _ = announcer.queue.send(Self::announcement(append));
+        }
+        if let Some(local) = &self.local {
+            local.poke();
         }
     }
 

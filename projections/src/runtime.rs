@@ -164,6 +164,17 @@ pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPositi
     Ok(LogPosition { transaction_id, global_position })
 }
 
+/// The projection's checkpoint as it is now, without locking it (the start of the log if it has
+/// none).
+async fn peek_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT transaction_id::text::bigint, global_position FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map_or(LogPosition::START, |(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -191,18 +202,23 @@ pub async fn apply_batch_to(
     upto: Option<LogPosition>,
     batch_size: i64,
 ) -> Result<Applied, ProjectionError> {
-    let mut tx = conn.begin().await?;
-    let from = checkpoint(&mut tx, checkpoint_name).await?;
-    let events = read_between(&mut *tx, from, upto, batch_size).await?;
+    // Read before taking the checkpoint's lock: the lock is a write, which gives the transaction
+    // an id, and a transaction id held while a batch is read would hold back the horizon of every
+    // reader of the log (`pg_snapshot_xmin`) for that long. Only the apply holds one.
+    let from = peek_checkpoint(&mut *conn, checkpoint_name).await?;
+    let events = read_between(&mut *conn, from, upto, batch_size).await?;
     let Some(last) = events.last().map(|e| e.position()) else {
+        return Ok(Applied { count: 0, last: None });
+    };
+    let mut tx = conn.begin().await?;
+    if checkpoint(&mut tx, checkpoint_name).await? != from {
+        // Moved while the batch was read (a rebuild handed over its checkpoint): read again.
         // End the transaction now: a dropped one is only rolled back on the connection's next
         // use, and until then it sits "idle in transaction" holding a snapshot.
         tx.rollback().await?;
         return Ok(Applied { count: 0, last: None });
-    };
-    for event in &events {
-        projection.apply(&mut tx, event).await?;
     }
+    projection.apply_batch(&mut tx, &events).await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, transaction_id, global_position, updated_at) \
          VALUES ($1, $2::text::xid8, $3, now()) \
