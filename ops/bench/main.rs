@@ -220,14 +220,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let accounts = Arc::new(accounts);
     // Each send in a transaction of its own, then group commit (concurrent sends share one).
-    let batcher = SendBatcher::start(store.clone(), plans.clone(), 8);
+    let batchers = [2, 4, 8].map(|shards| SendBatcher::start(store.clone(), plans.clone(), shards));
     for (name, spread, batched) in [
-        ("send decision (16 accounts)", true, false),
-        ("send decision (1 account: one quota row)", false, false),
-        ("send decision, group commit (16 accounts)", true, true),
-        ("send decision, group commit (1 account)", false, true),
+        ("send decision (16 accounts)", true, None),
+        ("send decision (1 account: one quota row)", false, None),
+        ("send decision, group commit (16 accounts, 2 shards)", true, Some(0)),
+        ("send decision, group commit (16 accounts, 4 shards)", true, Some(1)),
+        ("send decision, group commit (16 accounts, 8 shards)", true, Some(2)),
+        ("send decision, group commit (1 account)", false, Some(2)),
     ] {
-        let (s, p, a, o, b) = (store.clone(), plans.clone(), accounts.clone(), operator.clone(), batcher.clone());
+        let batcher = batched.map(|i| batchers[i].clone());
+        let (s, p, a, o, b) = (store.clone(), plans.clone(), accounts.clone(), operator.clone(), batcher);
         rows.push(
             measure(name, n, concurrency, move |i| {
                 let (s, p, a, o, b) = (s.clone(), p.clone(), a.clone(), o.clone(), b.clone());
@@ -243,11 +246,10 @@ async fn main() -> anyhow::Result<()> {
                         archive_policy: Default::default(),
                         idempotency: Some(domain::message::Idempotency { key: format!("k{i}-{name}"), request_hash: "h".into() }),
                     };
-                    if batched {
-                        b.send(&o, account, message).await.unwrap();
-                    } else {
-                        send(&s, &p, &o, account, message).await.unwrap();
-                    }
+                    match &b {
+                        Some(batcher) => batcher.send(&o, account, message).await.unwrap(),
+                        None => send(&s, &p, &o, account, message).await.unwrap(),
+                    };
                 }
             })
             .await,

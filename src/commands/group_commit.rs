@@ -211,7 +211,11 @@ async fn decide_and_commit(
             }
         };
         let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
-        let counted = used.entry((job.account_id.to_string(), cycle)).or_default();
+        // Every admitted send's counter was locked and read above; one missing would be a bug, and
+        // must not read as zero used: the batch is decided again one by one.
+        let Some(counted) = used.get_mut(&(job.account_id.to_string(), cycle)) else {
+            return Err(SendError::Db(sqlx::Error::RowNotFound));
+        };
         if *counted >= limit {
             outcomes.push(Err(SendError::QuotaExceeded { used: *counted, limit, plan }));
             continue;
