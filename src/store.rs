@@ -286,15 +286,16 @@ impl EventStore {
         conn: &mut PgConnection,
         appends: &[&Append],
     ) -> Result<Vec<Vec<StoredEvent>>, AppendError> {
-        let mut stored: Vec<Vec<StoredEvent>> = Vec::with_capacity(appends.len());
-        let n: usize = appends.iter().flat_map(|a| &a.streams).map(|s| s.events.len()).sum();
-        let mut columns = BatchColumns::with_capacity(n);
+        // Every event in the order written (which is the order of their positions), and how many
+        // each append has.
+        let mut all: Vec<StoredEvent> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::with_capacity(appends.len());
         for append in appends {
             let metadata = serde_json::to_value(&append.metadata).expect("metadata serializes");
-            let mut events = Vec::new();
+            let before = all.len();
             for stream in &append.streams {
                 for (i, (event_type, schema_version, payload)) in stream.events.iter().enumerate() {
-                    let event = StoredEvent {
+                    all.push(StoredEvent {
                         global_position: 0,
                         transaction_id: 0,
                         tenant_id: append.tenant_id.clone(),
@@ -307,27 +308,26 @@ impl EventStore {
                         payload: payload.clone(),
                         metadata: metadata.clone(),
                         recorded_at: chrono::DateTime::UNIX_EPOCH,
-                    };
-                    columns.push(&event);
-                    events.push(event);
+                    });
                 }
             }
-            stored.push(events);
+            sizes.push(all.len() - before);
         }
-        if n == 0 {
-            return Ok(stored);
+        if all.is_empty() {
+            return Ok(sizes.iter().map(|_| Vec::new()).collect());
         }
         let announce_now: Vec<&&Append> = appends.iter().filter(|a| self.notifies_in_transaction(a)).collect();
+        let column = |f: fn(&StoredEvent) -> &str| all.iter().map(f).collect::<Vec<&str>>();
         let assigned: Vec<(String, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(INSERT_BATCH_SQL)
-            .bind(&columns.tenants)
-            .bind(&columns.stream_types)
-            .bind(&columns.stream_ids)
-            .bind(&columns.versions)
-            .bind(&columns.event_ids)
-            .bind(&columns.types)
-            .bind(&columns.schema_versions)
-            .bind(&columns.payloads)
-            .bind(&columns.metadata)
+            .bind(column(|e| &e.tenant_id))
+            .bind(column(|e| &e.stream_type))
+            .bind(column(|e| &e.stream_id))
+            .bind(all.iter().map(|e| e.stream_version).collect::<Vec<i64>>())
+            .bind(column(|e| &e.event_id))
+            .bind(column(|e| &e.event_type))
+            .bind(all.iter().map(|e| e.schema_version).collect::<Vec<i32>>())
+            .bind(all.iter().map(|e| &e.payload).collect::<Vec<&Value>>())
+            .bind(all.iter().map(|e| &e.metadata).collect::<Vec<&Value>>())
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| match AppendError::from(e) {
@@ -340,57 +340,16 @@ impl EventStore {
         }
         let assigned: std::collections::HashMap<String, (i64, i64, chrono::DateTime<chrono::Utc>)> =
             assigned.into_iter().map(|(id, position, xid, at)| (id, (position, xid, at))).collect();
-        for event in stored.iter_mut().flatten() {
+        for event in all.iter_mut() {
             let (position, xid, at) = assigned[&event.event_id];
             (event.global_position, event.transaction_id, event.recorded_at) = (position, xid, at);
         }
-        let mut all: Vec<StoredEvent> = stored.iter().flatten().cloned().collect();
-        all.sort_by_key(|e| e.global_position);
+        debug_assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position), "positions follow the rows");
         for projection in self.inline.iter() {
             projection.apply_batch(&mut *conn, &all).await?;
         }
-        Ok(stored)
-    }
-}
-
-/// The columns of a batch INSERT, one array each.
-struct BatchColumns {
-    tenants: Vec<String>,
-    stream_types: Vec<String>,
-    stream_ids: Vec<String>,
-    versions: Vec<i64>,
-    event_ids: Vec<String>,
-    types: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
-}
-
-impl BatchColumns {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            tenants: Vec::with_capacity(n),
-            stream_types: Vec::with_capacity(n),
-            stream_ids: Vec::with_capacity(n),
-            versions: Vec::with_capacity(n),
-            event_ids: Vec::with_capacity(n),
-            types: Vec::with_capacity(n),
-            schema_versions: Vec::with_capacity(n),
-            payloads: Vec::with_capacity(n),
-            metadata: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, e: &StoredEvent) {
-        self.tenants.push(e.tenant_id.clone());
-        self.stream_types.push(e.stream_type.clone());
-        self.stream_ids.push(e.stream_id.clone());
-        self.versions.push(e.stream_version);
-        self.event_ids.push(e.event_id.clone());
-        self.types.push(e.event_type.clone());
-        self.schema_versions.push(e.schema_version);
-        self.payloads.push(e.payload.clone());
-        self.metadata.push(e.metadata.clone());
+        let mut rest = all.into_iter();
+        Ok(sizes.into_iter().map(|n| rest.by_ref().take(n).collect()).collect())
     }
 }
 

@@ -71,6 +71,14 @@ impl ChatId {
         PhoneNumber::parse_phone_or_jid(value).map(Self::Phone).map_err(|PhoneError(v)| ChatIdError(v))
     }
 
+    /// A chat from its stored form (what [`ChatId::as_str`] gives): a phone or a group's jid.
+    pub fn from_stored(stored: &str) -> Result<Self, PhoneError> {
+        match GroupJid::parse(stored) {
+            Some(g) => Ok(Self::Group(g)),
+            None => PhoneNumber::parse(stored).map(Self::Phone),
+        }
+    }
+
     /// The stored form, and the chat's `phone` in the API: the phone, or the group's jid.
     pub fn as_str(&self) -> &str {
         match self {
@@ -125,11 +133,7 @@ impl Serialize for ChatId {
 /// Reads the stored form (a phone or a group's jid), which is what every event holds.
 impl<'de> Deserialize<'de> for ChatId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        match GroupJid::parse(&raw) {
-            Some(g) => Ok(Self::Group(g)),
-            None => PhoneNumber::parse(&raw).map(Self::Phone).map_err(serde::de::Error::custom),
-        }
+        Self::from_stored(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 

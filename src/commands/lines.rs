@@ -91,20 +91,9 @@ const QR_WAIT: Duration = Duration::from_secs(5);
 /// first code. Else `line_not_found`, `line_not_pending_qr` with the line's `status`, or
 /// `session_unavailable` while no code is ready.
 pub async fn qr_code(state: &AppState, caller: &Caller, line_id: &LineId) -> Result<(LineView, QrCode), ApiError> {
-    qr_code_within(state, caller, line_id, QR_WAIT).await
-}
-
-/// [`qr_code`], waiting at most `wait` for a starting session's first code (a page that asks
-/// again by itself waits for nothing).
-pub async fn qr_code_within(
-    state: &AppState,
-    caller: &Caller,
-    line_id: &LineId,
-    wait: Duration,
-) -> Result<(LineView, QrCode), ApiError> {
     let view = waiting_line(state, caller, line_id).await?;
     let engine = engine_line(line_id, &view);
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tokio::time::Instant::now() + QR_WAIT;
     loop {
         match state.engine.qr_code(&engine).await {
             Ok(Some(code)) => return Ok((view, code)),
@@ -121,6 +110,16 @@ pub async fn qr_code_within(
             Err(e) => return Err(session_unavailable(e)),
         }
     }
+}
+
+/// The QR code a line the caller has read (`view`) shows now, if it is waiting for a scan and its
+/// session has one: a look only (the console's live view, which asks again by itself). Unlike
+/// [`qr_code`] it never starts a new pairing run and never waits.
+pub async fn current_qr_code(state: &AppState, line_id: &LineId, view: &LineView) -> Result<Option<QrCode>, ApiError> {
+    if view.status != LineStatus::PendingQr.as_str() {
+        return Ok(None);
+    }
+    state.engine.qr_code(&engine_line(line_id, view)).await.map_err(session_unavailable)
 }
 
 /// The 8-character code to type on the phone of `phone` (WhatsApp → Linked devices → Link with

@@ -180,21 +180,19 @@ struct LiveFragment {
     live: Live,
 }
 
-async fn live_of(state: &AppState, session: &ConsoleSession, line: &LineView) -> Result<Live, ConsoleError> {
+async fn live_of(state: &AppState, line: &LineView) -> Result<Live, ConsoleError> {
     let line_id = line_id(&line.line_id)?;
-    let qr = if line.status == LineStatus::PendingQr.as_str() {
-        // The page polls: it shows a code once the session has one, without holding the request.
-        match line_commands::qr_code_within(state, &session.caller(), &line_id, std::time::Duration::ZERO).await {
-            Ok((_, code)) => Some(QrView {
-                src: format!("/console/lines/{}/qr.svg?expires={}", line.line_id, code.expires_at.timestamp()),
-                expires_at: iso(code.expires_at),
-            }),
-            // It connected in between, or its session has no code yet (the page asks again).
-            Err(e) if matches!(e.code, ErrorCode::LineNotPendingQr | ErrorCode::SessionUnavailable) => None,
-            Err(e) => return Err(read(e)),
-        }
-    } else {
-        None
+    // A look only: the page polls, so it neither waits for a starting session's first code nor
+    // starts a new pairing run (a render that did would undo a `qr_expired` the page is about to
+    // show).
+    let qr = match line_commands::current_qr_code(state, &line_id, line).await {
+        Ok(code) => code.map(|code| QrView {
+            src: format!("/console/lines/{}/qr.svg?expires={}", line.line_id, code.expires_at.timestamp()),
+            expires_at: iso(code.expires_at),
+        }),
+        // Its session has no code it can show now (the page asks again).
+        Err(e) if e.code == ErrorCode::SessionUnavailable => None,
+        Err(e) => return Err(read(e)),
     };
     Ok(Live {
         line_id: line.line_id.clone(),
@@ -258,7 +256,7 @@ async fn line_page(state: &AppState, session: &ConsoleSession, raw: &str) -> Res
             && [LineStatus::PendingQr.as_str(), LineStatus::QrExpired.as_str()].contains(&line.status.as_str()),
         qr_expired: line.status == LineStatus::QrExpired.as_str(),
         pairing_code: None,
-        live: live_of(state, session, &line).await?,
+        live: live_of(state, &line).await?,
         received: None,
         forms: SandboxForms::default(),
     })
@@ -288,7 +286,7 @@ pub async fn live(
     Path(raw): Path<String>,
 ) -> Result<Response, ConsoleError> {
     let (_, line) = line_queries::owned(&state.pool, &session.account_id, &line_id(&raw)?).await.map_err(read)?;
-    Ok(render(&LiveFragment { live: live_of(&state, &session, &line).await? }))
+    Ok(render(&LiveFragment { live: live_of(&state, &line).await? }))
 }
 
 /// The QR code the line shows now, as an SVG image (what `GET /v1/lines/{id}/qr?format=svg` answers).

@@ -75,14 +75,6 @@ fn parse_chat_cursor(raw: Option<&str>) -> Result<Option<(DateTime<Utc>, String)
         .ok_or_else(foreign_cursor)
 }
 
-/// The jid of a chat as the read models store it (a phone, or a group's jid).
-pub fn stored_chat_jid(stored: &str) -> String {
-    match stored.strip_suffix("@g.us") {
-        Some(_) => stored.to_owned(),
-        None => format!("{}@s.whatsapp.net", stored.trim_start_matches('+')),
-    }
-}
-
 /// A page of the line's chats, once the caller's own writes are visible.
 pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) -> Result<ChatsResponse, ApiError> {
     let limit = page_limit(filter.limit, MAX_CHATS, MAX_CHATS)?;
@@ -109,7 +101,8 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) 
     let chats = rows
         .into_iter()
         .map(|(phone, last_message_id, last_message_preview, last_message_at, last_direction, unread_count, archived)| ChatView {
-            jid: stored_chat_jid(&phone),
+            // Stored by the projection from a ChatId; the row's own text if it ever is not one.
+            jid: ChatId::from_stored(&phone).map_or_else(|_| phone.clone(), |chat| chat.jid()),
             phone,
             last_message_id,
             last_message_preview,

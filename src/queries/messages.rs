@@ -6,6 +6,7 @@ use crate::app::AppState;
 use chrono::{DateTime, Utc};
 use domain::chat_id::ChatId;
 use domain::ids::{AccountId, LineId, MessageId};
+use domain::phone::PhoneNumber;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -67,7 +68,8 @@ pub struct Sender {
 
 impl Sender {
     pub fn of(phone: &str) -> Self {
-        Self { phone: phone.to_owned(), jid: format!("{}@s.whatsapp.net", phone.trim_start_matches('+')) }
+        let jid = PhoneNumber::parse(phone).map_or_else(|_| phone.to_owned(), |p| p.jid());
+        Self { phone: phone.to_owned(), jid }
     }
 }
 
