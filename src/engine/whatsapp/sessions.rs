@@ -641,30 +641,55 @@ async fn outbound(pool: &sqlx::PgPool, message: &Outbound) -> Result<WaOutbound,
     let quoted = match &message.quoted_engine_message_id {
         None => None,
         Some(id) => {
-            let row: Option<(String, Option<String>, Option<String>)> =
-                sqlx::query_as("SELECT direction, text, caption FROM rm_messages WHERE line_id = $1 AND engine_message_id = $2")
-                    .bind(message.line_id.as_str())
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-            let from_me = match &row {
-                Some((direction, ..)) => direction == "outbound",
-                None => sent_by_us(pool, &message.line_id, id).await?,
-            };
+            let (from_me, text) = quoted_message(pool, &message.line_id, id).await?;
             let participant = participant(pool, message, from_me, id).await?;
             let sender = match (&participant, from_me) {
                 (Some(author), _) => author.clone(),
                 (None, true) => message.from.jid(),
                 (None, false) => chat.clone(),
             };
-            Some(WaQuoted {
-                key: WaMessageKey { chat: chat.clone(), id: id.clone(), from_me, participant },
-                sender,
-                text: row.and_then(|(_, text, caption)| text.or(caption)),
-            })
+            Some(WaQuoted { key: WaMessageKey { chat: chat.clone(), id: id.clone(), from_me, participant }, sender, text })
         }
     };
     Ok(WaOutbound { id: message.engine_message_id.clone(), to: chat, body, quoted })
+}
+
+/// Whether this line sent the message WhatsApp knows as `engine_message_id` (else it received
+/// it), and its text or caption, from the message's first event in the log: the read models may
+/// not have caught up with a message sent a moment ago.
+async fn quoted_message(
+    pool: &sqlx::PgPool,
+    line_id: &LineId,
+    engine_message_id: &str,
+) -> Result<(bool, Option<String>), sqlx::Error> {
+    let row: Option<(bool, String, i32, serde_json::Value)> = sqlx::query_as(
+        "SELECT m.from_me, e.event_type, e.schema_version, e.payload \
+           FROM (SELECT message_id, true AS from_me FROM whatsapp_outbound WHERE line_id = $1 AND engine_message_id = $2 \
+                 UNION ALL \
+                 SELECT message_id, false FROM whatsapp_inbound_seen WHERE line_id = $1 AND engine_message_id = $2 \
+                 LIMIT 1) m \
+           JOIN events e ON e.stream_type = 'message' AND e.stream_id = m.message_id AND e.stream_version = 1",
+    )
+    .bind(line_id.as_str())
+    .bind(engine_message_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((from_me, event_type, schema_version, payload)) = row else {
+        // Not a message of this line's session (sent before it, or by another client).
+        return Ok((sent_by_us(pool, line_id, engine_message_id).await?, None));
+    };
+    use domain::DomainEvent;
+    let content = match domain::message::MessageEvent::from_stored(&event_type, schema_version, payload) {
+        Ok(domain::message::MessageEvent::Queued(q)) => Some(q.content),
+        Ok(domain::message::MessageEvent::Received(r)) => Some(r.content),
+        _ => None,
+    };
+    let text = match content {
+        Some(Content::Text { text }) => Some(text.as_str().to_owned()),
+        Some(Content::Media { caption, .. }) => caption.map(|c| c.as_str().to_owned()),
+        _ => None,
+    };
+    Ok((from_me, text))
 }
 
 /// In a group a message is known by its author too: us, or whoever WhatsApp said wrote it.
