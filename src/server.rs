@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use projections::notify::LogWatcher;
 use projections::runtime::{Runner, RunnerConfig};
+use projections::webhook_deliveries::{LaneHints, WebhookDeliveries};
 use projections::Projection;
 use sqlx::PgPool;
 use std::net::SocketAddr;
@@ -91,10 +92,19 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 /// The asynchronous projections this server keeps up to date.
 pub fn async_projections() -> Vec<Arc<dyn Projection>> {
+    async_projections_telling(None)
+}
+
+/// [`async_projections`], with the webhook projector telling `lanes` which lanes got deliveries.
+fn async_projections_telling(lanes: Option<LaneHints>) -> Vec<Arc<dyn Projection>> {
+    let webhook_deliveries = match lanes {
+        Some(lanes) => WebhookDeliveries::with_lane_hints(lanes),
+        None => WebhookDeliveries::default(),
+    };
     vec![
         Arc::new(projections::conversations::Messages),
         Arc::new(projections::conversations::Chats),
-        Arc::new(projections::webhook_deliveries::WebhookDeliveries),
+        Arc::new(webhook_deliveries),
     ]
 }
 
@@ -193,10 +203,16 @@ pub async fn start_with(
     tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
     tasks.spawn(crate::maintenance::run(pool.clone(), Duration::from_secs(600), shutdown.clone()));
     tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));
+    let deliverer = crate::webhook_delivery::Deliverer::new(
+        store.clone(),
+        plans.clone(),
+        master_key.clone(),
+        crate::webhook_delivery::DeliveryConfig::from_config(&config, node.id()),
+    );
     let mut webhook_projector = None;
-    for projection in async_projections() {
+    for projection in async_projections_telling(Some(deliverer.lane_hints())) {
         let runner = Runner::new(pool.clone(), projection.clone(), watcher.wakeups(), RunnerConfig::default());
-        if projection.name() == projections::webhook_deliveries::WebhookDeliveries.name() {
+        if projection.name() == WebhookDeliveries::default().name() {
             webhook_projector = Some(runner.progress());
         }
         tasks.spawn(runner.run(shutdown.clone()));
@@ -254,12 +270,6 @@ pub async fn start_with(
         Duration::from_secs(config.audit_digest_interval_secs),
         shutdown.clone(),
     ));
-    let deliverer = crate::webhook_delivery::Deliverer::new(
-        store.clone(),
-        plans.clone(),
-        master_key.clone(),
-        crate::webhook_delivery::DeliveryConfig::from_config(&config, node.id()),
-    );
     let projector_progress = webhook_projector.expect("the webhook projector is one of the async projections");
     tasks.spawn(deliverer.clone().run(projector_progress, watcher.changes(), shutdown.clone()));
     let shards = if config.group_commit { config.group_commit_shards } else { 0 };

@@ -145,8 +145,11 @@ pub struct WebhooksConfig {
     pub retry_jitter: f64,
     /// A webhook that has failed for this long with no success in between is disabled.
     pub disable_after_ms: u64,
-    /// Deliveries in flight at once per node.
+    /// Lanes (a webhook and a line) sent at once per node; each lane's deliveries go one after
+    /// another, in order.
     pub concurrency: usize,
+    /// How many of a lane's deliveries are claimed, charged and recorded together (a window).
+    pub window: usize,
     /// How often the worker looks for due deliveries when nothing wakes it.
     pub poll_ms: u64,
     /// How often deliveries held by the quota are checked again.
@@ -218,8 +221,8 @@ impl Config {
             bail!("line_lease_secs must be at least 2");
         }
         let w = &self.webhooks;
-        if w.timeout_ms == 0 || w.concurrency == 0 || w.poll_ms == 0 || w.held_recheck_ms == 0 {
-            bail!("webhooks.timeout_ms, concurrency, poll_ms and held_recheck_ms must be positive");
+        if w.timeout_ms == 0 || w.concurrency == 0 || w.window == 0 || w.poll_ms == 0 || w.held_recheck_ms == 0 {
+            bail!("webhooks.timeout_ms, concurrency, window, poll_ms and held_recheck_ms must be positive");
         }
         if !(0.0..1.0).contains(&w.retry_jitter) {
             bail!("webhooks.retry_jitter must be at least 0 and below 1 (got {})", w.retry_jitter);

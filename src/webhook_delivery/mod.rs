@@ -24,9 +24,11 @@ use domain::webhook::{SealedSecret, WebhookCommand};
 use domain::webhook_delivery::{self as wd, Notification, RetrySchedule, Verdict};
 use domain::Aggregate;
 use projections::notify::Change;
+use projections::webhook_deliveries::LaneHints;
 use projections::LogPosition;
 use queue::{Charge, ClaimRefused, Claimed, Next};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
@@ -39,6 +41,7 @@ pub struct DeliveryConfig {
     pub schedule: RetrySchedule,
     pub disable_after: Duration,
     pub concurrency: usize,
+    pub window: usize,
     pub poll: Duration,
     pub held_recheck: Duration,
     pub allow_private: bool,
@@ -56,6 +59,7 @@ impl DeliveryConfig {
             },
             disable_after: Duration::from_millis(w.disable_after_ms),
             concurrency: w.concurrency,
+            window: w.window,
             poll: Duration::from_millis(w.poll_ms),
             held_recheck: Duration::from_millis(w.held_recheck_ms),
             allow_private: config.allow_private_urls,
@@ -106,6 +110,73 @@ pub struct Deliverer {
     client: reqwest::Client,
     config: Arc<DeliveryConfig>,
     wake: Arc<Notify>,
+    lanes: LaneHints,
+}
+
+/// A webhook and a line: deliveries of one lane go out in the log's order.
+type Lane = (String, String);
+
+/// How a lane's task ended: when the worker should look again (the earliest retry or recheck it
+/// scheduled), and whether it put deliveries back that are due now.
+struct LaneEnd {
+    lane: Lane,
+    due: Option<chrono::DateTime<Utc>>,
+    put_back: bool,
+}
+
+/// One attempt as sent, before it is recorded.
+struct Sent {
+    started_at: chrono::DateTime<Utc>,
+    attempt: sender::Attempt,
+    /// The receiver answered 410 Gone.
+    gone: bool,
+    next: Next,
+}
+
+/// The worker's view of lanes: those being sent by a task of this node, and those the projector
+/// told of that wait for a free task.
+#[derive(Default)]
+struct Lanes {
+    /// Lanes with a task, and whether the projector told of new deliveries while it ran (the task
+    /// may have claimed its last window before they were committed: look again when it ends).
+    running: HashMap<Lane, (usize, bool)>,
+    waiting: VecDeque<Lane>,
+    waiting_set: HashSet<Lane>,
+}
+
+impl Lanes {
+    fn told(&mut self, lane: Lane) {
+        match self.running.get_mut(&lane) {
+            Some((_, again)) => *again = true,
+            None => {
+                if self.waiting_set.insert(lane.clone()) {
+                    self.waiting.push_back(lane);
+                }
+            }
+        }
+    }
+
+    fn next_waiting(&mut self) -> Option<Lane> {
+        let lane = self.waiting.pop_front()?;
+        self.waiting_set.remove(&lane);
+        Some(lane)
+    }
+
+    fn started(&mut self, lane: &Lane) {
+        self.running.entry(lane.clone()).or_insert((0, false)).0 += 1;
+    }
+
+    fn finished(&mut self, lane: Lane) {
+        let Some((tasks, again)) = self.running.get_mut(&lane) else { return };
+        *tasks -= 1;
+        if *tasks == 0 {
+            let again = *again;
+            self.running.remove(&lane);
+            if again {
+                self.told(lane);
+            }
+        }
+    }
 }
 
 impl Deliverer {
@@ -114,7 +185,8 @@ impl Deliverer {
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .build()
             .expect("an HTTP client");
-        Self { store, plans, master_key, client, config: Arc::new(config), wake: Arc::new(Notify::new()) }
+        let wake = Arc::new(Notify::new());
+        Self { store, plans, master_key, client, config: Arc::new(config), wake, lanes: LaneHints::default() }
     }
 
     /// Look for due deliveries now (a webhook was enabled again, say).
@@ -122,8 +194,17 @@ impl Deliverer {
         self.wake.notify_one();
     }
 
-    /// The worker: claims due deliveries whenever the webhook projector makes progress, a
-    /// delivery finishes, or `poll` passes, and keeps up to `concurrency` in flight.
+    /// The lanes the webhook projector of this process tells of as it creates deliveries.
+    pub fn lane_hints(&self) -> LaneHints {
+        self.lanes.clone()
+    }
+
+    /// The worker. Up to `concurrency` lanes (a webhook and a line) are sent at once, each by a
+    /// task that sends its lane's deliveries in order, a window at a time, until none is due.
+    /// Lanes start when the projector of this process says they got deliveries (no search of the
+    /// queue), and from a search of the whole queue at start, every `poll`, when woken, and when a
+    /// retry this node scheduled comes due: that search finds what other nodes' projectors made,
+    /// retries, and deliveries whose claim ran out.
     pub async fn run(
         self,
         mut projector: watch::Receiver<LogPosition>,
@@ -138,25 +219,42 @@ impl Deliverer {
             }
             Err(e) => tracing::error!(error = %e, "could not release this node's earlier webhook claims"),
         }
+        let mut lanes = Lanes::default();
         let mut in_flight = JoinSet::new();
         // The earliest retry this node scheduled: waited for exactly, not until the next poll.
         let mut next_due: Option<chrono::DateTime<Utc>> = None;
-        let mut look = true;
+        let mut search = true;
         loop {
+            // Lanes the projector told of first: they are what just happened.
+            while in_flight.len() < self.config.concurrency {
+                let Some(lane) = lanes.next_waiting() else { break };
+                match self.claim_lane(&lane, 0).await {
+                    Ok(window) if !window.is_empty() => {
+                        lanes.started(&lane);
+                        in_flight.spawn(self.clone().lane(lane, window, shutdown.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "could not claim the webhook deliveries of a lane"),
+                }
+            }
             let free = self.config.concurrency.saturating_sub(in_flight.len());
-            let mut full_batch = false;
-            if look && free > 0 {
+            let mut full = false;
+            if search && free > 0 {
                 match queue::claim_due(&pool, &self.config.node, self.config.lease(), free as i64).await {
                     Ok(claimed) => {
-                        full_batch = claimed.len() == free;
+                        full = claimed.len() == free;
                         for c in claimed {
-                            in_flight.spawn(self.clone().lane(c, shutdown.clone()));
+                            let lane = (c.webhook_id.clone(), c.line_key.clone());
+                            lanes.started(&lane);
+                            in_flight.spawn(self.clone().lane(lane, vec![c], shutdown.clone()));
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "could not claim webhook deliveries"),
                 }
             }
-            if full_batch && in_flight.len() < self.config.concurrency {
+            search = false;
+            if full && in_flight.len() < self.config.concurrency {
+                search = true;
                 continue;
             }
             let now = Utc::now();
@@ -164,72 +262,133 @@ impl Deliverer {
                 next_due = None;
             }
             let wait = next_due.map_or(self.config.poll, |at| (at - now).to_std().unwrap_or_default().min(self.config.poll));
-            look = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                changed = projector.changed() => if changed.is_err() { tokio::time::sleep(self.config.poll).await },
+                _ = self.wake.notified() => search = true,
+                changed = projector.changed() => match changed {
+                    Ok(()) => {
+                        let committed = *projector.borrow_and_update();
+                        for lane in self.lanes.take_committed(committed) {
+                            lanes.told(lane);
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(self.config.poll).await,
+                },
                 Ok(Change::Appended(a)) = changes.recv() => {
                     // A plan change may make room in the quota: held deliveries are due at once.
-                    // Other appends concern the projector, whose progress wakes this loop.
-                    look = a.stream_types.iter().any(|t| t == Account::STREAM_TYPE)
+                    search = a.stream_types.iter().any(|t| t == Account::STREAM_TYPE)
                         && queue::release_held(&pool, &a.tenant).await.inspect_err(|e| {
                             tracing::warn!(error = %e, "could not release held webhook deliveries");
                         }).is_ok_and(|n| n > 0);
                 }
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(Some(at)) = done {
-                        next_due = Some(next_due.map_or(at, |due| due.min(at)));
+                    if let Ok(LaneEnd { lane, due, put_back }) = done {
+                        lanes.finished(lane.clone());
+                        // What a failure put back is due now, behind the delivery awaiting its retry.
+                        if put_back {
+                            lanes.told(lane);
+                        }
+                        if let Some(at) = due {
+                            next_due = Some(next_due.map_or(at, |d| d.min(at)));
+                        }
                     }
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => search = true,
             }
         }
         // Attempts end within their timeout; let them record what they got.
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Deliver `claimed`, then, while they succeed, the next deliveries of the same webhook and
-    /// line, in order. Returns when the worker should look again: the earliest retry or recheck
-    /// this scheduled.
-    async fn lane(self, mut claimed: Claimed, shutdown: CancellationToken) -> Option<chrono::DateTime<Utc>> {
+    async fn claim_lane(&self, (webhook_id, line_key): &Lane, after: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+        let window = self.config.window as i64;
+        queue::claim_window(self.store.pool(), &self.config.node, self.config.lease(), webhook_id, line_key, after, window).await
+    }
+
+    /// Send a lane, a window at a time, from `window` (claimed, in order) on. While a window is
+    /// posted the next one is claimed; when it has all gone, its outcomes are recorded while the
+    /// next is charged. The lane stops at the first failure (its retry, and everything after it
+    /// put back, follow the usual rules), at a quota hold, at shutdown, or when nothing is due.
+    async fn lane(self, lane: Lane, mut window: Vec<Claimed>, shutdown: CancellationToken) -> LaneEnd {
+        let end = |lane, due, put_back| LaneEnd { lane, due, put_back };
+        let mut charge = self.charge(&window).await;
         loop {
-            let (webhook_id, line_key) = (claimed.webhook_id.clone(), claimed.line_key.clone());
-            match self.attempt(claimed, true).await {
-                Ok(report) if report.delivered => {}
-                Ok(report) => return report.next_attempt_at,
-                Err(RetryError::Held { .. }) => return Some(Utc::now() + self.config.held_recheck),
-                Err(RetryError::InFlight | RetryError::NotFound) => return None,
-                Err(e) => {
-                    tracing::error!(error = ?e, "webhook delivery attempt failed");
-                    return None;
+            let (go, held) = match charge {
+                Ok(Charge::Go { go, held }) => (go, held),
+                Ok(Charge::Lost) => {
+                    // Taken over after its claim ran out: what is still this lane's goes back.
+                    tracing::warn!(webhook = %lane.0, "a webhook delivery's claim was taken over before it was charged");
+                    self.put_back(&window).await;
+                    return end(lane, None, false);
                 }
-            }
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            let pool = self.store.pool();
-            match queue::claim_next_in_lane(pool, &self.config.node, self.config.lease(), &webhook_id, &line_key).await {
-                Ok(Some(next)) => claimed = next,
-                Ok(None) => return None,
                 Err(e) => {
-                    tracing::error!(error = %e, "could not claim the next webhook delivery of a line");
-                    return None;
+                    tracing::error!(error = ?e, "could not charge webhook deliveries");
+                    self.put_back(&window).await;
+                    return end(lane, None, false);
                 }
+            };
+            let whole = go == window.len();
+            let after = window.last().map_or(0, |c| c.seq);
+            let (sent, next) = tokio::join!(self.post(&window[..go], &shutdown), async {
+                if whole {
+                    self.claim_lane(&lane, after).await
+                } else {
+                    Ok(Vec::new())
+                }
+            });
+            let next = next.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not claim the next webhook deliveries of a lane");
+                Vec::new()
+            });
+            let all_sent = sent.len() == go && sent.last().is_none_or(|s| s.next == Next::Delivered);
+            let mut unsent: Vec<Claimed> = window[sent.len()..go].to_vec();
+            if !all_sent || shutdown.is_cancelled() || next.is_empty() || held.is_some() {
+                unsent.extend(next);
+                let due = self.record_lane(&window, &sent, &unsent).await;
+                let due = match held {
+                    Some(_) => Some(Utc::now() + self.config.held_recheck),
+                    None => due,
+                };
+                return end(lane, due, !unsent.is_empty() && !shutdown.is_cancelled());
             }
+            let (_, charged) = tokio::join!(self.record_lane(&window, &sent, &[]), self.charge(&next));
+            window = next;
+            charge = charged;
         }
     }
 
-    /// One attempt of a claimed delivery: charge it if it was never sent, sign and send it, record
-    /// the outcome, and disable the webhook if it is gone or has failed for too long.
-    async fn attempt(&self, claimed: Claimed, retry_on_failure: bool) -> Result<AttemptReport, RetryError> {
-        if claimed.billable && !claimed.charged {
-            match queue::charge(&self.store, &self.plans, &self.config.node, &claimed, self.config.held_recheck).await? {
-                Charge::Go => {}
-                Charge::Held { reason, quota } => return Err(RetryError::Held { reason, quota }),
-                Charge::Lost => return Err(RetryError::InFlight),
+    async fn charge(&self, window: &[Claimed]) -> anyhow::Result<Charge> {
+        queue::charge_window(&self.store, &self.plans, &self.config.node, window, self.config.held_recheck).await
+    }
+
+    /// Claims handed back unattempted after an error: due again at once.
+    async fn put_back(&self, claims: &[Claimed]) {
+        if let Err(e) = queue::release(self.store.pool(), &self.config.node, claims).await {
+            tracing::error!(error = %e, "could not put back webhook deliveries; their claims run out instead");
+        }
+    }
+
+    /// POST `window`'s deliveries back to back, stopping after the first that fails, at shutdown,
+    /// and before one whose claim could run out while it is sent.
+    async fn post(&self, window: &[Claimed], shutdown: &CancellationToken) -> Vec<Sent> {
+        let mut sent = Vec::with_capacity(window.len());
+        for claimed in window {
+            let timeout = chrono::Duration::from_std(self.config.timeout).unwrap_or(chrono::Duration::MAX);
+            if shutdown.is_cancelled() || Utc::now() + timeout >= claimed.lease_until {
+                break;
+            }
+            let one = self.send_one(claimed, true).await;
+            let failed = one.next != Next::Delivered;
+            sent.push(one);
+            if failed {
+                break;
             }
         }
+        sent
+    }
+
+    /// Sign and send one claimed delivery, and decide what follows.
+    async fn send_one(&self, claimed: &Claimed, retry_on_failure: bool) -> Sent {
         let started_at = Utc::now();
         let attempt = match self.master_key.open(&SealedSecret(claimed.secret_sealed.clone())) {
             Ok(secret) => {
@@ -276,43 +435,85 @@ impl Deliverer {
                 }
             }
         };
-        let recorded =
-            queue::record(self.store.pool(), &self.config.node, &claimed, started_at, &attempt, &next, claimed.billable)
-                .await
-                .map_err(anyhow::Error::from)?;
-        if !recorded.recorded {
-            tracing::warn!(delivery = %claimed.delivery_id, "a webhook delivery's claim was taken over before its outcome was recorded");
-        }
         tracing::debug!(delivery = %claimed.delivery_id, webhook = %claimed.webhook_id, status = ?attempt.status,
             attempt = claimed.attempts, ?next, "webhook attempt");
+        Sent { started_at, attempt, gone: verdict == Verdict::Gone, next }
+    }
 
-        let disable = match (&verdict, recorded.failing_since) {
-            _ if !claimed.billable => None,
-            (Verdict::Gone, _) => Some("the endpoint answered 410 Gone".to_owned()),
-            (Verdict::Retry { .. }, Some(since))
-                if (Utc::now() - since).to_std().unwrap_or_default() >= self.config.disable_after =>
-            {
+    /// Record what was sent of `window` (its first `sent.len()`), put back `unsent`, and disable the
+    /// webhook if the last attempt says it is gone or it has failed for too long. Returns the retry
+    /// this scheduled, if any.
+    async fn record(
+        &self,
+        window: &[Claimed],
+        sent: &[Sent],
+        unsent: &[Claimed],
+    ) -> anyhow::Result<Option<chrono::DateTime<Utc>>> {
+        let outcomes: Vec<queue::Outcome> = window
+            .iter()
+            .zip(sent)
+            .map(|(claimed, s)| queue::Outcome { claimed, started_at: s.started_at, attempt: &s.attempt, next: s.next.clone() })
+            .collect();
+        let billable = window.first().is_some_and(|c| c.billable);
+        let recorded = queue::record_window(self.store.pool(), &self.config.node, &outcomes, unsent, billable).await?;
+        if recorded.recorded < outcomes.len() {
+            tracing::warn!(
+                recorded = recorded.recorded,
+                sent = outcomes.len(),
+                "webhook claims were taken over before their outcomes were recorded"
+            );
+        }
+        let Some(last) = sent.last() else { return Ok(None) };
+        let claimed = &window[sent.len() - 1];
+        let disable = match (last.gone, recorded.failing_since) {
+            _ if !billable || last.next == Next::Delivered => None,
+            (true, _) => Some("the endpoint answered 410 Gone".to_owned()),
+            (false, Some(since)) if (Utc::now() - since).to_std().unwrap_or_default() >= self.config.disable_after => {
                 Some(format!(
                     "failing since {} with no success; last error: {}",
                     since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    attempt.error.as_deref().unwrap_or("unknown")
+                    last.attempt.error.as_deref().unwrap_or("unknown")
                 ))
             }
             _ => None,
         };
         if let Some(reason) = disable {
-            self.disable(&claimed, reason).await?;
+            self.disable(claimed, reason).await?;
         }
+        Ok(match last.next {
+            Next::RetryAt(at) => Some(at),
+            _ => None,
+        })
+    }
+
+    /// [`Self::record`] for a lane: an error is logged, and the claims run out and the deliveries
+    /// go again, with the same ids.
+    async fn record_lane(&self, window: &[Claimed], sent: &[Sent], unsent: &[Claimed]) -> Option<chrono::DateTime<Utc>> {
+        self.record(window, sent, unsent).await.unwrap_or_else(|e| {
+            tracing::error!(error = ?e, "could not record webhook attempts");
+            None
+        })
+    }
+
+    /// One attempt of one claimed delivery, for the test and retry endpoints: the lane's steps
+    /// with a window of one.
+    async fn attempt(&self, claimed: Claimed, retry_on_failure: bool) -> Result<AttemptReport, RetryError> {
+        let window = [claimed];
+        match self.charge(&window).await? {
+            Charge::Go { go: 1, .. } => {}
+            Charge::Go { held: Some(held), .. } => return Err(RetryError::Held { reason: held.reason, quota: held.quota }),
+            Charge::Go { .. } | Charge::Lost => return Err(RetryError::InFlight),
+        }
+        let sent = self.send_one(&window[0], retry_on_failure).await;
+        let next_attempt_at = self.record(&window, std::slice::from_ref(&sent), &[]).await?;
+        let [claimed] = window;
         Ok(AttemptReport {
             delivery_id: claimed.delivery_id,
-            delivered: next == Next::Delivered,
-            status_code: attempt.status,
-            latency_ms: attempt.duration.as_millis() as u64,
-            error: attempt.error,
-            next_attempt_at: match next {
-                Next::RetryAt(at) => Some(at),
-                _ => None,
-            },
+            delivered: sent.next == Next::Delivered,
+            status_code: sent.attempt.status,
+            latency_ms: sent.attempt.duration.as_millis() as u64,
+            error: sent.attempt.error,
+            next_attempt_at,
         })
     }
 

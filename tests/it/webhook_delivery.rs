@@ -547,3 +547,131 @@ async fn a_test_event_to_a_webhook_of_no_line_names_a_line_of_the_account_when_i
     redactions().bind(|| insta::assert_json_snapshot!("webhook_test_event", body));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failure_stops_a_window_and_what_it_held_back_goes_out_in_order_uncounted() {
+    let receiver = Receiver::start().await;
+    // The first event's attempt hangs until the rest are in the log, so the lane takes them up
+    // in one window; in it, the third event's first attempt fails. Retries wait long enough not
+    // to come between.
+    receiver.script([Reply::Hang, Reply::Status(200), Reply::Status(500)]);
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.webhooks.timeout_ms = 1_000;
+        c.webhooks.retry_schedule_ms = vec![1_500; 6];
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000131").await;
+    let (id, _) = webhook(&app, &key, json!({"url": receiver.url, "events": ["message.received"]})).await;
+    inbound(&app, &key, &line, "0").await;
+    receiver.wait_for(1, WAIT).await;
+    for text in ["1", "2", "3", "4", "5"] {
+        inbound(&app, &key, &line, text).await;
+    }
+    app.eventually("every delivery is delivered", WAIT, || async {
+        let log = deliveries(&app, &key, &id).await;
+        log.len() == 6 && log.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+
+    let texts: Vec<String> = receiver.requests().iter().map(|r| r.json()["data"]["text"].as_str().unwrap().to_owned()).collect();
+    let mut first_arrivals: Vec<&str> = Vec::new();
+    for t in &texts {
+        if !first_arrivals.contains(&t.as_str()) {
+            first_arrivals.push(t);
+        }
+    }
+    assert_eq!(first_arrivals, ["0", "1", "2", "3", "4", "5"], "each event first arrived in the log's order: {texts:?}");
+    let times = |t: &str| texts.iter().filter(|x| *x == t).count();
+    assert_eq!((times("0"), times("2")), (2, 2), "the two failures were retried: {texts:?}");
+    assert!(["1", "3", "4", "5"].iter().all(|t| times(t) == 1), "the rest went once each: {texts:?}");
+
+    for d in deliveries(&app, &key, &id).await {
+        let attempts = d["attempts"].as_i64().unwrap();
+        assert_eq!(attempts, d["attempt_log"].as_array().unwrap().len() as i64, "an attempt counted is an attempt made: {d}");
+    }
+    let usage = get_json(&app, &key, "/v1/usage").await;
+    assert_eq!(webhook_events_used(&usage), 6, "each event counted once: {usage}");
+    app.shutdown().await;
+}
+
+/// The webhook deliveries and message data the projector makes from the whole log, folded in
+/// `chunk`-sized batches, in a transaction that is rolled back.
+async fn projected(app: &TestApp, chunk: usize) -> Vec<(String, String, String, String, String)> {
+    use projections::Projection;
+    let mut tx = app.db.pool.begin().await.unwrap();
+    for table in ["webhook_deliveries", "webhook_message_data", "webhook_subscriptions", "webhook_line_phones"] {
+        sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await.unwrap();
+    }
+    let events = projections::log::read_after(&mut *tx, projections::LogPosition::START, 100_000).await.unwrap();
+    let projector = projections::webhook_deliveries::WebhookDeliveries::default();
+    for batch in events.chunks(chunk) {
+        projector.apply_batch(&mut tx, batch).await.unwrap();
+    }
+    let rows = made(&mut tx).await;
+    tx.rollback().await.unwrap();
+    rows
+}
+
+async fn made(conn: &mut sqlx::PgConnection) -> Vec<(String, String, String, String, String)> {
+    sqlx::query_as("SELECT webhook_id, event_id, event_type, line_key, body FROM webhook_deliveries ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_projector_makes_the_same_deliveries_whether_it_folds_the_log_in_batches_or_one_event_at_a_time() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(fast).await;
+    let (_, _, key) = app.account("pro").await;
+    webhook(&app, &key, json!({"url": receiver.url})).await;
+    let line = app.connected_line(&key, "+34600000132").await;
+    webhook(&app, &key, json!({"url": receiver.url, "events": ["message.status"], "line_id": line})).await;
+    inbound(&app, &key, &line, "¿Abrís el domingo?").await;
+    let (status, sent) =
+        app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34655500001", "message": "Sí, de 9 a 14"})).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let sent_id = sent["message_id"].as_str().unwrap();
+    // What is quoted must have gone out first.
+    receiver.wait_for_body("message.sent", WAIT, |b| b["event"] == "message.sent" && b["data"]["message_id"] == sent_id).await;
+    let (status, reply) = app
+        .post(
+            &key,
+            "/v1/messages/reply",
+            json!({"line_id": line, "to": "+34655500001", "message": "¿Reservo?", "quoted_message_id": sent_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, body) = app
+        .post(
+            &key,
+            &format!("/v1/sandbox/lines/{line}/inbound"),
+            json!({"from": "+34655500001", "message": "Sí, gracias", "quoted_message_id": sent_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply_id = reply["message_id"].as_str().unwrap();
+    receiver
+        .wait_for_body("the reply read", WAIT, |b| b["data"]["message_id"] == reply_id && b["data"]["status"] == "read")
+        .await;
+    app.post(&key, &format!("/v1/sandbox/lines/{line}/disconnect"), json!({})).await;
+    receiver
+        .wait_for_body("the line disconnected", WAIT, |b| b["event"] == "line.status" && b["data"]["status"] != "connected")
+        .await;
+
+    let live = made(&mut app.db.pool.acquire().await.unwrap()).await;
+    let in_one_batch = projected(&app, 100_000).await;
+    let one_by_one = projected(&app, 1).await;
+    assert!(live.len() >= 12, "every kind of event made deliveries: {}", live.len());
+    let bodies: Vec<Value> = live.iter().map(|d| serde_json::from_str(&d.4).unwrap()).collect();
+    assert!(bodies.iter().any(|b| b["data"]["quoted_whatsapp_id"].is_string()), "the reply names what it quotes");
+    assert!(
+        bodies.iter().any(|b| b["event"] == "message.received" && b["data"]["quoted_message_id"] == sent_id),
+        "the inbound quote is found by its WhatsApp id"
+    );
+    assert_eq!(in_one_batch, one_by_one, "one batch or one event at a time");
+    assert_eq!(in_one_batch, live, "and as the running projector made them");
+    app.shutdown().await;
+}
