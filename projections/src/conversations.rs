@@ -2,11 +2,15 @@
 //! content and reactions) and `rm_chats` (one row per line and phone: last message, unread count,
 //! archived).
 
-use crate::{ApplyFuture, Projection, StoredEvent};
+use crate::bulk::{BulkFold, CopyRows};
+use crate::{ApplyFuture, Projection, ProjectionError, StoredEvent};
+use chrono::{DateTime, Utc};
 use domain::chat::{Chat, ChatEvent};
 use domain::message::{ArchivePolicy, Content, Message, MessageEvent, Queued, Received};
 use domain::Aggregate;
+use serde_json::Value;
 use sqlx::PgConnection;
+use std::collections::HashMap;
 
 /// Short text shown for a chat's last message.
 fn preview(content: &Content) -> String {
@@ -55,6 +59,10 @@ impl Projection for Messages {
 
     fn tables(&self) -> &'static [&'static str] {
         &["rm_messages"]
+    }
+
+    fn bulk(&self) -> Option<Box<dyn BulkFold>> {
+        Some(Box::<MessagesFold>::default())
     }
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
@@ -184,6 +192,10 @@ impl Projection for Chats {
         &["rm_chats"]
     }
 
+    fn bulk(&self) -> Option<Box<dyn BulkFold>> {
+        Some(Box::<ChatsFold>::default())
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
             if event.stream_type == Chat::STREAM_TYPE {
@@ -258,5 +270,386 @@ impl Projection for Chats {
             }
             Ok(())
         })
+    }
+}
+
+/// `rm_messages` folded in memory, for bulk rebuilds: the rows [`Messages`] writes, event for
+/// event the same rules (a receipt only moves a status forward, a reaction lands on its target by
+/// id or WhatsApp id, a chat read marks its inbound messages).
+#[derive(Default)]
+struct MessagesFold {
+    rows: Vec<MessageRow>,
+    by_id: HashMap<String, usize>,
+    /// (line, WhatsApp id) → row.
+    by_engine_id: HashMap<(String, String), usize>,
+    /// (line, chat) → its inbound rows.
+    inbound: HashMap<(String, String), Vec<usize>>,
+}
+
+struct MessageRow {
+    message_id: String,
+    account_id: String,
+    line_id: String,
+    chat_phone: String,
+    direction: &'static str,
+    kind: &'static str,
+    text: Option<String>,
+    caption: Option<String>,
+    media_url: Option<String>,
+    media_type: Option<String>,
+    quoted_message_id: Option<String>,
+    engine_message_id: Option<String>,
+    status: &'static str,
+    failure_reason: Option<String>,
+    reactions: serde_json::Map<String, Value>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    read_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+    position: i64,
+    sender: Option<String>,
+}
+
+const MESSAGE_COLUMNS: &[&str] = &[
+    "message_id",
+    "account_id",
+    "line_id",
+    "chat_phone",
+    "direction",
+    "type",
+    "text",
+    "caption",
+    "media_url",
+    "media_type",
+    "quoted_message_id",
+    "engine_message_id",
+    "status",
+    "failure_reason",
+    "reactions",
+    "created_at",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+    "failed_at",
+    "position",
+    "sender",
+];
+
+fn owned(value: Option<&str>) -> Option<String> {
+    value.map(str::to_owned)
+}
+
+impl MessagesFold {
+    fn react(&mut self, line_id: &str, content: &Content, who: &str) {
+        let Content::Reaction { target_message_id, target_engine_message_id, emoji } = content else { return };
+        let by_id =
+            target_message_id.as_ref().and_then(|m| self.by_id.get(m.as_str())).filter(|i| self.rows[**i].line_id == line_id);
+        let by_engine_id =
+            target_engine_message_id.as_ref().and_then(|e| self.by_engine_id.get(&(line_id.to_owned(), e.clone())));
+        let mut targets: Vec<usize> = by_id.into_iter().chain(by_engine_id).copied().collect();
+        targets.dedup();
+        for i in targets {
+            let reactions = &mut self.rows[i].reactions;
+            if emoji.as_str().is_empty() {
+                reactions.remove(who);
+            } else {
+                reactions.insert(who.to_owned(), Value::String(emoji.as_str().to_owned()));
+            }
+        }
+    }
+
+    fn insert(&mut self, row: MessageRow) -> Result<(), ProjectionError> {
+        if self.by_id.contains_key(&row.message_id) {
+            return Err(ProjectionError::Inconsistent(format!("message {} is recorded twice", row.message_id)));
+        }
+        let i = self.rows.len();
+        self.by_id.insert(row.message_id.clone(), i);
+        if let Some(engine_id) = &row.engine_message_id {
+            self.note_engine_id(i, &row.line_id, engine_id)?;
+        }
+        if row.direction == "inbound" {
+            self.inbound.entry((row.line_id.clone(), row.chat_phone.clone())).or_default().push(i);
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Note row `i`'s WhatsApp id: unique per line, as the table's index has it.
+    fn note_engine_id(&mut self, i: usize, line_id: &str, engine_id: &str) -> Result<(), ProjectionError> {
+        match self.by_engine_id.insert((line_id.to_owned(), engine_id.to_owned()), i) {
+            Some(other) if other != i => {
+                Err(ProjectionError::Inconsistent(format!("WhatsApp id {engine_id} of line {line_id} is on two messages")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Move row of `message_id` on if its status is one of `from`.
+    fn row_in(&mut self, message_id: &str, from: &[&str]) -> Option<&mut MessageRow> {
+        let i = *self.by_id.get(message_id)?;
+        let row = &mut self.rows[i];
+        from.contains(&row.status).then_some(row)
+    }
+}
+
+impl BulkFold for MessagesFold {
+    fn fold(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+        if event.stream_type == Chat::STREAM_TYPE {
+            if let ChatEvent::Read { line_id, phone, engine_message_ids, .. } = event.decode::<ChatEvent>()? {
+                let key = (line_id.as_str().to_owned(), phone.as_str().to_owned());
+                for i in self.inbound.get(&key).into_iter().flatten() {
+                    let row = &mut self.rows[*i];
+                    let named = engine_message_ids.is_empty()
+                        || row.engine_message_id.as_ref().is_some_and(|e| engine_message_ids.contains(e));
+                    if row.status != "read" && named {
+                        row.status = "read";
+                        row.read_at = Some(event.recorded_at);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if event.stream_type != Message::STREAM_TYPE {
+            return Ok(());
+        }
+        let (id, at) = (event.stream_id.as_str(), event.recorded_at);
+        match event.decode::<MessageEvent>()? {
+            MessageEvent::Queued(q) => {
+                self.react(q.line_id.as_str(), &q.content, "self");
+                let (text, caption, media_url, media_type) = columns(&q.content);
+                self.insert(MessageRow {
+                    message_id: q.message_id.to_string(),
+                    account_id: q.account_id.to_string(),
+                    line_id: q.line_id.to_string(),
+                    chat_phone: q.to.as_str().to_owned(),
+                    direction: "outbound",
+                    kind: q.content.kind(),
+                    text: owned(text),
+                    caption: owned(caption),
+                    media_url: owned(media_url),
+                    media_type: owned(media_type),
+                    quoted_message_id: q.quoted_message_id.as_ref().map(|m| m.to_string()),
+                    engine_message_id: None,
+                    status: "queued",
+                    failure_reason: None,
+                    reactions: Default::default(),
+                    created_at: at,
+                    sent_at: None,
+                    delivered_at: None,
+                    read_at: None,
+                    failed_at: None,
+                    position: event.global_position,
+                    sender: None,
+                })?;
+            }
+            MessageEvent::Received(r) => {
+                self.react(r.line_id.as_str(), &r.content, r.from.as_str());
+                let (text, caption, media_url, media_type) = columns(&r.content);
+                let quoted = r.quoted_engine_message_id.as_ref().and_then(|e| {
+                    let i = self.by_engine_id.get(&(r.line_id.to_string(), e.clone()))?;
+                    Some(self.rows[*i].message_id.clone())
+                });
+                self.insert(MessageRow {
+                    message_id: r.message_id.to_string(),
+                    account_id: r.account_id.to_string(),
+                    line_id: r.line_id.to_string(),
+                    chat_phone: r.chat().as_str().to_owned(),
+                    direction: "inbound",
+                    kind: r.content.kind(),
+                    text: owned(text),
+                    caption: owned(caption),
+                    media_url: owned(media_url),
+                    media_type: owned(media_type),
+                    quoted_message_id: quoted,
+                    engine_message_id: Some(r.engine_message_id.clone()),
+                    status: "delivered",
+                    failure_reason: None,
+                    reactions: Default::default(),
+                    created_at: at,
+                    sent_at: None,
+                    delivered_at: Some(at),
+                    read_at: None,
+                    failed_at: None,
+                    position: event.global_position,
+                    // In a group, who wrote it (in a direct chat that is the chat itself).
+                    sender: r.group.is_some().then(|| r.from.as_str().to_owned()),
+                })?;
+            }
+            MessageEvent::DispatchStarted { .. } => {}
+            MessageEvent::Sent { engine_message_id } => {
+                let Some(i) = self.by_id.get(id).copied().filter(|i| self.rows[*i].status == "queued") else { return Ok(()) };
+                let line_id = self.rows[i].line_id.clone();
+                self.note_engine_id(i, &line_id, &engine_message_id)?;
+                let row = &mut self.rows[i];
+                (row.status, row.sent_at, row.engine_message_id) = ("sent", Some(at), Some(engine_message_id));
+            }
+            MessageEvent::Failed { reason } => {
+                if let Some(row) = self.row_in(id, &["queued"]) {
+                    (row.status, row.failed_at, row.failure_reason) = ("failed", Some(at), Some(reason));
+                }
+            }
+            MessageEvent::Delivered {} => {
+                if let Some(row) = self.row_in(id, &["queued", "sent"]) {
+                    (row.status, row.delivered_at) = ("delivered", Some(at));
+                }
+            }
+            MessageEvent::Read {} => {
+                if let Some(row) = self.row_in(id, &["queued", "sent", "delivered"]) {
+                    (row.status, row.read_at) = ("read", Some(at));
+                    row.delivered_at = row.delivered_at.or(Some(at));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
+        let mut copy = CopyRows::new(MESSAGE_COLUMNS.len());
+        for m in &self.rows {
+            copy.row()
+                .text(&m.message_id)
+                .text(&m.account_id)
+                .text(&m.line_id)
+                .text(&m.chat_phone)
+                .text(m.direction)
+                .text(m.kind)
+                .opt_text(m.text.as_deref())
+                .opt_text(m.caption.as_deref())
+                .opt_text(m.media_url.as_deref())
+                .opt_text(m.media_type.as_deref())
+                .opt_text(m.quoted_message_id.as_deref())
+                .opt_text(m.engine_message_id.as_deref())
+                .text(m.status)
+                .opt_text(m.failure_reason.as_deref())
+                .jsonb(&Value::Object(m.reactions.clone()))
+                .timestamptz(m.created_at)
+                .opt_timestamptz(m.sent_at)
+                .opt_timestamptz(m.delivered_at)
+                .opt_timestamptz(m.read_at)
+                .opt_timestamptz(m.failed_at)
+                .bigint(m.position)
+                .opt_text(m.sender.as_deref());
+        }
+        vec![("rm_messages", MESSAGE_COLUMNS, copy)]
+    }
+}
+
+/// `rm_chats` folded in memory, for bulk rebuilds: the rows [`Chats`] writes.
+#[derive(Default)]
+struct ChatsFold {
+    rows: HashMap<(String, String), ChatRow>,
+}
+
+struct ChatRow {
+    account_id: String,
+    last_message_id: String,
+    last_message_preview: String,
+    last_message_at: DateTime<Utc>,
+    last_direction: &'static str,
+    unread_count: i32,
+    archived: bool,
+}
+
+const CHAT_COLUMNS: &[&str] = &[
+    "line_id",
+    "phone",
+    "account_id",
+    "last_message_id",
+    "last_message_preview",
+    "last_message_at",
+    "last_direction",
+    "unread_count",
+    "archived",
+];
+
+impl BulkFold for ChatsFold {
+    fn fold(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+        if event.stream_type == Chat::STREAM_TYPE {
+            let (line_id, phone) = match event.decode::<ChatEvent>()? {
+                ChatEvent::Read { line_id, phone, .. }
+                | ChatEvent::Archived { line_id, phone, .. }
+                | ChatEvent::Unarchived { line_id, phone, .. } => (line_id, phone),
+            };
+            let Some(row) = self.rows.get_mut(&(line_id.to_string(), phone.as_str().to_owned())) else { return Ok(()) };
+            match event.decode::<ChatEvent>()? {
+                ChatEvent::Read { .. } => row.unread_count = 0,
+                ChatEvent::Archived { .. } => row.archived = true,
+                ChatEvent::Unarchived { .. } => row.archived = false,
+            }
+            return Ok(());
+        }
+        if event.stream_type != Message::STREAM_TYPE
+            || !matches!(event.event_type.as_str(), "message.queued" | "message.received")
+        {
+            return Ok(());
+        }
+        let at = event.recorded_at;
+        let (key, account_id, message_id, preview, inbound, archive) = match event.decode::<MessageEvent>()? {
+            // Reactions do not move a chat.
+            MessageEvent::Queued(Queued { content: Content::Reaction { .. }, .. })
+            | MessageEvent::Received(Received { content: Content::Reaction { .. }, .. }) => return Ok(()),
+            MessageEvent::Queued(q) => (
+                (q.line_id.to_string(), q.to.as_str().to_owned()),
+                q.account_id.to_string(),
+                q.message_id.to_string(),
+                preview(&q.content),
+                false,
+                Some(q.archive_policy),
+            ),
+            MessageEvent::Received(r) => (
+                (r.line_id.to_string(), r.chat().as_str().to_owned()),
+                r.account_id.to_string(),
+                r.message_id.to_string(),
+                preview(&r.content),
+                true,
+                None,
+            ),
+            _ => return Ok(()),
+        };
+        let direction = if inbound { "inbound" } else { "outbound" };
+        match self.rows.get_mut(&key) {
+            Some(row) => {
+                (row.last_message_id, row.last_message_preview, row.last_message_at, row.last_direction) =
+                    (message_id, preview, at, direction);
+                match archive {
+                    // The send's archive policy decides where the chat ends up.
+                    Some(ArchivePolicy::Always) => row.archived = true,
+                    Some(ArchivePolicy::Never) => row.archived = false,
+                    Some(ArchivePolicy::PreserveIfPreviouslyArchived) => {}
+                    None => row.unread_count += 1,
+                }
+            }
+            None => {
+                let row = ChatRow {
+                    account_id,
+                    last_message_id: message_id,
+                    last_message_preview: preview,
+                    last_message_at: at,
+                    last_direction: direction,
+                    unread_count: i32::from(inbound),
+                    archived: archive == Some(ArchivePolicy::Always),
+                };
+                self.rows.insert(key, row);
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
+        let mut copy = CopyRows::new(CHAT_COLUMNS.len());
+        for ((line_id, phone), c) in &self.rows {
+            copy.row()
+                .text(line_id)
+                .text(phone)
+                .text(&c.account_id)
+                .text(&c.last_message_id)
+                .text(&c.last_message_preview)
+                .timestamptz(c.last_message_at)
+                .text(c.last_direction)
+                .integer(c.unread_count)
+                .boolean(c.archived);
+        }
+        vec![("rm_chats", CHAT_COLUMNS, copy)]
     }
 }

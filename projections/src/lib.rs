@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod bulk;
 pub mod console_users;
 pub mod conversations;
 pub mod lines;
@@ -34,6 +35,9 @@ pub enum ProjectionError {
     /// taking the same Idempotency-Key at once): the append must not stand; deciding again sees it.
     #[error("{0}")]
     Claimed(String),
+    /// The log holds what the read model's constraints refuse (a message id twice, say).
+    #[error("the log cannot be folded into the read model: {0}")]
+    Inconsistent(String),
 }
 
 pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>>;
@@ -55,6 +59,12 @@ pub trait Projection: Send + Sync + 'static {
     /// than behind a checkpoint of its own.
     fn inline(&self) -> bool {
         false
+    }
+
+    /// A fold of the projection in memory, for rebuilds to load its tables in bulk (see
+    /// [`bulk`]); `None` when it has none, and rebuilds apply events one batch at a time.
+    fn bulk(&self) -> Option<Box<dyn bulk::BulkFold>> {
+        None
     }
 
     /// Fold one event. Runs inside the caller's transaction; events the projection does not care
