@@ -28,7 +28,7 @@
 //! visible in it, and nothing waits.
 
 use crate::log::{head, LogPosition};
-use crate::runtime::{apply_batch_to, checkpoint, lock_key, Applied};
+use crate::runtime::{apply_batch_to, checkpoint, lock_key, set_checkpoint, Applied};
 use crate::{Projection, ProjectionError};
 use serde::Serialize;
 use serde_json::Value;
@@ -218,22 +218,6 @@ impl<F: FnMut(Progress)> Tracker<F> {
             elapsed_secs: self.started.elapsed().as_secs_f64(),
         });
     }
-}
-
-/// Write the checkpoint `name` (a rebuild's own, after its bulk load).
-async fn set_checkpoint(conn: &mut PgConnection, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, transaction_id, global_position, updated_at) \
-         VALUES ($1, $2::text::xid8, $3, now()) \
-         ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
-             global_position = EXCLUDED.global_position, updated_at = now()",
-    )
-    .bind(name)
-    .bind(at.transaction_id.to_string())
-    .bind(at.global_position)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Where a projection is now (its checkpoint row is locked and let go at once).

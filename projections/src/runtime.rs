@@ -175,6 +175,22 @@ async fn peek_checkpoint(conn: &mut PgConnection, name: &str) -> Result<LogPosit
     Ok(row.map_or(LogPosition::START, |(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
 }
 
+/// Write the checkpoint `name`.
+pub(crate) async fn set_checkpoint(conn: &mut PgConnection, name: &str, at: LogPosition) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, transaction_id, global_position, updated_at) \
+         VALUES ($1, $2::text::xid8, $3, now()) \
+         ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
+             global_position = EXCLUDED.global_position, updated_at = now()",
+    )
+    .bind(name)
+    .bind(at.transaction_id.to_string())
+    .bind(at.global_position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -219,17 +235,7 @@ pub async fn apply_batch_to(
         return Ok(Applied { count: 0, last: None });
     }
     projection.apply_batch(&mut tx, &events).await?;
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, transaction_id, global_position, updated_at) \
-         VALUES ($1, $2::text::xid8, $3, now()) \
-         ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
-             global_position = EXCLUDED.global_position, updated_at = now()",
-    )
-    .bind(checkpoint_name)
-    .bind(last.transaction_id.to_string())
-    .bind(last.global_position)
-    .execute(&mut *tx)
-    .await?;
+    set_checkpoint(&mut tx, checkpoint_name, last).await?;
     tx.commit().await?;
     Ok(Applied { count: events.len(), last: Some(last) })
 }
