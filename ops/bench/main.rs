@@ -1,6 +1,6 @@
 //! Benchmarks of the write path, side by side with plain PostgreSQL doing the same writes.
 //!
-//!     cargo run --release --example bench -- [--n 4000] [--concurrency 16]
+//!     ops/bench/run [--n 4000] [--concurrency 16] [--log-events 1000000]
 //!
 //! Uses a database `bridge_bench` on the PostgreSQL the server would find (DATABASE_URL, else
 //! 127.0.0.1:5432), recreated on every run. Prints one table; nothing here asserts on time.
@@ -17,24 +17,31 @@ use wazion_bridge::config::Config;
 use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
 
 struct Figures {
-    name: &'static str,
+    name: String,
     ops: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
 
 impl Figures {
-    fn row(&self) -> String {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, q: f64) -> f64 {
         let mut l = self.latencies.clone();
         l.sort();
-        let p = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0;
+        l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1000.0
+    }
+
+    fn row(&self) -> String {
         format!(
             "| {:<44} | {:>9.0} | {:>7.2} | {:>7.2} | {:>7.2} |",
             self.name,
-            self.ops as f64 / self.elapsed.as_secs_f64(),
-            p(0.50),
-            p(0.95),
-            p(0.99)
+            self.rate(),
+            self.percentile(0.50),
+            self.percentile(0.95),
+            self.percentile(0.99)
         )
     }
 }
@@ -82,7 +89,7 @@ async fn wait_for_arrivals(arrivals: &Arrivals, n: usize, timeout: Duration) -> 
 }
 
 /// Run `op(i)` `n` times on `concurrency` tasks; collect throughput and latencies.
-async fn measure<F, Fut>(name: &'static str, n: usize, concurrency: usize, op: F) -> Figures
+async fn measure<F, Fut>(name: impl Into<String>, n: usize, concurrency: usize, op: F) -> Figures
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -110,7 +117,7 @@ where
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
-    Figures { name, ops: n, elapsed: started.elapsed(), latencies }
+    Figures { name: name.into(), ops: n, elapsed: started.elapsed(), latencies }
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -132,10 +139,10 @@ async fn main() -> anyhow::Result<()> {
     let mut admin = PgConnection::connect_with(&server.admin).await?;
     sqlx::query("DROP DATABASE IF EXISTS bridge_bench WITH (FORCE)").execute(&mut admin).await?;
     sqlx::query("CREATE DATABASE bridge_bench").execute(&mut admin).await?;
-    let pool: PgPool = PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
-        .connect_with(server.admin.clone().database("bridge_bench"))
-        .await?;
+    // The bench's own pool: 64 clients of plain PostgreSQL at the sweep's top (the server keeps its
+    // configured pool).
+    let pool: PgPool =
+        PgPoolOptions::new().max_connections(66).connect_with(server.admin.clone().database("bridge_bench")).await?;
     wazion_bridge::db::migrate(&pool).await?;
     // The same columns as the log, without its ordering machinery or projections.
     sqlx::query(
@@ -304,25 +311,84 @@ async fn main() -> anyhow::Result<()> {
         })
         .await,
     );
-    let line = accounts[0].1.to_string();
-    let (h, b, k) = (http.clone(), base.clone(), key.clone());
-    rows.push(
-        measure("HTTP POST /v1/messages/send", n, concurrency, move |i| {
-            let (h, b, k, line) = (h.clone(), b.clone(), k.clone(), line.clone());
+    // The sweep: HTTP sends and the command path (group commit, as the server runs it) on one
+    // account and on all of them, at 1, 16 and 64 connections, each against single-row INSERTs
+    // per commit at the same concurrency, measured just before.
+    let mut keys = vec![key.clone()];
+    for (account, _) in accounts.iter().skip(1) {
+        let caller = Caller { account_id: account.clone(), metadata: operator.clone() };
+        keys.push(wazion_bridge::commands::keys::create(&store, &caller, None).await?.1.expose().to_owned());
+    }
+    let keys = Arc::new(keys);
+    let mut sweep: Vec<(usize, Figures, f64)> = Vec::new();
+    for conns in [1, 16, 64] {
+        let p = pool.clone();
+        let insert = measure("plain PostgreSQL: single-row INSERT per commit", n, conns, move |i| {
+            let p = p.clone();
             async move {
-                let r = h
-                    .post(format!("{b}/v1/messages/send"))
-                    .bearer_auth(k)
-                    .header("Idempotency-Key", format!("http-{i}"))
-                    .json(&json!({"line_id": line, "to": "+34699999999", "message": "Pedido confirmado"}))
-                    .send()
+                sqlx::query("INSERT INTO plain_events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata) VALUES ($1, 'sweep', $2, 1, $3, 'bench.e', 1, $4, '{}')")
+                    .bind("acc_bench")
+                    .bind(format!("c{conns}-{i}"))
+                    .bind(format!("evt_{i}"))
+                    .bind(json!({"i": i, "text": "Pedido confirmado"}))
+                    .execute(&p)
                     .await
                     .unwrap();
-                assert!(r.status().is_success(), "{}", r.status());
             }
         })
-        .await,
-    );
+        .await;
+        let bare = insert.rate();
+        sweep.push((conns, insert, 1.0));
+        for spread in [false, true] {
+            let accounts_used = if spread { accounts.len() } else { 1 };
+            let (a, o, batcher) = (accounts.clone(), operator.clone(), batchers[0].clone());
+            let name = format!("command path, group commit ({accounts_used} account{})", if spread { "s" } else { "" });
+            let figures = measure(name, n, conns, move |i| {
+                let (a, o, batcher) = (a.clone(), o.clone(), batcher.clone());
+                async move {
+                    let (account, line) = &a[if spread { i % a.len() } else { 0 }];
+                    let message = SendMessage {
+                        line_id: line.clone(),
+                        to: domain::chat_id::ChatId::parse("+34699999999").unwrap(),
+                        content: domain::message::Content::Text {
+                            text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
+                        },
+                        quoted_message_id: None,
+                        archive_policy: Default::default(),
+                        idempotency: Some(domain::message::Idempotency {
+                            key: format!("sweep-{conns}-{spread}-{i}"),
+                            request_hash: "h".into(),
+                        }),
+                    };
+                    batcher.send(&o, account, message).await.unwrap();
+                }
+            })
+            .await;
+            sweep.push((conns, figures, bare));
+        }
+        for spread in [false, true] {
+            let accounts_used = if spread { accounts.len() } else { 1 };
+            let (h, b, a, k) = (http.clone(), base.clone(), accounts.clone(), keys.clone());
+            let name = format!("HTTP POST /v1/messages/send ({accounts_used} account{})", if spread { "s" } else { "" });
+            let figures = measure(name, n, conns, move |i| {
+                let (h, b, a, k) = (h.clone(), b.clone(), a.clone(), k.clone());
+                async move {
+                    let which = if spread { i % a.len() } else { 0 };
+                    let r = h
+                        .post(format!("{b}/v1/messages/send"))
+                        .bearer_auth(&k[which])
+                        .header("Idempotency-Key", format!("http-{conns}-{spread}-{i}"))
+                        .json(&json!({"line_id": a[which].1, "to": "+34699999999", "message": "Pedido confirmado"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
+                }
+            })
+            .await;
+            sweep.push((conns, figures, bare));
+        }
+    }
 
     // 6. Webhooks end to end: inbound messages appended to the log, turned into deliveries by the
     //    projector, signed and POSTed by the worker to a receiver on loopback, outcomes recorded.
@@ -359,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
     measure("(appending the inbound messages)", n, concurrency, receive).await;
     let arrived = wait_for_arrivals(&arrivals, n, Duration::from_secs(600)).await;
     rows.push(Figures {
-        name: "webhooks, 1 line: append → POST received",
+        name: "webhooks, 1 line: append → POST received".into(),
         ops: n,
         elapsed: started.elapsed(),
         latencies: arrived,
@@ -367,14 +433,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The same over the other accounts' lines, each with its own webhook: lines go in parallel
     // (one line's events go out one at a time, in order).
-    for (account, _) in accounts.iter().skip(1) {
-        let (_, secret) = wazion_bridge::commands::keys::create(
-            &store,
-            &Caller { account_id: account.clone(), metadata: operator.clone() },
-            None,
-        )
-        .await?;
-        let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(secret.expose());
+    for secret in keys.iter().skip(1) {
+        let r = http.post(format!("{base}/v1/webhooks")).bearer_auth(secret);
         let r = r.json(&json!({"url": receiver_url, "events": ["message.received"]})).send().await?;
         anyhow::ensure!(r.status().is_success(), "creating a bench webhook: {}", r.status());
     }
@@ -400,10 +460,41 @@ async fn main() -> anyhow::Result<()> {
     measure("(appending the inbound messages)", n, concurrency, receive).await;
     let arrived = wait_for_arrivals(&arrivals, 2 * n, Duration::from_secs(600)).await;
     rows.push(Figures {
-        name: "webhooks, 15 lines: append → POST received",
+        name: "webhooks, 15 lines: append → POST received".into(),
         ops: n,
         elapsed: started.elapsed(),
         latencies: arrived[n..].to_vec(),
+    });
+
+    // A steady 500 events/s on one line (account 0's webhook): event → received.
+    let steady = 2_500;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    let started = Instant::now();
+    let mut appends = tokio::task::JoinSet::new();
+    for i in 0..steady {
+        tick.tick().await;
+        let (s, (account, line)) = (store.clone(), accounts[0].clone());
+        appends.spawn(async move {
+            let inbound = wazion_bridge::commands::messages::Inbound {
+                line_id: line,
+                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
+                group: None,
+                engine_message_id: format!("3EB0STEADY{i:08}"),
+                content: domain::message::Content::Text {
+                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
+                },
+                quoted_engine_message_id: None,
+            };
+            wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), &account, inbound).await.unwrap();
+        });
+    }
+    while appends.join_next().await.is_some() {}
+    let arrived = wait_for_arrivals(&arrivals, 2 * n + steady, Duration::from_secs(600)).await;
+    rows.push(Figures {
+        name: "webhooks, 1 line, steady 500/s: event → received".into(),
+        ops: steady,
+        elapsed: started.elapsed(),
+        latencies: arrived[2 * n..].to_vec(),
     });
     running.shutdown().await;
 
@@ -424,7 +515,39 @@ async fn main() -> anyhow::Result<()> {
     // 8. The operator's whole-log passes over everything the runs above wrote: a signed digest of
     //    every stream head, the audit (every chain and digest), a rebuild and a verification of
     //    the messages read model (from position zero, while nothing else runs).
+    //    The log is first grown to `--log-events` (one million by default) with inbound messages
+    //    on every line from a thousand phones, a transaction of 2 000 at a time.
+    let target = arg("--log-events", 1_000_000) as i64;
+    let mut events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await?;
+    let grown = Instant::now();
+    let metadata = Metadata::new(Actor::System);
+    let mut i = 0usize;
+    while events < target {
+        let chunk = (target - events).min(2_000) as usize;
+        let appends: Vec<Append> = (0..chunk)
+            .map(|j| {
+                let (account, line) = &accounts[(i + j) % accounts.len()];
+                let inbound = wazion_bridge::commands::messages::Inbound {
+                    line_id: line.clone(),
+                    from: domain::phone::PhoneNumber::parse(&format!("+3465{:07}", (i + j) % 1000)).unwrap(),
+                    group: None,
+                    engine_message_id: format!("3EB0LOG{:010}", i + j),
+                    content: domain::message::Content::Text {
+                        text: domain::message::MessageText::parse("Pedido confirmado, gracias").unwrap(),
+                    },
+                    quoted_engine_message_id: None,
+                };
+                wazion_bridge::commands::messages::inbound_append(&metadata, account, inbound).0
+            })
+            .collect();
+        let mut tx = pool.begin().await?;
+        store.append_batch_in(&mut tx, &appends.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await?;
+        i += chunk;
+        events += chunk as i64;
+    }
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&pool).await?;
+    println!("(the log was grown to {events} events in {:.1} s)", grown.elapsed().as_secs_f64());
     // The key the bench server signed its digests with.
     let key = *wazion_bridge::secrets::MasterKey::load(&config)?.audit_key();
     let mut passes = Vec::new();
@@ -438,11 +561,14 @@ async fn main() -> anyhow::Result<()> {
     let messages = projections::conversations::Messages;
     let t = Instant::now();
     projections::rebuild::rebuild(&pool, &messages, 1000, |_| {}).await?;
-    passes.push(("projections rebuild messages", t.elapsed()));
+    passes.push(("projections rebuild messages (bulk COPY)", t.elapsed()));
+    let t = Instant::now();
+    projections::rebuild::rebuild(&pool, &projections::conversations::Chats, 1000, |_| {}).await?;
+    passes.push(("projections rebuild chats (bulk COPY)", t.elapsed()));
     let t = Instant::now();
     let verified = projections::rebuild::verify(&pool, &messages, 1000, |_| {}).await?;
     anyhow::ensure!(verified.differences.is_empty(), "the rebuilt read model differs from a replay");
-    passes.push(("projections verify messages", t.elapsed()));
+    passes.push(("projections verify messages (replay with SQL)", t.elapsed()));
 
     println!(
         "\n{n} operations each, {concurrency} concurrent clients, {} cores\n",
@@ -452,6 +578,20 @@ async fn main() -> anyhow::Result<()> {
     println!("|{}|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(11), "-".repeat(9), "-".repeat(9), "-".repeat(9));
     for row in &rows {
         println!("{}", row.row());
+    }
+    println!("\nThe sweep: each path against single-row INSERTs per commit at the same concurrency, measured just before it\n");
+    println!("| {:<48} | {:>5} | {:>9} | {:>7} | {:>7} | {:>8} |", "what", "conns", "ops/s", "p50 ms", "p99 ms", "ratio");
+    println!("|{}|{}|{}|{}|{}|{}|", "-".repeat(50), "-".repeat(7), "-".repeat(11), "-".repeat(9), "-".repeat(9), "-".repeat(10));
+    for (conns, f, bare) in &sweep {
+        println!(
+            "| {:<48} | {:>5} | {:>9.0} | {:>7.2} | {:>7.2} | {:>8.2} |",
+            f.name,
+            conns,
+            f.rate(),
+            f.percentile(0.5),
+            f.percentile(0.99),
+            f.rate() / bare
+        );
     }
     println!("\nWhole-log passes over {events} events:\n");
     println!("| {:<44} | {:>9} | {:>9} |", "what", "seconds", "events/s");

@@ -121,7 +121,7 @@ pub async fn load(
     let Some(mut fold) = projection.bulk() else { return Ok(None) };
     let (mut at, mut events) = (from, 0u64);
     loop {
-        let batch = read_between(&mut *conn, at, upto, READ_CHUNK).await?;
+        let batch = read_between(&mut *conn, at, upto, READ_CHUNK, projection.stream_types()).await?;
         for event in &batch {
             fold.fold(event)?;
         }

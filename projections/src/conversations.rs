@@ -65,6 +65,10 @@ impl Projection for Messages {
         Some(Box::<MessagesFold>::default())
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Message::STREAM_TYPE, Chat::STREAM_TYPE]
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
             if event.stream_type == Chat::STREAM_TYPE {
@@ -194,6 +198,10 @@ impl Projection for Chats {
 
     fn bulk(&self) -> Option<Box<dyn BulkFold>> {
         Some(Box::<ChatsFold>::default())
+    }
+
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Message::STREAM_TYPE, Chat::STREAM_TYPE]
     }
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {

@@ -55,6 +55,13 @@ pub trait Projection: Send + Sync + 'static {
         &[]
     }
 
+    /// The stream types whose events the projection folds. Runners and rebuilds read the others
+    /// without their payload (it comes as JSON `null`), so `apply` must look at an event's stream
+    /// type before its payload. Empty (the default): every event, with its payload.
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether the projection runs inside each append's transaction (an inline projection) rather
     /// than behind a checkpoint of its own.
     fn inline(&self) -> bool {

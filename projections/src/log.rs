@@ -53,38 +53,57 @@ impl StoredEvent {
 pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, tenant_id, \
      stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
 
-/// Up to `limit` events after `after`, in log order, that no running transaction can precede.
+/// Up to `limit` events after `after`, in log order, that no running transaction can precede,
+/// as projections read them (see [`read_between`]).
 pub async fn read_after<'c>(conn: impl PgExecutor<'c>, after: LogPosition, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    read_between(conn, after, None, limit).await
+    read_between(conn, after, None, limit, &[]).await
+}
+
+/// The columns a projection reads: no metadata (no projection folds it), and the payload only of
+/// the stream types the parameter `types` names (all when it is empty). The other events come
+/// with a null payload, so a reader still moves past them without their bytes.
+fn projection_columns(types: &str) -> String {
+    format!(
+        "global_position, transaction_id::text::bigint AS transaction_id, tenant_id, stream_type, stream_id, \
+         stream_version, event_id, event_type, schema_version, \
+         CASE WHEN cardinality({types}::text[]) = 0 OR stream_type = ANY({types}::text[]) THEN payload \
+             ELSE 'null'::jsonb END AS payload, \
+         'null'::jsonb AS metadata, recorded_at"
+    )
 }
 
 /// Like [`read_after`], but up to `upto` (inclusive) when it is given: a position the caller
 /// knows to be final (below the horizon when it was read, or with appends locked out), so the
-/// horizon is not consulted again.
+/// horizon is not consulted again. Only events of `stream_types` (all when empty) carry their
+/// payload, and none their metadata.
 pub async fn read_between<'c>(
     conn: impl PgExecutor<'c>,
     after: LogPosition,
     upto: Option<LogPosition>,
     limit: i64,
+    stream_types: &[&str],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     static BELOW_HORIZON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {} FROM events \
              WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, global_position LIMIT $3"
+             ORDER BY transaction_id, global_position LIMIT $3",
+            projection_columns("$4")
         )
     });
     static UP_TO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {} FROM events \
              WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-               AND (transaction_id, global_position) <= ($4::text::xid8, $5) \
-             ORDER BY transaction_id, global_position LIMIT $3"
+               AND (transaction_id, global_position) <= ($5::text::xid8, $6) \
+             ORDER BY transaction_id, global_position LIMIT $3",
+            projection_columns("$4")
         )
     });
     let sql: &str = if upto.is_some() { &UP_TO } else { &BELOW_HORIZON };
-    let query = sqlx::query_as(sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit);
+    let query =
+        sqlx::query_as(sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit).bind(stream_types);
     let query = match upto {
         Some(upto) => query.bind(upto.transaction_id.to_string()).bind(upto.global_position),
         None => query,

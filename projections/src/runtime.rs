@@ -222,7 +222,7 @@ pub async fn apply_batch_to(
     // an id, and a transaction id held while a batch is read would hold back the horizon of every
     // reader of the log (`pg_snapshot_xmin`) for that long. Only the apply holds one.
     let from = peek_checkpoint(&mut *conn, checkpoint_name).await?;
-    let events = read_between(&mut *conn, from, upto, batch_size).await?;
+    let events = read_between(&mut *conn, from, upto, batch_size, projection.stream_types()).await?;
     let Some(last) = events.last().map(|e| e.position()) else {
         return Ok(Applied { count: 0, last: None });
     };

@@ -64,6 +64,10 @@ impl Projection for WebhookDeliveries {
         "webhook_deliveries"
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Webhook::STREAM_TYPE, Message::STREAM_TYPE, Line::STREAM_TYPE]
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         self.apply_batch(conn, std::slice::from_ref(event))
     }
