@@ -120,6 +120,18 @@ where
     Figures { name: name.into(), ops: n, elapsed: started.elapsed(), latencies }
 }
 
+/// The send every command-path row makes, under its own Idempotency-Key.
+fn bench_send(line: &domain::ids::LineId, key: String) -> SendMessage {
+    SendMessage {
+        line_id: line.clone(),
+        to: domain::chat_id::ChatId::parse("+34699999999").unwrap(),
+        content: domain::message::Content::Text { text: domain::message::MessageText::parse("Pedido confirmado").unwrap() },
+        quoted_message_id: None,
+        archive_policy: Default::default(),
+        idempotency: Some(domain::message::Idempotency { key, request_hash: "h".into() }),
+    }
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -243,16 +255,7 @@ async fn main() -> anyhow::Result<()> {
                 let (s, p, a, o, b) = (s.clone(), p.clone(), a.clone(), o.clone(), b.clone());
                 async move {
                     let (account, line) = &a[if spread { i % a.len() } else { 0 }];
-                    let message = SendMessage {
-                        line_id: line.clone(),
-                        to: domain::chat_id::ChatId::parse("+34699999999").unwrap(),
-                        content: domain::message::Content::Text {
-                            text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
-                        },
-                        quoted_message_id: None,
-                        archive_policy: Default::default(),
-                        idempotency: Some(domain::message::Idempotency { key: format!("k{i}-{name}"), request_hash: "h".into() }),
-                    };
+                    let message = bench_send(line, format!("k{i}-{name}"));
                     match &b {
                         Some(batcher) => batcher.send(&o, account, message).await.unwrap(),
                         None => send(&s, &p, &o, account, message).await.unwrap(),
@@ -347,19 +350,7 @@ async fn main() -> anyhow::Result<()> {
                 let (a, o, batcher) = (a.clone(), o.clone(), batcher.clone());
                 async move {
                     let (account, line) = &a[if spread { i % a.len() } else { 0 }];
-                    let message = SendMessage {
-                        line_id: line.clone(),
-                        to: domain::chat_id::ChatId::parse("+34699999999").unwrap(),
-                        content: domain::message::Content::Text {
-                            text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
-                        },
-                        quoted_message_id: None,
-                        archive_policy: Default::default(),
-                        idempotency: Some(domain::message::Idempotency {
-                            key: format!("sweep-{conns}-{spread}-{i}"),
-                            request_hash: "h".into(),
-                        }),
-                    };
+                    let message = bench_send(line, format!("sweep-{conns}-{spread}-{i}"));
                     batcher.send(&o, account, message).await.unwrap();
                 }
             })
