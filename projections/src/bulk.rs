@@ -9,12 +9,13 @@
 use crate::log::{read_between, LogPosition};
 use crate::{Projection, ProjectionError, StoredEvent};
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+use std::time::Instant;
 
 /// A projection's fold in memory.
 pub trait BulkFold: Send {
-    /// Fold one event (events come in log order).
-    fn fold(&mut self, event: &StoredEvent) -> Result<(), ProjectionError>;
+    /// Fold one event (events come in log order). The fold may take the payload out.
+    fn fold(&mut self, event: &mut StoredEvent) -> Result<(), ProjectionError>;
 
     /// The rows folded so far, per table: the table, its columns, and the rows in `COPY`'s binary
     /// format (see [`CopyRows`]).
@@ -110,30 +111,45 @@ const READ_CHUNK: i64 = 20_000;
 
 /// Fold the log after `from` (up to `upto`, or the horizon) in memory and `COPY` the rows into
 /// the tables `conn` writes to (bare: no keys or indexes yet, so the load does not maintain them).
-/// Nothing is written before the whole fold is done. Returns the position folded up to and the
-/// number of events.
+/// Nothing is written before the whole fold is done. The log is read on another connection of
+/// `pool`, a chunk ahead of the fold, so PostgreSQL reads while the process folds. Returns the
+/// position folded up to and the number of events.
 pub async fn load(
+    pool: &PgPool,
     conn: &mut PgConnection,
     projection: &dyn Projection,
     from: LogPosition,
     upto: Option<LogPosition>,
 ) -> Result<Option<(LogPosition, u64)>, ProjectionError> {
     let Some(mut fold) = projection.bulk() else { return Ok(None) };
+    let started = Instant::now();
+    let (chunks, mut folding) = tokio::sync::mpsc::channel(2);
+    let (pool, stream_types) = (pool.clone(), projection.stream_types());
+    let reader = tokio::spawn(async move {
+        let mut reader = pool.acquire().await?;
+        let mut at = from;
+        loop {
+            let chunk = read_between(&mut *reader, at, upto, READ_CHUNK, stream_types).await?;
+            let last = chunk.last().map(StoredEvent::position);
+            let done = (chunk.len() as i64) < READ_CHUNK;
+            if chunks.send(chunk).await.is_err() || done {
+                return Ok::<_, sqlx::Error>(());
+            }
+            at = last.expect("a full chunk has a last event");
+        }
+    });
     let (mut at, mut events) = (from, 0u64);
-    loop {
-        let batch = read_between(&mut *conn, at, upto, READ_CHUNK, projection.stream_types()).await?;
-        for event in &batch {
+    while let Some(mut chunk) = folding.recv().await {
+        if let Some(last) = chunk.last() {
+            at = last.position();
+        }
+        events += chunk.len() as u64;
+        for event in &mut chunk {
             fold.fold(event)?;
         }
-        events += batch.len() as u64;
-        match batch.last() {
-            Some(last) => at = last.position(),
-            None => break,
-        }
-        if (batch.len() as i64) < READ_CHUNK {
-            break;
-        }
     }
+    reader.await.map_err(|e| ProjectionError::Inconsistent(format!("the log reader stopped: {e}")))??;
+    let folded = started.elapsed();
     for (table, columns, rows) in fold.rows() {
         if rows.count == 0 {
             continue;
@@ -145,5 +161,12 @@ pub async fn load(
         }
         copy.finish().await?;
     }
+    tracing::info!(
+        projection = projection.name(),
+        events,
+        folded_secs = folded.as_secs_f64(),
+        copied_secs = (started.elapsed() - folded).as_secs_f64(),
+        "bulk load"
+    );
     Ok(Some((at, events)))
 }

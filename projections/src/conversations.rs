@@ -402,9 +402,9 @@ impl MessagesFold {
 }
 
 impl BulkFold for MessagesFold {
-    fn fold(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+    fn fold(&mut self, event: &mut StoredEvent) -> Result<(), ProjectionError> {
         if event.stream_type == Chat::STREAM_TYPE {
-            if let ChatEvent::Read { line_id, phone, engine_message_ids, .. } = event.decode::<ChatEvent>()? {
+            if let ChatEvent::Read { line_id, phone, engine_message_ids, .. } = event.take_decoded::<ChatEvent>()? {
                 let key = (line_id.as_str().to_owned(), phone.as_str().to_owned());
                 for i in self.inbound.get(&key).into_iter().flatten() {
                     let row = &mut self.rows[*i];
@@ -421,8 +421,9 @@ impl BulkFold for MessagesFold {
         if event.stream_type != Message::STREAM_TYPE {
             return Ok(());
         }
+        let decoded = event.take_decoded::<MessageEvent>()?;
         let (id, at) = (event.stream_id.as_str(), event.recorded_at);
-        match event.decode::<MessageEvent>()? {
+        match decoded {
             MessageEvent::Queued(q) => {
                 self.react(q.line_id.as_str(), &q.content, "self");
                 let (text, caption, media_url, media_type) = columns(&q.content);
@@ -572,15 +573,14 @@ const CHAT_COLUMNS: &[&str] = &[
 ];
 
 impl BulkFold for ChatsFold {
-    fn fold(&mut self, event: &StoredEvent) -> Result<(), ProjectionError> {
+    fn fold(&mut self, event: &mut StoredEvent) -> Result<(), ProjectionError> {
         if event.stream_type == Chat::STREAM_TYPE {
-            let (line_id, phone) = match event.decode::<ChatEvent>()? {
-                ChatEvent::Read { line_id, phone, .. }
-                | ChatEvent::Archived { line_id, phone, .. }
-                | ChatEvent::Unarchived { line_id, phone, .. } => (line_id, phone),
-            };
+            let chat_event = event.take_decoded::<ChatEvent>()?;
+            let (ChatEvent::Read { line_id, phone, .. }
+            | ChatEvent::Archived { line_id, phone, .. }
+            | ChatEvent::Unarchived { line_id, phone, .. }) = &chat_event;
             let Some(row) = self.rows.get_mut(&(line_id.to_string(), phone.as_str().to_owned())) else { return Ok(()) };
-            match event.decode::<ChatEvent>()? {
+            match chat_event {
                 ChatEvent::Read { .. } => row.unread_count = 0,
                 ChatEvent::Archived { .. } => row.archived = true,
                 ChatEvent::Unarchived { .. } => row.archived = false,
@@ -593,7 +593,7 @@ impl BulkFold for ChatsFold {
             return Ok(());
         }
         let at = event.recorded_at;
-        let (key, account_id, message_id, preview, inbound, archive) = match event.decode::<MessageEvent>()? {
+        let (key, account_id, message_id, preview, inbound, archive) = match event.take_decoded::<MessageEvent>()? {
             // Reactions do not move a chat.
             MessageEvent::Queued(Queued { content: Content::Reaction { .. }, .. })
             | MessageEvent::Received(Received { content: Content::Reaction { .. }, .. }) => return Ok(()),

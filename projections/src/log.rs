@@ -43,6 +43,12 @@ impl StoredEvent {
         LogPosition { transaction_id: self.transaction_id, global_position: self.global_position }
     }
 
+    /// [`StoredEvent::decode`], taking the payload out of the event instead of copying it: for a
+    /// reader that is done with the payload (a bulk fold).
+    pub fn take_decoded<E: domain::DomainEvent>(&mut self) -> Result<E, domain::EventDecodeError> {
+        E::from_stored(&self.event_type, self.schema_version, std::mem::take(&mut self.payload))
+    }
+
     /// Decode into a domain event type, upcasting older schema versions.
     pub fn decode<E: domain::DomainEvent>(&self) -> Result<E, domain::EventDecodeError> {
         E::from_stored(&self.event_type, self.schema_version, self.payload.clone())

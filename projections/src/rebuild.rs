@@ -277,8 +277,13 @@ pub async fn rebuild(
         // indexes built over it, then the checkpoint: until it is written, an interrupted run
         // starts over.
         let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
-        if let Some((at, events)) = crate::bulk::load(&mut conn, projection, LogPosition::START, None).await? {
+        if let Some((at, events)) = crate::bulk::load(pool, &mut conn, projection, LogPosition::START, None).await? {
+            // Index builds sort the whole table: give them room to do it in memory.
+            sqlx::query("SET maintenance_work_mem = '256MB'").execute(&mut conn).await?;
+            let indexing = Instant::now();
             add_keys_and_indexes(&mut conn, &schema, tables).await?;
+            sqlx::query("RESET maintenance_work_mem").execute(&mut conn).await?;
+            tracing::info!(projection = name, secs = indexing.elapsed().as_secs_f64(), "keys and indexes built");
             set_checkpoint(&mut conn, &shadow_checkpoint, at).await?;
             tracker.batch(&Applied { count: events as usize, last: Some(at) });
         }
