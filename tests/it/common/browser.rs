@@ -42,6 +42,9 @@ impl DriverError {
     /// The element is not (or no longer) in the page: worth asking again while waiting.
     fn is_transient(&self) -> bool {
         matches!(self.code.as_str(), "no such element" | "stale element reference" | "element not interactable")
+            // Chromium's words for an element of a document the page has since replaced (it
+            // navigated between finding the element and asking about it).
+            || (self.code == "unknown error" && self.message.contains("does not belong to the document"))
     }
 }
 
