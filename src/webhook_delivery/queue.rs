@@ -372,7 +372,8 @@ fn charges(charging: &[&Claimed], cycle_start: DateTime<Utc>) -> anyhow::Result<
         streams.push(StreamAppend::new(wd::STREAM_TYPE, c.delivery_id.as_str(), 0, &[event]));
     }
     let mut metadata = Metadata::new(Actor::System);
-    // A window's deliveries come from different events; one of one caused it.
+    // A charge is caused by the event delivered; a window's charges have several causes, so only
+    // a window of one names its cause.
     metadata.causation_id = (charging.len() == 1).then(|| charging[0].event_id.clone());
     Ok(Append { tenant_id: charging[0].account_id.clone(), metadata, streams })
 }
