@@ -139,6 +139,11 @@ fn arg(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // What the server and the rebuilds log (phase timings at info), on stderr: RUST_LOG=info.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let n = arg("--n", 4000);
     let concurrency = arg("--concurrency", 16);
     let mut config = Config::defaults();

@@ -55,7 +55,9 @@ impl StoredEvent {
     }
 }
 
-/// The columns of [`StoredEvent`], with `xid8` read as a bigint.
+/// The columns of [`StoredEvent`], with `xid8` read as a bigint. The bigint keeps the column's
+/// name, so a query selecting these must order by `events.transaction_id` (the column), never by
+/// the bare name: that names the bigint, which no index has, and sorts the whole table.
 pub const EVENT_COLUMNS: &str = "global_position, transaction_id::text::bigint AS transaction_id, tenant_id, \
      stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
 
@@ -78,6 +80,32 @@ fn projection_columns(types: &str) -> String {
     )
 }
 
+static BELOW_HORIZON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY events.transaction_id, events.global_position LIMIT $3",
+        projection_columns("$4")
+    )
+});
+static UP_TO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM events \
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+           AND (transaction_id, global_position) <= ($5::text::xid8, $6) \
+         ORDER BY events.transaction_id, events.global_position LIMIT $3",
+        projection_columns("$4")
+    )
+});
+
+/// The statements that read the log in order (after a position below the horizon, between two
+/// positions, and the head), for tests that check PostgreSQL reads them along the log's index.
+#[doc(hidden)]
+pub fn ordered_reads() -> [&'static str; 3] {
+    [&BELOW_HORIZON, &UP_TO, HEAD]
+}
+
 /// Like [`read_after`], but up to `upto` (inclusive) when it is given: a position the caller
 /// knows to be final (below the horizon when it was read, or with appends locked out), so the
 /// horizon is not consulted again. Only events of `stream_types` (all when empty) carry their
@@ -89,24 +117,6 @@ pub async fn read_between<'c>(
     limit: i64,
     stream_types: &[&str],
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    static BELOW_HORIZON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT {} FROM events \
-             WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY transaction_id, global_position LIMIT $3",
-            projection_columns("$4")
-        )
-    });
-    static UP_TO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT {} FROM events \
-             WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
-               AND (transaction_id, global_position) <= ($5::text::xid8, $6) \
-             ORDER BY transaction_id, global_position LIMIT $3",
-            projection_columns("$4")
-        )
-    });
     let sql: &str = if upto.is_some() { &UP_TO } else { &BELOW_HORIZON };
     let query =
         sqlx::query_as(sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit).bind(stream_types);
@@ -127,13 +137,11 @@ pub async fn read_stream<'c>(
     sqlx::query_as(&sql).bind(stream_type).bind(stream_id).fetch_all(conn).await
 }
 
+const HEAD: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
+     ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1";
+
 /// The newest position of the log (committed or not), for lag reporting.
 pub async fn head<'c>(conn: impl PgExecutor<'c>) -> Result<Option<LogPosition>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, global_position FROM events \
-         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-    )
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<(i64, i64)> = sqlx::query_as(HEAD).fetch_optional(conn).await?;
     Ok(row.map(|(transaction_id, global_position)| LogPosition { transaction_id, global_position }))
 }

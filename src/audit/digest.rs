@@ -124,7 +124,7 @@ pub async fn record(pool: &PgPool, key: &[u8; 32]) -> Result<Option<Recorded>, s
     let upto: Option<(i64, i64)> = sqlx::query_as(
         "SELECT transaction_id::text::bigint, global_position FROM events \
          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+         ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
     )
     .fetch_optional(&mut *tx)
     .await?;

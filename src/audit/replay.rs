@@ -79,7 +79,7 @@ pub async fn replay(
            AND ($3::timestamptz IS NULL OR recorded_at < $3) \
            AND ($4::text IS NULL OR stream_id = $4 OR stream_type || '/' || stream_id = $4) \
            AND ($5::text IS NULL OR (transaction_id, global_position) > ($5::text::xid8, $6)) \
-         ORDER BY transaction_id, global_position \
+         ORDER BY events.transaction_id, events.global_position \
          LIMIT $7"
     );
     let mut rows = sqlx::query_as::<_, StoredEvent>(&sql)

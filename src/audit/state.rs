@@ -242,7 +242,7 @@ pub fn fold<'e>(as_of: DateTime<Utc>, events: impl IntoIterator<Item = &'e Store
 /// Read the account's events recorded at or before `as_of` and fold them.
 pub async fn as_of(pool: &sqlx::PgPool, account_id: &str, as_of: DateTime<Utc>) -> anyhow::Result<StateAsOf> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND recorded_at <= $2 ORDER BY transaction_id, global_position"
+        "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = $1 AND recorded_at <= $2 ORDER BY events.transaction_id, events.global_position"
     );
     let events: Vec<StoredEvent> = sqlx::query_as(&sql).bind(account_id).bind(as_of).fetch(pool).try_collect().await?;
     Ok(fold(as_of, &events)?)
