@@ -120,6 +120,23 @@ where
     Figures { name: name.into(), ops: n, elapsed: started.elapsed(), latencies }
 }
 
+/// A text message arriving on `line` from `from`, under WhatsApp id `engine_message_id`.
+fn bench_inbound(
+    line: domain::ids::LineId,
+    from: &str,
+    engine_message_id: String,
+    text: &str,
+) -> wazion_bridge::commands::messages::Inbound {
+    wazion_bridge::commands::messages::Inbound {
+        line_id: line,
+        from: domain::phone::PhoneNumber::parse(from).unwrap(),
+        group: None,
+        engine_message_id,
+        content: domain::message::Content::Text { text: domain::message::MessageText::parse(text).unwrap() },
+        quoted_engine_message_id: None,
+    }
+}
+
 /// The send every command-path row makes, under its own Idempotency-Key.
 fn bench_send(line: &domain::ids::LineId, key: String) -> SendMessage {
     SendMessage {
@@ -405,16 +422,7 @@ async fn main() -> anyhow::Result<()> {
         let (s, a) = (st.clone(), ac.clone());
         async move {
             let (account, line) = &a[0];
-            let inbound = wazion_bridge::commands::messages::Inbound {
-                line_id: line.clone(),
-                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
-                group: None,
-                engine_message_id: format!("3EB0BENCH{i:08}"),
-                content: domain::message::Content::Text {
-                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
-                },
-                quoted_engine_message_id: None,
-            };
+            let inbound = bench_inbound(line.clone(), "+34699999999", format!("3EB0BENCH{i:08}"), "Pedido confirmado");
             wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();
         }
     };
@@ -440,16 +448,7 @@ async fn main() -> anyhow::Result<()> {
         let (s, a) = (st.clone(), ac.clone());
         async move {
             let (account, line) = &a[1 + i % (a.len() - 1)];
-            let inbound = wazion_bridge::commands::messages::Inbound {
-                line_id: line.clone(),
-                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
-                group: None,
-                engine_message_id: format!("3EB0MANY{i:08}"),
-                content: domain::message::Content::Text {
-                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
-                },
-                quoted_engine_message_id: None,
-            };
+            let inbound = bench_inbound(line.clone(), "+34699999999", format!("3EB0MANY{i:08}"), "Pedido confirmado");
             wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), account, inbound).await.unwrap();
         }
     };
@@ -471,16 +470,7 @@ async fn main() -> anyhow::Result<()> {
         tick.tick().await;
         let (s, (account, line)) = (store.clone(), accounts[0].clone());
         appends.spawn(async move {
-            let inbound = wazion_bridge::commands::messages::Inbound {
-                line_id: line,
-                from: domain::phone::PhoneNumber::parse("+34699999999").unwrap(),
-                group: None,
-                engine_message_id: format!("3EB0STEADY{i:08}"),
-                content: domain::message::Content::Text {
-                    text: domain::message::MessageText::parse("Pedido confirmado").unwrap(),
-                },
-                quoted_engine_message_id: None,
-            };
+            let inbound = bench_inbound(line, "+34699999999", format!("3EB0STEADY{i:08}"), "Pedido confirmado");
             wazion_bridge::commands::messages::receive(&s, &Metadata::new(Actor::System), &account, inbound).await.unwrap();
         });
     }
@@ -523,16 +513,12 @@ async fn main() -> anyhow::Result<()> {
         let appends: Vec<Append> = (0..chunk)
             .map(|j| {
                 let (account, line) = &accounts[(i + j) % accounts.len()];
-                let inbound = wazion_bridge::commands::messages::Inbound {
-                    line_id: line.clone(),
-                    from: domain::phone::PhoneNumber::parse(&format!("+3465{:07}", (i + j) % 1000)).unwrap(),
-                    group: None,
-                    engine_message_id: format!("3EB0LOG{:010}", i + j),
-                    content: domain::message::Content::Text {
-                        text: domain::message::MessageText::parse("Pedido confirmado, gracias").unwrap(),
-                    },
-                    quoted_engine_message_id: None,
-                };
+                let inbound = bench_inbound(
+                    line.clone(),
+                    &format!("+3465{:07}", (i + j) % 1000),
+                    format!("3EB0LOG{:010}", i + j),
+                    "Pedido confirmado, gracias",
+                );
                 wazion_bridge::commands::messages::inbound_append(&metadata, account, inbound).0
             })
             .collect();

@@ -78,15 +78,24 @@ impl Projection for WebhookDeliveries {
     /// they come, after what the batch gathered before them.
     fn apply_batch<'a>(&'a self, conn: &'a mut PgConnection, events: &'a [StoredEvent]) -> ApplyFuture<'a> {
         Box::pin(async move {
-            let mut batch = Batch::load(conn, events).await?;
-            for event in events {
+            // Each message event decoded once, for the read ahead and for the fold.
+            let decoded = events
+                .iter()
+                .map(|e| (e.stream_type == Message::STREAM_TYPE).then(|| e.decode::<MessageEvent>()).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut batch = Batch::load(conn, events, &decoded).await?;
+            for (event, message) in events.iter().zip(decoded) {
                 match event.stream_type.as_str() {
                     Webhook::STREAM_TYPE => {
                         batch.flush(conn, self.lanes.as_ref()).await?;
                         subscriptions(conn, event).await?;
                         batch.subscriptions.remove(&event.tenant_id);
                     }
-                    Message::STREAM_TYPE => batch.message(conn, event).await?,
+                    Message::STREAM_TYPE => {
+                        if let Some(message) = message {
+                            batch.message(conn, event, message).await?;
+                        }
+                    }
                     Line::STREAM_TYPE => line(conn, &mut batch, event).await?,
                     _ => {}
                 }
@@ -147,17 +156,22 @@ struct Batch {
 
 impl Batch {
     /// Read, in one query, what the batch's message events need of messages recorded before it.
-    async fn load(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<Self, ProjectionError> {
+    async fn load(
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+        decoded: &[Option<MessageEvent>],
+    ) -> Result<Self, ProjectionError> {
         let mut ids = Vec::new();
         let (mut quoted_lines, mut quoted_whatsapp_ids) = (Vec::new(), Vec::new());
-        for event in events.iter().filter(|e| e.stream_type == Message::STREAM_TYPE) {
+        for (event, message) in events.iter().zip(decoded) {
+            let Some(message) = message else { continue };
             ids.push(event.stream_id.clone());
-            match event.decode::<MessageEvent>()? {
-                MessageEvent::Queued(q) => ids.extend(q.quoted_message_id.map(String::from)),
+            match message {
+                MessageEvent::Queued(q) => ids.extend(q.quoted_message_id.as_ref().map(|m| m.to_string())),
                 MessageEvent::Received(r) => {
-                    if let Some(quoted) = r.quoted_engine_message_id {
+                    if let Some(quoted) = &r.quoted_engine_message_id {
                         quoted_lines.push(r.line_id.to_string());
-                        quoted_whatsapp_ids.push(quoted);
+                        quoted_whatsapp_ids.push(quoted.clone());
                     }
                 }
                 _ => {}
@@ -195,9 +209,14 @@ impl Batch {
         self.messages.insert(message_id, data);
     }
 
-    async fn message(&mut self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn message(
+        &mut self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+        message: MessageEvent,
+    ) -> Result<(), ProjectionError> {
         let id = &event.stream_id;
-        let (status, whatsapp_id, reason) = match event.decode::<MessageEvent>()? {
+        let (status, whatsapp_id, reason) = match message {
             MessageEvent::Queued(q) => {
                 let quoted = q.quoted_message_id.as_ref().and_then(|quoted| self.messages.get(quoted.as_str()));
                 let data = wd::outbound_message_data(&q, quoted.and_then(|m| m.whatsapp_id.as_deref()));

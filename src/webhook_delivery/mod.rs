@@ -372,8 +372,8 @@ impl Deliverer {
     /// and before one whose claim could run out while it is sent.
     async fn post(&self, window: &[Claimed], shutdown: &CancellationToken) -> Vec<Sent> {
         let mut sent = Vec::with_capacity(window.len());
+        let timeout = chrono::Duration::from_std(self.config.timeout).unwrap_or(chrono::Duration::MAX);
         for claimed in window {
-            let timeout = chrono::Duration::from_std(self.config.timeout).unwrap_or(chrono::Duration::MAX);
             if shutdown.is_cancelled() || Utc::now() + timeout >= claimed.lease_until {
                 break;
             }
