@@ -1,6 +1,11 @@
 //! Asynchronous read models of conversations: `rm_messages` (every message with its status,
 //! content and reactions) and `rm_chats` (one row per line and phone: last message, unread count,
 //! archived).
+//!
+//! Each is written two ways by the same rules: by SQL, event by event ([`Projection::apply`], what
+//! verifications replay), and by a fold in memory (`MessagesFold`, `ChatsFold`), which bulk
+//! rebuilds load with `COPY` and the live runners apply a batch at a time over the rows it touches
+//! (`live`).
 
 use crate::bulk::{BulkFold, CopyRows};
 use crate::{ApplyFuture, Projection, ProjectionError, StoredEvent};
@@ -11,6 +16,8 @@ use domain::Aggregate;
 use serde_json::Value;
 use sqlx::PgConnection;
 use std::collections::HashMap;
+
+mod live;
 
 /// Short text shown for a chat's last message.
 fn preview(content: &Content) -> String {
@@ -67,6 +74,10 @@ impl Projection for Messages {
 
     fn stream_types(&self) -> &'static [&'static str] {
         &[Message::STREAM_TYPE, Chat::STREAM_TYPE]
+    }
+
+    fn apply_batch<'a>(&'a self, conn: &'a mut PgConnection, events: &'a [StoredEvent]) -> ApplyFuture<'a> {
+        Box::pin(live::apply_messages(conn, events))
     }
 
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
@@ -204,6 +215,10 @@ impl Projection for Chats {
         &[Message::STREAM_TYPE, Chat::STREAM_TYPE]
     }
 
+    fn apply_batch<'a>(&'a self, conn: &'a mut PgConnection, events: &'a [StoredEvent]) -> ApplyFuture<'a> {
+        Box::pin(live::apply_chats(conn, events))
+    }
+
     fn apply<'a>(&'a self, conn: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move {
             if event.stream_type == Chat::STREAM_TYPE {
@@ -281,6 +296,33 @@ impl Projection for Chats {
     }
 }
 
+/// An event of the log as the conversations' folds see it: a message's or a chat's, decoded.
+enum Conversation {
+    Message(MessageEvent),
+    Chat(ChatEvent),
+    Other,
+}
+
+impl Conversation {
+    /// Decode `event`, taking its payload (a bulk load decodes each event once).
+    fn take(event: &mut StoredEvent) -> Result<Self, ProjectionError> {
+        Ok(match event.stream_type.as_str() {
+            s if s == Message::STREAM_TYPE => Conversation::Message(event.take_decoded()?),
+            s if s == Chat::STREAM_TYPE => Conversation::Chat(event.take_decoded()?),
+            _ => Conversation::Other,
+        })
+    }
+
+    /// Decode `event`, leaving it as it is.
+    fn of(event: &StoredEvent) -> Result<Self, ProjectionError> {
+        Ok(match event.stream_type.as_str() {
+            s if s == Message::STREAM_TYPE => Conversation::Message(event.decode()?),
+            s if s == Chat::STREAM_TYPE => Conversation::Chat(event.decode()?),
+            _ => Conversation::Other,
+        })
+    }
+}
+
 /// `rm_messages` folded in memory, for bulk rebuilds: the rows [`Messages`] writes, event for
 /// event the same rules (a receipt only moves a status forward, a reaction lands on its target by
 /// id or WhatsApp id, a chat read marks its inbound messages).
@@ -294,6 +336,7 @@ struct MessagesFold {
     inbound: HashMap<(String, String), Vec<usize>>,
 }
 
+#[derive(Clone, PartialEq)]
 struct MessageRow {
     message_id: String,
     account_id: String,
@@ -403,8 +446,24 @@ impl MessagesFold {
 
 impl BulkFold for MessagesFold {
     fn fold(&mut self, event: &mut StoredEvent) -> Result<(), ProjectionError> {
-        if event.stream_type == Chat::STREAM_TYPE {
-            if let ChatEvent::Read { line_id, phone, engine_message_ids, .. } = event.take_decoded::<ChatEvent>()? {
+        let decoded = Conversation::take(event)?;
+        self.fold_decoded(event, decoded)
+    }
+
+    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
+        let mut copy = CopyRows::new(MESSAGE_COLUMNS.len());
+        for m in &self.rows {
+            m.copy_to(&mut copy);
+        }
+        vec![("rm_messages", MESSAGE_COLUMNS, copy)]
+    }
+}
+
+impl MessagesFold {
+    /// Fold one event, decoded.
+    fn fold_decoded(&mut self, event: &StoredEvent, decoded: Conversation) -> Result<(), ProjectionError> {
+        let decoded = match decoded {
+            Conversation::Chat(ChatEvent::Read { line_id, phone, engine_message_ids, .. }) => {
                 let key = (line_id.as_str().to_owned(), phone.as_str().to_owned());
                 for i in self.inbound.get(&key).into_iter().flatten() {
                     let row = &mut self.rows[*i];
@@ -415,13 +474,11 @@ impl BulkFold for MessagesFold {
                         row.read_at = Some(event.recorded_at);
                     }
                 }
+                return Ok(());
             }
-            return Ok(());
-        }
-        if event.stream_type != Message::STREAM_TYPE {
-            return Ok(());
-        }
-        let decoded = event.take_decoded::<MessageEvent>()?;
+            Conversation::Message(decoded) => decoded,
+            Conversation::Chat(_) | Conversation::Other => return Ok(()),
+        };
         let (id, at) = (event.stream_id.as_str(), event.recorded_at);
         match decoded {
             MessageEvent::Queued(q) => {
@@ -512,35 +569,34 @@ impl BulkFold for MessagesFold {
         }
         Ok(())
     }
+}
 
-    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
-        let mut copy = CopyRows::new(MESSAGE_COLUMNS.len());
-        for m in &self.rows {
-            copy.row()
-                .text(&m.message_id)
-                .text(&m.account_id)
-                .text(&m.line_id)
-                .text(&m.chat_phone)
-                .text(m.direction)
-                .text(m.kind)
-                .opt_text(m.text.as_deref())
-                .opt_text(m.caption.as_deref())
-                .opt_text(m.media_url.as_deref())
-                .opt_text(m.media_type.as_deref())
-                .opt_text(m.quoted_message_id.as_deref())
-                .opt_text(m.engine_message_id.as_deref())
-                .text(m.status)
-                .opt_text(m.failure_reason.as_deref())
-                .jsonb(&Value::Object(m.reactions.clone()))
-                .timestamptz(m.created_at)
-                .opt_timestamptz(m.sent_at)
-                .opt_timestamptz(m.delivered_at)
-                .opt_timestamptz(m.read_at)
-                .opt_timestamptz(m.failed_at)
-                .bigint(m.position)
-                .opt_text(m.sender.as_deref());
-        }
-        vec![("rm_messages", MESSAGE_COLUMNS, copy)]
+impl MessageRow {
+    fn copy_to(&self, copy: &mut CopyRows) {
+        let m = self;
+        copy.row()
+            .text(&m.message_id)
+            .text(&m.account_id)
+            .text(&m.line_id)
+            .text(&m.chat_phone)
+            .text(m.direction)
+            .text(m.kind)
+            .opt_text(m.text.as_deref())
+            .opt_text(m.caption.as_deref())
+            .opt_text(m.media_url.as_deref())
+            .opt_text(m.media_type.as_deref())
+            .opt_text(m.quoted_message_id.as_deref())
+            .opt_text(m.engine_message_id.as_deref())
+            .text(m.status)
+            .opt_text(m.failure_reason.as_deref())
+            .jsonb(&Value::Object(m.reactions.clone()))
+            .timestamptz(m.created_at)
+            .opt_timestamptz(m.sent_at)
+            .opt_timestamptz(m.delivered_at)
+            .opt_timestamptz(m.read_at)
+            .opt_timestamptz(m.failed_at)
+            .bigint(m.position)
+            .opt_text(m.sender.as_deref());
     }
 }
 
@@ -574,8 +630,42 @@ const CHAT_COLUMNS: &[&str] = &[
 
 impl BulkFold for ChatsFold {
     fn fold(&mut self, event: &mut StoredEvent) -> Result<(), ProjectionError> {
-        if event.stream_type == Chat::STREAM_TYPE {
-            let chat_event = event.take_decoded::<ChatEvent>()?;
+        if !ChatsFold::folds(event) {
+            return Ok(());
+        }
+        let decoded = Conversation::take(event)?;
+        self.fold_decoded(event, decoded)
+    }
+
+    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
+        let mut copy = CopyRows::new(CHAT_COLUMNS.len());
+        for ((line_id, phone), c) in &self.rows {
+            copy.row()
+                .text(line_id)
+                .text(phone)
+                .text(&c.account_id)
+                .text(&c.last_message_id)
+                .text(&c.last_message_preview)
+                .timestamptz(c.last_message_at)
+                .text(c.last_direction)
+                .integer(c.unread_count)
+                .boolean(c.archived);
+        }
+        vec![("rm_chats", CHAT_COLUMNS, copy)]
+    }
+}
+
+impl ChatsFold {
+    /// Whether the chats fold looks at `event` at all (so the rest need not be decoded).
+    fn folds(event: &StoredEvent) -> bool {
+        event.stream_type == Chat::STREAM_TYPE
+            || (event.stream_type == Message::STREAM_TYPE
+                && matches!(event.event_type.as_str(), "message.queued" | "message.received"))
+    }
+
+    /// Fold one event, decoded.
+    fn fold_decoded(&mut self, event: &StoredEvent, decoded: Conversation) -> Result<(), ProjectionError> {
+        if let Conversation::Chat(chat_event) = decoded {
             let (ChatEvent::Read { line_id, phone, .. }
             | ChatEvent::Archived { line_id, phone, .. }
             | ChatEvent::Unarchived { line_id, phone, .. }) = &chat_event;
@@ -587,13 +677,9 @@ impl BulkFold for ChatsFold {
             }
             return Ok(());
         }
-        if event.stream_type != Message::STREAM_TYPE
-            || !matches!(event.event_type.as_str(), "message.queued" | "message.received")
-        {
-            return Ok(());
-        }
+        let Conversation::Message(decoded) = decoded else { return Ok(()) };
         let at = event.recorded_at;
-        let (key, account_id, message_id, preview, inbound, archive) = match event.take_decoded::<MessageEvent>()? {
+        let (key, account_id, message_id, preview, inbound, archive) = match decoded {
             // Reactions do not move a chat.
             MessageEvent::Queued(Queued { content: Content::Reaction { .. }, .. })
             | MessageEvent::Received(Received { content: Content::Reaction { .. }, .. }) => return Ok(()),
@@ -642,22 +728,5 @@ impl BulkFold for ChatsFold {
             }
         }
         Ok(())
-    }
-
-    fn rows(&self) -> Vec<(&'static str, &'static [&'static str], CopyRows)> {
-        let mut copy = CopyRows::new(CHAT_COLUMNS.len());
-        for ((line_id, phone), c) in &self.rows {
-            copy.row()
-                .text(line_id)
-                .text(phone)
-                .text(&c.account_id)
-                .text(&c.last_message_id)
-                .text(&c.last_message_preview)
-                .timestamptz(c.last_message_at)
-                .text(c.last_direction)
-                .integer(c.unread_count)
-                .boolean(c.archived);
-        }
-        vec![("rm_chats", CHAT_COLUMNS, copy)]
     }
 }

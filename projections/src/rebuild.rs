@@ -23,16 +23,17 @@
 //! the bulk fold too.
 //!
 //! A verification builds into a scratch schema (`verify_<name>`) up to where the live projection
-//! is, then compares the two row by row while the live runner waits. For an inline projection it
-//! finishes and compares inside one snapshot, where the live rows are exactly those of the events
-//! visible in it, and nothing waits.
+//! is, takes a read-only snapshot of the live tables at that same position, and compares the two
+//! row by row in it, holding no transaction id: neither the live runner nor any reader of the log
+//! waits for the comparison ([`freeze`]).
 
 use crate::log::{head, LogPosition};
-use crate::runtime::{apply_batch_to, checkpoint, lock_key, set_checkpoint, Applied};
+use crate::runtime::{apply_batch_to, checkpoint, lock_key, set_checkpoint, Applied, Fold};
 use crate::{Projection, ProjectionError};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, PgPool};
+use std::cmp::Ordering;
 use std::time::Instant;
 
 /// First half of the advisory lock a rebuild or verification holds for its projection.
@@ -178,10 +179,11 @@ async fn catch_up<F: FnMut(Progress)>(
     checkpoint_name: &str,
     upto: Option<LogPosition>,
     batch_size: i64,
+    fold: Fold,
     tracker: &mut Tracker<F>,
 ) -> Result<(), ProjectionError> {
     loop {
-        let applied = apply_batch_to(conn, projection, checkpoint_name, upto, batch_size).await?;
+        let applied = apply_batch_to(conn, projection, checkpoint_name, upto, batch_size, fold).await?;
         tracker.batch(&applied);
         if (applied.count as i64) < batch_size {
             return Ok(());
@@ -292,7 +294,7 @@ pub async fn rebuild(
         let from = checkpoint(&mut conn, &shadow_checkpoint).await?;
         Tracker::new(&mut conn, started, from, progress).await?
     };
-    catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+    catch_up(&mut conn, projection, &shadow_checkpoint, None, batch_size, Fold::Batch, &mut tracker).await?;
 
     // The switch: one short transaction.
     let mut tx = conn.begin().await?;
@@ -307,12 +309,12 @@ pub async fn rebuild(
         sqlx::query("LOCK TABLE public.events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
         // With appends locked out, the head is final.
         let head = head(&mut *tx).await?.unwrap_or(LogPosition::START);
-        catch_up(&mut tx, projection, &shadow_checkpoint, Some(head), batch_size, &mut tracker).await?;
+        catch_up(&mut tx, projection, &shadow_checkpoint, Some(head), batch_size, Fold::Batch, &mut tracker).await?;
     } else {
         // The live runner waits on its checkpoint row from here to the commit. The horizon only
         // moves forward, so the copy, read below it now, is at least where the live runner stopped.
         checkpoint(&mut tx, name).await?;
-        catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, &mut tracker).await?;
+        catch_up(&mut tx, projection, &shadow_checkpoint, None, batch_size, Fold::Batch, &mut tracker).await?;
     }
     let new_checkpoint = checkpoint(&mut tx, &shadow_checkpoint).await?;
     sqlx::query(&format!("CREATE SCHEMA {retired}")).execute(&mut *tx).await?;
@@ -346,14 +348,47 @@ pub async fn rebuild(
 }
 
 /// Replay `projection` from the start of the log into scratch tables and compare them with the
-/// live ones at the same log position. The live runner waits during the comparison; the API
-/// does not.
+/// live ones at the same log position ([`freeze`], then [`Frozen::compare`]).
 pub async fn verify(
     pool: &PgPool,
     projection: &dyn Projection,
     batch_size: i64,
     progress: impl FnMut(Progress),
 ) -> Result<Verified, RebuildError> {
+    freeze(pool, projection, batch_size, progress).await?.compare().await
+}
+
+/// A verification ready to compare: the scratch tables replayed up to `checkpoint`, and a
+/// read-only snapshot in which the live tables are at that same position.
+pub struct Frozen {
+    projection: &'static str,
+    tables: &'static [&'static str],
+    schema: String,
+    scratch_checkpoint: String,
+    checkpoint: LogPosition,
+    /// Holds the verification's lock, and reads the scratch tables.
+    conn: PgConnection,
+    /// In a read-only REPEATABLE READ transaction on the snapshot taken at `checkpoint`.
+    live: PgConnection,
+}
+
+/// Replay `projection` into scratch tables up to where the live one is, and hold a snapshot of
+/// the live tables at that position.
+///
+/// Only the last stretch of the replay runs in a transaction that has to wait for anything: for
+/// an asynchronous projection it locks the live checkpoint (so the live runner waits for those
+/// few events); for an inline one it reads the head in a REPEATABLE READ snapshot, where the live
+/// rows are exactly those of the events visible. That transaction exports its snapshot to a
+/// second, read-only transaction and commits. The comparison then reads the live tables in that
+/// read-only snapshot, and the scratch tables (no longer written) as committed: neither side holds
+/// a transaction id, so the live runner goes on at once and no reader of the log finds its horizon
+/// held back, however long the comparison takes.
+pub async fn freeze(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+    progress: impl FnMut(Progress),
+) -> Result<Frozen, RebuildError> {
     let (name, started) = (projection.name(), Instant::now());
     let (tables, mut conn) = start(pool, projection).await?;
     let (schema, scratch_checkpoint) = (format!("verify_{name}"), format!("verify:{name}"));
@@ -362,52 +397,105 @@ pub async fn verify(
     sqlx::query(&format!("SET search_path = {schema}, public")).execute(&mut conn).await?;
 
     let mut tracker = Tracker::new(&mut conn, started, LogPosition::START, progress).await?;
-    let (mut tx, live) = if projection.inline() {
+    let mut live = pool.acquire().await?.detach();
+    let mut tx = if projection.inline() {
         // Most of the log first, below the horizon (where nothing can still commit); then, in one
-        // snapshot, the rest: an inline projection's rows in a snapshot are exactly those of the
-        // events visible in it.
-        catch_up(&mut conn, projection, &scratch_checkpoint, None, batch_size, &mut tracker).await?;
+        // snapshot, the rest.
+        catch_up(&mut conn, projection, &scratch_checkpoint, None, batch_size, Fold::EventByEvent, &mut tracker).await?;
         let mut tx = conn.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
-        let head = head(&mut *tx).await?.unwrap_or(LogPosition::START);
-        catch_up(&mut tx, projection, &scratch_checkpoint, Some(head), batch_size, &mut tracker).await?;
-        (tx, head)
+        tx
     } else {
         // Never past the live projection, which only moves forward: up to where it is now, then,
         // with it waiting, up to where it stopped.
         let live_now = current_checkpoint(&mut conn, name).await?;
-        catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, &mut tracker).await?;
-        let mut tx = conn.begin().await?;
-        let live = checkpoint(&mut tx, name).await?;
-        catch_up(&mut tx, projection, &scratch_checkpoint, Some(live), batch_size, &mut tracker).await?;
-        (tx, live)
+        catch_up(&mut conn, projection, &scratch_checkpoint, Some(live_now), batch_size, Fold::EventByEvent, &mut tracker)
+            .await?;
+        conn.begin().await?
     };
-    let (mut differences, mut more, mut rows_compared) = (Vec::new(), 0i64, 0i64);
-    for table in tables {
-        let compared: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM public.{table}")).fetch_one(&mut *tx).await?;
-        rows_compared += compared;
-        let rows: Vec<(String, Value, i64)> = sqlx::query_as(&format!(
-            "WITH d AS (SELECT 'live' AS side, to_jsonb(x) AS row FROM (TABLE public.{table} EXCEPT ALL TABLE {schema}.{table}) x \
-                        UNION ALL \
-                        SELECT 'replayed', to_jsonb(y) FROM (TABLE {schema}.{table} EXCEPT ALL TABLE public.{table}) y) \
-             SELECT side, row, count(*) OVER () FROM d ORDER BY row::text, side LIMIT $1"
-        ))
-        .bind((MAX_LISTED_DIFFERENCES - differences.len() as i64).max(1))
-        .fetch_all(&mut *tx)
-        .await?;
-        let room = (MAX_LISTED_DIFFERENCES as usize).saturating_sub(differences.len());
-        if let Some((_, _, all)) = rows.first() {
-            more += all - rows.len().min(room) as i64;
-        }
-        differences.extend(rows.into_iter().take(room).map(|(side, row, _)| Difference {
-            table,
-            side: if side == "live" { "live" } else { "replayed" },
-            row,
-        }));
+    let checkpoint = match projection.inline() {
+        true => head(&mut *tx).await?.unwrap_or(LogPosition::START),
+        false => checkpoint(&mut tx, name).await?,
+    };
+    catch_up(&mut tx, projection, &scratch_checkpoint, Some(checkpoint), batch_size, Fold::EventByEvent, &mut tracker).await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *tx).await?;
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut live).await?;
+    sqlx::query(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).execute(&mut live).await?;
+    tx.commit().await?;
+    Ok(Frozen { projection: name, tables, schema, scratch_checkpoint, checkpoint, conn, live })
+}
+
+impl Frozen {
+    /// The log position both sides are at.
+    pub fn checkpoint(&self) -> LogPosition {
+        self.checkpoint
     }
-    tx.rollback().await?;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await?;
-    sqlx::query("DELETE FROM public.projection_checkpoints WHERE name = $1").bind(&scratch_checkpoint).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(Verified { projection: name, checkpoint: live, rows_compared, differences, more_differences: more })
+
+    /// The server processes of the two connections (to see what they hold).
+    pub async fn backends(&mut self) -> Result<[i32; 2], sqlx::Error> {
+        let pid = "SELECT pg_backend_pid()";
+        Ok([sqlx::query_scalar(pid).fetch_one(&mut self.conn).await?, sqlx::query_scalar(pid).fetch_one(&mut self.live).await?])
+    }
+
+    /// Compare the live rows with the replayed ones, table by table: both sides are read in one
+    /// order (each row as JSON text, bytewise) and merged, so a row on one side only is a
+    /// difference, as many times as it is missing.
+    pub async fn compare(mut self) -> Result<Verified, RebuildError> {
+        use futures_util::TryStreamExt;
+        let (mut differences, mut more, mut rows_compared) = (Vec::new(), 0i64, 0i64);
+        for &table in self.tables {
+            let rows = |schema: &str| {
+                format!("SELECT to_jsonb(x)::text FROM {schema}.{table} x ORDER BY to_jsonb(x)::text COLLATE \"C\"")
+            };
+            let (live_rows, replayed_rows) = (rows("public"), rows(&self.schema));
+            let mut live = sqlx::query_scalar::<_, String>(&live_rows).fetch(&mut self.live);
+            let mut replayed = sqlx::query_scalar::<_, String>(&replayed_rows).fetch(&mut self.conn);
+            let (mut l, mut r) = (live.try_next().await?, replayed.try_next().await?);
+            let mut differ = |side: &'static str, row: String| {
+                if differences.len() < MAX_LISTED_DIFFERENCES as usize {
+                    let row = serde_json::from_str(&row).unwrap_or(Value::String(row));
+                    differences.push(Difference { table, side, row });
+                } else {
+                    more += 1;
+                }
+            };
+            loop {
+                let order = match (&l, &r) {
+                    (None, None) => break,
+                    (Some(_), None) => Ordering::Less,
+                    (None, Some(_)) => Ordering::Greater,
+                    (Some(a), Some(b)) => a.cmp(b),
+                };
+                if order != Ordering::Greater {
+                    rows_compared += 1;
+                    if order == Ordering::Less {
+                        differ("live", l.take().expect("a live row"));
+                    }
+                    l = live.try_next().await?;
+                }
+                if order != Ordering::Less {
+                    if order == Ordering::Greater {
+                        differ("replayed", r.take().expect("a replayed row"));
+                    }
+                    r = replayed.try_next().await?;
+                }
+            }
+        }
+        sqlx::query("ROLLBACK").execute(&mut self.live).await?;
+        self.live.close().await?;
+        let mut conn = self.conn;
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.schema)).execute(&mut conn).await?;
+        sqlx::query("DELETE FROM public.projection_checkpoints WHERE name = $1")
+            .bind(&self.scratch_checkpoint)
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(Verified {
+            projection: self.projection,
+            checkpoint: self.checkpoint,
+            rows_compared,
+            differences,
+            more_differences: more,
+        })
+    }
 }

@@ -206,7 +206,18 @@ pub async fn apply_batch(
     projection: &dyn Projection,
     batch_size: i64,
 ) -> Result<Applied, ProjectionError> {
-    apply_batch_to(conn, projection, projection.name(), None, batch_size).await
+    apply_batch_to(conn, projection, projection.name(), None, batch_size, Fold::Batch).await
+}
+
+/// How a batch is folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// With the projection's [`Projection::apply_batch`] (set-based where it has one): runners
+    /// and rebuilds.
+    Batch,
+    /// One [`Projection::apply`] per event: verifications, which check the set-based folds
+    /// against the projection's event-by-event SQL.
+    EventByEvent,
 }
 
 /// [`apply_batch`] with the checkpoint kept under `checkpoint_name`, and never past `upto`. Inside
@@ -217,6 +228,7 @@ pub async fn apply_batch_to(
     checkpoint_name: &str,
     upto: Option<LogPosition>,
     batch_size: i64,
+    fold: Fold,
 ) -> Result<Applied, ProjectionError> {
     // Read before taking the checkpoint's lock: the lock is a write, which gives the transaction
     // an id, and a transaction id held while a batch is read would hold back the horizon of every
@@ -234,7 +246,14 @@ pub async fn apply_batch_to(
         tx.rollback().await?;
         return Ok(Applied { count: 0, last: None });
     }
-    projection.apply_batch(&mut tx, &events).await?;
+    match fold {
+        Fold::Batch => projection.apply_batch(&mut tx, &events).await?,
+        Fold::EventByEvent => {
+            for event in &events {
+                projection.apply(&mut tx, event).await?;
+            }
+        }
+    }
     set_checkpoint(&mut tx, checkpoint_name, last).await?;
     tx.commit().await?;
     Ok(Applied { count: events.len(), last: Some(last) })

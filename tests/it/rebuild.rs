@@ -387,14 +387,15 @@ async fn drifted_quota_counters_are_found_and_rebuilt_while_sends_go_on() {
 /// reactions set, changed and removed on both sides, a group, chat reads of some and of all
 /// messages, archive policies, archiving and unarchiving), the two agree, and the rebuilt tables
 /// are the live ones.
-#[tokio::test]
-async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives() {
-    let app = app().await;
+/// Every kind of event the conversations' read models fold, from sends, receipts, inbound
+/// messages (in a group too), quotes, reactions (set, changed, removed), reads and archives; returns
+/// once every message is delivered and both read models are done.
+async fn every_kind_of_conversation(app: &TestApp) {
     let (_, _, key) = app.account("pro").await;
     let a = app.connected_line(&key, "+34600000531").await;
     let b = app.connected_line(&key, "+34600000532").await;
     let post = |path: &'static str, body: Value| {
-        let (app, key) = (&app, &key);
+        let (app, key) = (app, &key);
         async move {
             let (status, answer) = app.post(key, path, body).await;
             assert!(status.is_success(), "{path}: {answer}");
@@ -402,7 +403,7 @@ async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives()
         }
     };
     let inbound = |line: &str, body: Value| {
-        let (app, key, path) = (&app, &key, format!("/v1/sandbox/lines/{line}/inbound"));
+        let (app, key, path) = (app, &key, format!("/v1/sandbox/lines/{line}/inbound"));
         async move {
             let (status, answer) = app.post(key, &path, body).await;
             assert!(status.is_success(), "{answer}");
@@ -421,7 +422,7 @@ async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives()
     let sent_id = sent["message_id"].as_str().unwrap().to_owned();
     post("/v1/messages/send", json!({"line_id": b, "to": "+34660000001", "message": "x", "archive_policy": "never"})).await;
     post("/v1/messages/send", json!({"line_id": a, "to": "+34600000532", "message": "de línea a línea"})).await;
-    settled(&app).await;
+    settled(app).await;
     inbound(&b, json!({"from": "+34660000000", "message": "Bien", "quoted_message_id": sent_id})).await;
     inbound(&b, json!({"from": "+34660000000", "react_to": sent_id, "emoji": "👍"})).await;
     inbound(&b, json!({"from": "+34660000000", "react_to": sent_id, "emoji": "❤️"})).await;
@@ -442,7 +443,7 @@ async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives()
     // Reactions get no receipts: every other message is delivered, and the read models are done.
     app.eventually("the traffic has settled", WAIT, || async {
         let undelivered = count(
-            &app,
+            app,
             "SELECT count(*) FROM events q WHERE q.event_type = 'message.queued' \
                AND q.payload->'content'->>'kind' <> 'reaction' AND NOT EXISTS \
                (SELECT 1 FROM events d WHERE d.stream_type = 'message' AND d.stream_id = q.stream_id \
@@ -453,6 +454,12 @@ async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives()
         undelivered == 0 && status.iter().all(|s| s.lag == 0)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives() {
+    let app = app().await;
+    every_kind_of_conversation(&app).await;
 
     let dump = || async {
         let messages: Value = sqlx::query_scalar("SELECT jsonb_agg(to_jsonb(m) ORDER BY message_id) FROM rm_messages m")
@@ -478,5 +485,109 @@ async fn a_bulk_rebuild_gives_the_rows_a_replay_with_the_projections_sql_gives()
         assert!(same, "{name}: the bulk rows against a replay with SQL: {out}");
     }
     assert_eq!(dump().await, live, "the rebuilt tables are the live ones");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn verify_compares_in_a_snapshot_of_its_own_holding_no_transaction_id_while_the_log_goes_on() {
+    let app = app().await;
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000541").await;
+    let traffic = |round: usize| {
+        let (app, key, line) = (&app, &key, &line);
+        async move {
+            for i in 0..3 {
+                let path = format!("/v1/sandbox/lines/{line}/inbound");
+                let (status, body) =
+                    app.post(key, &path, json!({"from": format!("+3467{:07}", i), "message": format!("r{round} {i}")})).await;
+                assert!(status.is_success(), "{body}");
+                send_one(app, key, line, round * 10 + i).await;
+            }
+        }
+    };
+    traffic(0).await;
+    settled(&app).await;
+    let pool = &app.db.pool;
+    let projections: Vec<_> = wazion_bridge::server::async_projections()
+        .into_iter()
+        .chain(wazion_bridge::store::EventStore::inline_projections())
+        .collect();
+    for name in ["messages", "usage_counters"] {
+        let projection = projections.iter().find(|p| p.name() == name).unwrap();
+        let mut frozen = projections::rebuild::freeze(pool, projection.as_ref(), 100, |_| {}).await.unwrap();
+        let backends = frozen.backends().await.unwrap();
+        let holding: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1) AND backend_xid IS NOT NULL")
+                .bind(&backends[..])
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(holding, 0, "{name}: a pending comparison holds no transaction id");
+
+        // New messages in and out while the comparison is pending: the runners read past them (the
+        // horizon moves) and apply them (the live runner does not wait), and the counters move.
+        let used = || count(&app, "SELECT coalesce(sum(used), 0)::bigint FROM usage_counters WHERE metric = 'sent_messages'");
+        let used_before = used().await;
+        traffic(1).await;
+        settled(&app).await;
+        assert_eq!(used().await, used_before + 3);
+        if name == "messages" {
+            let live = projections::runtime::status(pool, &["messages"]).await.unwrap();
+            assert!(live[0].checkpoint.global_position > frozen.checkpoint().global_position, "the live runner went on");
+        }
+
+        // The comparison sees the live tables as they were at the frozen position, not as they are.
+        let verified = frozen.compare().await.unwrap();
+        assert!(verified.differences.is_empty(), "{name}: {:?}", verified.differences);
+        assert!(verified.rows_compared > 0, "{name}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'verify_%'").await, 0, "scratch dropped");
+    app.shutdown().await;
+}
+
+/// `rm_messages` and `rm_chats` as the live runners' folds make them from the whole log, in
+/// `chunk`-sized batches (`None`: the event-by-event SQL), in a transaction that is rolled back.
+async fn conversations_folded(app: &TestApp, chunk: Option<usize>) -> (Value, Value) {
+    use projections::Projection;
+    let mut tx = app.db.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM rm_messages").execute(&mut *tx).await.unwrap();
+    sqlx::query("DELETE FROM rm_chats").execute(&mut *tx).await.unwrap();
+    let events = projections::log::read_after(&mut *tx, projections::LogPosition::START, 100_000).await.unwrap();
+    for projection in [&projections::conversations::Messages as &dyn Projection, &projections::conversations::Chats] {
+        match chunk {
+            Some(chunk) => {
+                for batch in events.chunks(chunk) {
+                    projection.apply_batch(&mut tx, batch).await.unwrap();
+                }
+            }
+            None => {
+                for event in &events {
+                    projection.apply(&mut tx, event).await.unwrap();
+                }
+            }
+        }
+    }
+    let messages: Value = sqlx::query_scalar("SELECT jsonb_agg(to_jsonb(m) ORDER BY message_id) FROM rm_messages m")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let chats: Value = sqlx::query_scalar("SELECT jsonb_agg(to_jsonb(c) ORDER BY line_id, phone) FROM rm_chats c")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    (messages, chats)
+}
+
+#[tokio::test]
+async fn the_live_runners_fold_batches_into_the_rows_the_event_by_event_sql_gives() {
+    let app = app().await;
+    every_kind_of_conversation(&app).await;
+    let by_event = conversations_folded(&app, None).await;
+    assert!(by_event.0.as_array().is_some_and(|m| m.len() > 10), "{}", by_event.0);
+    // Batches of every size put a reaction, a quote or a read in the batch of its target or after it.
+    for chunk in [1, 2, 3, 5, 8, 1000] {
+        assert_eq!(conversations_folded(&app, Some(chunk)).await, by_event, "batches of {chunk}");
+    }
     app.shutdown().await;
 }
