@@ -90,6 +90,7 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut workers: HashMap<LineId, Running> = HashMap::new();
+    let renewer = lease::Renewer::start(store.pool().clone(), config.lease_ttl);
     let mut scan = tokio::time::interval(config.scan_interval);
     loop {
         let lines: Vec<(LineId, Wake)> = tokio::select! {
@@ -115,6 +116,7 @@ async fn supervise(
                 store.clone(),
                 engine.clone(),
                 config.clone(),
+                renewer.clone(),
                 wake.clone(),
                 shutdown.clone(),
             ));

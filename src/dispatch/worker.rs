@@ -55,6 +55,7 @@ pub async fn run(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
+    renewer: lease::Renewer,
     wake: Arc<WakeSignal>,
     shutdown: CancellationToken,
 ) {
@@ -73,7 +74,7 @@ pub async fn run(
         SessionLease::Held(keeper) => (keeper, false),
         SessionLease::Elsewhere => return,
         SessionLease::NotKept => match lease::acquire(&pool, &line_id, &config.node, config.lease_ttl).await {
-            Ok(Some(lease)) => (Arc::new(lease::Keeper::start(pool.clone(), lease, config.lease_ttl)), true),
+            Ok(Some(lease)) => (Arc::new(renewer.keep(lease)), true),
             Ok(None) => return, // another node serves this line
             Err(e) => {
                 tracing::warn!(%line_id, error = %e, "dispatcher: taking the lease failed");

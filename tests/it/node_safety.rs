@@ -204,3 +204,59 @@ async fn a_webhook_secret_that_does_not_open_fails_its_attempts_with_a_reason_an
     assert_eq!(delivered.json()["line_id"], line.as_str());
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_renewer_keeps_every_lease_of_a_node_and_tells_the_worker_whose_line_was_taken_over() {
+    use wazion_bridge::dispatch::lease;
+    let db = TestDb::new().await;
+    let ttl = Duration::from_secs(3);
+    let lines: Vec<domain::ids::LineId> = (0..3).map(|_| domain::ids::LineId::new()).collect();
+    let renewer = lease::Renewer::start(db.pool.clone(), ttl);
+    let mut keepers = Vec::new();
+    for line in &lines {
+        let taken = lease::acquire(&db.pool, line, "node-a", ttl).await.unwrap().expect("free");
+        keepers.push(renewer.keep(taken));
+    }
+    let expiry = |line: &domain::ids::LineId| {
+        let (pool, line) = (db.pool.clone(), line.to_string());
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT expires_at FROM line_leases WHERE line_id = $1")
+                .bind(line)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // Until the renewal round after this one has moved the line's expiry on.
+    let renewed = |line: &domain::ids::LineId| {
+        let line = line.clone();
+        async move {
+            let before = expiry(&line).await;
+            tokio::time::timeout(2 * ttl, async {
+                while expiry(&line).await <= before {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .expect("a renewal round moves a held lease on");
+        }
+    };
+
+    // Line 0 is taken over by another node (its lease ran out there); line 1's worker ends.
+    sqlx::query("UPDATE line_leases SET owner = 'node-b', epoch = epoch + 1 WHERE line_id = $1")
+        .bind(lines[0].as_str())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    drop(keepers.remove(1));
+    tokio::time::timeout(2 * ttl, keepers[0].lost()).await.expect("the next renewal finds the lease taken");
+    assert!(!keepers[1].is_lost(), "the node's other lease is still held");
+
+    // Two rounds renew line 2 (the second began after line 1 was let go); one more leaves line 1 as it was.
+    renewed(&lines[2]).await;
+    renewed(&lines[2]).await;
+    let let_go = expiry(&lines[1]).await;
+    renewed(&lines[2]).await;
+    assert_eq!(expiry(&lines[1]).await, let_go, "a lease let go is not renewed");
+    assert!(!keepers[1].is_lost());
+}

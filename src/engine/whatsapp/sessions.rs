@@ -26,7 +26,7 @@ use super::seam::{
     WaMessageKey, WaOutbound, WaQuoted, WaReceipt,
 };
 use crate::commands::messages::{self as message_commands, LeaseGuard};
-use crate::dispatch::lease::{self, Keeper};
+use crate::dispatch::lease::{self, Keeper, Renewer};
 use crate::dispatch::Dispatcher;
 use crate::engine::{EngineError, EngineFuture, EngineLine, Outbound, QrCode, SessionEngine, SessionLease};
 use crate::media::MediaFile;
@@ -79,6 +79,8 @@ pub struct WhatsappEngine {
     parked: Mutex<HashSet<LineId>>,
     wake: mpsc::UnboundedSender<LineId>,
     dispatcher: OnceLock<Dispatcher>,
+    /// Keeps the leases of this node's sessions.
+    renewer: Renewer,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -118,6 +120,7 @@ impl WhatsappEngine {
         shutdown: CancellationToken,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let (wake, wakes) = mpsc::unbounded_channel();
+        let renewer = Renewer::start(store.pool().clone(), config.lease_ttl);
         let engine = Arc::new(Self {
             store,
             connector,
@@ -127,6 +130,7 @@ impl WhatsappEngine {
             parked: Mutex::new(HashSet::new()),
             wake,
             dispatcher: OnceLock::new(),
+            renewer,
             shutdown,
             tasks: TaskTracker::new(),
         });
@@ -208,7 +212,7 @@ impl WhatsappEngine {
             return Ok(()); // another node serves it
         };
         tracing::info!(%line_id, epoch = lease.epoch, "whatsapp: starting the line's session");
-        let keeper = Arc::new(Keeper::start(self.store.pool().clone(), lease, self.config.lease_ttl));
+        let keeper = Arc::new(self.renewer.keep(lease));
         let session = Arc::new(Session {
             keeper,
             client: Mutex::new(None),
