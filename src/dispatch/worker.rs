@@ -123,14 +123,18 @@ pub async fn run(
             continue;
         }
         let Next::Send(message_id, from) = next else {
-            if idle_since.elapsed() > config.idle_timeout {
+            if idle_since.elapsed() >= config.idle_timeout {
                 break;
             }
+            // Nothing to send: wait for a wake-up (a message queued here, a change of the line, or
+            // the supervisor's scan finding messages queued through another node), not a timer
+            // (ten thousand idle lines polling their queues would be a query each every few
+            // seconds); the timer only lets the line go once it has been idle long enough.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = keeper.lost() => {}
                 _ = wake.any() => {}
-                _ = tokio::time::sleep(config.lease_ttl / 3) => {}
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(idle_since + config.idle_timeout)) => {}
             }
             continue;
         };
