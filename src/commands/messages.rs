@@ -15,7 +15,7 @@
 //! ([`super::group_commit`]), which makes the same decisions for many sends in one transaction
 //! from the same parts (`admit`, `replay`, `queue`).
 
-use super::{execute, load, CommandError};
+use super::{execute, CommandError};
 use crate::store::{Actor, Append, AppendError, EventStore, Metadata, StreamAppend};
 use chrono::{DateTime, Utc};
 use domain::account::SubscriptionStatus;
@@ -338,6 +338,31 @@ pub enum DispatchError {
     Command(#[from] CommandError<MessageError>),
 }
 
+/// A message's stream as the dispatcher reads it, in one read: its state and version, its
+/// tenant, and what was queued.
+struct Dispatched {
+    state: Message,
+    version: i64,
+    tenant: String,
+    queued: Option<Queued>,
+}
+
+async fn load_dispatched(store: &EventStore, message_id: &MessageId) -> Result<Dispatched, CommandError<MessageError>> {
+    let stored = store.read_stream(Message::STREAM_TYPE, message_id.as_str()).await?;
+    let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+        return Err(CommandError::Rejected(MessageError::NotFound));
+    };
+    let (mut state, mut queued) = (Message::default(), None);
+    for event in &stored {
+        let event: MessageEvent = event.decode().map_err(ProjectionError::from)?;
+        if let MessageEvent::Queued(q) = &event {
+            queued = Some(q.clone());
+        }
+        state.apply(&event);
+    }
+    Ok(Dispatched { state, version: last.stream_version, tenant: first.tenant_id.clone(), queued })
+}
+
 /// A dispatcher's step on a queued message (start, sent, failed), appended only while `lease` is
 /// still the line's current lease: the check and the append share one transaction, and the lease
 /// row stays share-locked until it commits, so a takeover cannot slip in between.
@@ -347,12 +372,38 @@ pub async fn dispatch_step(
     message_id: &MessageId,
     command: MessageCommand,
 ) -> Result<Vec<MessageEvent>, DispatchError> {
-    let (state, version) = load::<Message>(store, message_id.as_str()).await?;
-    let events = state.decide(command, &()).map_err(CommandError::Rejected)?;
+    let loaded = load_dispatched(store, message_id).await?;
+    step(store, lease, message_id, &loaded, command).await
+}
+
+/// The dispatcher starts sending a message under `engine_message_id`: the id it goes out under
+/// (an earlier attempt's, if one was recorded) and what was queued; `None` if it was already sent
+/// or failed.
+pub async fn dispatch_start(
+    store: &EventStore,
+    lease: &LeaseGuard,
+    message_id: &MessageId,
+    engine_message_id: String,
+) -> Result<Option<(String, Queued)>, DispatchError> {
+    let loaded = load_dispatched(store, message_id).await?;
+    let started = step(store, lease, message_id, &loaded, MessageCommand::StartDispatch { engine_message_id }).await?;
+    Ok(match (started.into_iter().next(), loaded.queued) {
+        (Some(MessageEvent::DispatchStarted { engine_message_id, .. }), Some(queued)) => Some((engine_message_id, queued)),
+        _ => None,
+    })
+}
+
+async fn step(
+    store: &EventStore,
+    lease: &LeaseGuard,
+    message_id: &MessageId,
+    loaded: &Dispatched,
+    command: MessageCommand,
+) -> Result<Vec<MessageEvent>, DispatchError> {
+    let events = loaded.state.decide(command, &()).map_err(CommandError::Rejected)?;
     if events.is_empty() {
         return Ok(events);
     }
-    let tenant = tenant_of_message(store, message_id).await?;
     let mut tx = store.pool().begin().await.map_err(CommandError::Db)?;
     let held: Option<i64> =
         sqlx::query_scalar("SELECT epoch FROM line_leases WHERE line_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE")
@@ -366,9 +417,9 @@ pub async fn dispatch_step(
         return Err(DispatchError::LeaseLost);
     }
     let append = Append {
-        tenant_id: tenant,
+        tenant_id: loaded.tenant.clone(),
         metadata: Metadata::new(Actor::Engine { line_id: lease.line_id.to_string() }),
-        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), version, &events)],
+        streams: vec![StreamAppend::new(Message::STREAM_TYPE, message_id.as_str(), loaded.version, &events)],
     };
     store.append_in(&mut tx, &append).await.map_err(CommandError::Store)?;
     tx.commit().await.map_err(CommandError::Db)?;

@@ -4,13 +4,13 @@
 //! sent again under the same engine id, which the network de-duplicates: never twice under two ids.
 
 use super::{lease, DispatchConfig};
-use crate::commands::messages::{dispatch_step, DispatchError};
+use crate::commands::messages::{dispatch_start, dispatch_step, DispatchError};
 use crate::commands::CommandError;
 use crate::engine::{new_engine_message_id, EngineError, EngineLine, Outbound, SessionEngine, SessionLease};
 use crate::store::EventStore;
 use domain::ids::{LineId, MessageId};
 use domain::line::EngineKind;
-use domain::message::{Content, Message, MessageCommand, MessageEvent, MessageStatus};
+use domain::message::{Content, Message, MessageCommand, MessageStatus};
 use domain::phone::PhoneNumber;
 use governor::{Jitter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -50,6 +50,8 @@ impl WakeSignal {
     }
 }
 
+/// Every database call and send below is boxed: its state lives on the heap only while it runs,
+/// so the task of an idle worker (one per line) holds little more than its wait.
 pub async fn run(
     line_id: LineId,
     store: EventStore,
@@ -60,7 +62,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let pool = store.pool().clone();
-    let line = match engine_of(&pool, &line_id).await {
+    let line = match Box::pin(engine_of(&pool, &line_id)).await {
         Ok(Some(engine)) => EngineLine { id: line_id.clone(), engine },
         Ok(None) => return,
         Err(e) => {
@@ -73,7 +75,7 @@ pub async fn run(
     let (keeper, own_lease) = match engine.session_lease(&line) {
         SessionLease::Held(keeper) => (keeper, false),
         SessionLease::Elsewhere => return,
-        SessionLease::NotKept => match lease::acquire(&pool, &line_id, &config.node, config.lease_ttl).await {
+        SessionLease::NotKept => match Box::pin(lease::acquire(&pool, &line_id, &config.node, config.lease_ttl)).await {
             Ok(Some(lease)) => (Arc::new(renewer.keep(lease)), true),
             Ok(None) => return, // another node serves this line
             Err(e) => {
@@ -103,7 +105,7 @@ pub async fn run(
             tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
             return;
         }
-        let next = match next_message(&pool, &line_id).await {
+        let next = match Box::pin(next_message(&pool, &line_id)).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::warn!(%line_id, error = %e, "dispatcher: reading the queue failed");
@@ -111,12 +113,12 @@ pub async fn run(
             }
         };
         if let Next::Abandon(message_id) = &next {
-            let reason = match logout_reason(&pool, &line_id).await {
+            let reason = match Box::pin(logout_reason(&pool, &line_id)).await {
                 Some(why) => format!("the line was logged out before the message could be sent ({why})"),
                 None => "the line was logged out before the message could be sent".to_owned(),
             };
             let failed = MessageCommand::MarkFailed { reason };
-            if let Err(e) = dispatch_step(&store, lease, message_id, failed).await {
+            if let Err(e) = Box::pin(dispatch_step(&store, lease, message_id, failed)).await {
                 tracing::warn!(%line_id, %message_id, error = ?e, "dispatcher: failing a message of a logged-out line failed");
                 return;
             }
@@ -149,7 +151,7 @@ pub async fn run(
         }
         // The wait may have been long: send only if this is still the next message of a
         // connected line.
-        match next_message(&pool, &line_id).await {
+        match Box::pin(next_message(&pool, &line_id)).await {
             Ok(Next::Send(still, _)) if still == message_id => {}
             Ok(_) => continue,
             Err(e) => {
@@ -157,7 +159,7 @@ pub async fn run(
                 continue;
             }
         }
-        match send_one(&store, engine.as_ref(), &config, &keeper, &line, &message_id, from, &mut last_call).await {
+        match Box::pin(send_one(&store, engine.as_ref(), &config, &keeper, &line, &message_id, from, &mut last_call)).await {
             Ok(Sent::Done) => retry_wait = first_retry,
             Ok(Sent::Later(reason)) => {
                 tracing::info!(%line_id, %message_id, %reason, "dispatcher: the engine cannot send now; the message waits");
@@ -179,7 +181,7 @@ pub async fn run(
         idle_since = Instant::now();
     }
     if own_lease {
-        let _ = lease::release(&pool, lease).await;
+        let _ = Box::pin(lease::release(&pool, lease)).await;
     }
 }
 
@@ -201,6 +203,10 @@ async fn engine_of(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Option<Engin
         sqlx::query_scalar("SELECT engine FROM lines WHERE line_id = $1").bind(line_id.as_str()).fetch_optional(pool).await?;
     Ok(engine.and_then(|e| EngineKind::parse(&e)))
 }
+
+/// How long before a send's paced time its line's lease is renewed: more than a renewal's round
+/// trip takes, a small part of any lease's TTL.
+const RENEWAL_LEAD: Duration = Duration::from_millis(100);
 
 /// What became of one message's turn.
 enum Sent {
@@ -250,16 +256,8 @@ async fn send_one(
     last_call: &mut Option<tokio::time::Instant>,
 ) -> Result<Sent, DispatchError> {
     let lease = keeper.lease();
-    let started =
-        dispatch_step(store, lease, message_id, MessageCommand::StartDispatch { engine_message_id: new_engine_message_id() })
-            .await?;
-    let Some(MessageEvent::DispatchStarted { engine_message_id, .. }) = started.into_iter().next() else {
+    let Some((engine_message_id, queued)) = dispatch_start(store, lease, message_id, new_engine_message_id()).await? else {
         return Ok(Sent::Done); // already sent or failed
-    };
-    let events =
-        store.read_stream(<Message as domain::Aggregate>::STREAM_TYPE, message_id.as_str()).await.map_err(CommandError::Db)?;
-    let Some(MessageEvent::Queued(queued)) = events.first().and_then(|e| e.decode::<MessageEvent>().ok()) else {
-        return Ok(Sent::Done);
     };
     // A file that cannot be fetched fails the message with the reason; nothing is sent.
     let media = match &queued.content {
@@ -303,13 +301,19 @@ async fn send_one(
         },
         media,
     };
-    if let Some(last) = *last_call {
-        tokio::time::sleep_until(last + config.interval).await;
-    }
     // The download and the pacing may have taken long: call the engine only while the lease is
-    // certainly still ours, or another node may be sending this very message.
+    // certainly still ours, or another node may be sending this very message. The renewal is
+    // made just before the send's time (RENEWAL_LEAD), not at it, so that its round trip (a
+    // commit) does not make the send late; the lease then has all but that lead of its TTL left.
+    let send_at = last_call.map(|last| last + config.interval);
+    if let Some(at) = send_at {
+        tokio::time::sleep_until(at - RENEWAL_LEAD.min(config.interval)).await;
+    }
     if keeper.is_lost() || !lease::renew(store.pool(), lease, config.lease_ttl).await.map_err(CommandError::Db)? {
         return Err(DispatchError::LeaseLost);
+    }
+    if let Some(at) = send_at {
+        tokio::time::sleep_until(at).await;
     }
     *last_call = Some(tokio::time::Instant::now());
     let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
