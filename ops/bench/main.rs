@@ -1,9 +1,13 @@
 //! Benchmarks of the write path, side by side with plain PostgreSQL doing the same writes.
 //!
 //!     ops/bench/run [--n 4000] [--concurrency 16] [--log-events 1000000] [--verify 1]
+//!                   [--lines 10000] [--busy-lines 200] [--only-pacing 1]
 //!
-//! Uses a database `bridge_bench` on the PostgreSQL the server would find (DATABASE_URL, else
-//! 127.0.0.1:5432), recreated on every run. Prints one table; nothing here asserts on time.
+//! Uses databases `bridge_bench` and `bridge_bench_pacing` (the dispatcher's, `pacing.rs`) on the
+//! PostgreSQL the server would find (DATABASE_URL, else 127.0.0.1:5432), recreated on every run.
+//! Prints its tables; nothing here asserts on time.
+
+mod pacing;
 
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -15,6 +19,51 @@ use wazion_bridge::commands::group_commit::SendBatcher;
 use wazion_bridge::commands::messages::{send, Send as SendMessage};
 use wazion_bridge::config::Config;
 use wazion_bridge::store::{Actor, Append, EventStore, Metadata, StreamAppend};
+
+/// The system allocator, counting the bytes live: memory per idle line is read off it. (A relaxed
+/// atomic add per allocation; the other figures carry that small cost.)
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+            LIVE.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn heap_live() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 struct Figures {
     name: String,
@@ -192,6 +241,25 @@ async fn main() -> anyhow::Result<()> {
     let (announcer, _announcing) = wazion_bridge::store::Announcer::start(pool.clone(), shutdown.clone());
     let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
     let plans = Arc::new(config.plan_catalog()?);
+
+    // 0. The dispatcher at `--lines` connected lines (first, while the process holds little else),
+    //    in a database of its own: what it leaves behind (ten thousand lines and their messages)
+    //    is not in the log the rest of the bench measures.
+    sqlx::query("DROP DATABASE IF EXISTS bridge_bench_pacing WITH (FORCE)").execute(&mut admin).await?;
+    sqlx::query("CREATE DATABASE bridge_bench_pacing").execute(&mut admin).await?;
+    let pacing_pool: PgPool =
+        PgPoolOptions::new().max_connections(66).connect_with(server.admin.clone().database("bridge_bench_pacing")).await?;
+    wazion_bridge::db::migrate(&pacing_pool).await?;
+    let pacing_store = EventStore::new(pacing_pool.clone(), EventStore::inline_projections());
+    let busy = [arg("--busy-lines", 200), 1_000];
+    let pacing = pacing::run(&pacing_store, &plans, heap_live, arg("--lines", 10_000), &busy, 6).await?;
+    drop(pacing_store);
+    pacing_pool.close().await;
+    sqlx::query("DROP DATABASE bridge_bench_pacing WITH (FORCE)").execute(&mut admin).await?;
+    if arg("--only-pacing", 0) == 1 {
+        pacing.print();
+        return Ok(());
+    }
     let mut rows = Vec::new();
 
     // 1. Append one event to a new stream, inline projections included.
@@ -585,6 +653,7 @@ async fn main() -> anyhow::Result<()> {
     for (name, took) in passes {
         println!("| {name:<44} | {:>9.2} | {:>9.0} |", took.as_secs_f64(), events as f64 / took.as_secs_f64());
     }
+    pacing.print();
     pool.close().await;
     sqlx::query("DROP DATABASE IF EXISTS bridge_bench WITH (FORCE)").execute(&mut admin).await?;
     Ok(())
