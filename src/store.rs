@@ -286,6 +286,18 @@ impl EventStore {
         conn: &mut PgConnection,
         appends: &[&Append],
     ) -> Result<Vec<Vec<StoredEvent>>, AppendError> {
+        self.append_batch_in_applied(conn, appends, &[]).await
+    }
+
+    /// [`EventStore::append_batch_in`] for a caller that has itself written, in the same
+    /// transaction, what the inline projections named in `applied` make of these events (the send
+    /// batch adds to the quota counters in the statement that checks them); those are not run.
+    pub async fn append_batch_in_applied(
+        &self,
+        conn: &mut PgConnection,
+        appends: &[&Append],
+        applied: &[&str],
+    ) -> Result<Vec<Vec<StoredEvent>>, AppendError> {
         // Every event in the order written (which is the order of their positions), and how many
         // each append has.
         let mut all: Vec<StoredEvent> = Vec::new();
@@ -345,7 +357,7 @@ impl EventStore {
             (event.global_position, event.transaction_id, event.recorded_at) = (position, xid, at);
         }
         debug_assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position), "positions follow the rows");
-        for projection in self.inline.iter() {
+        for projection in self.inline.iter().filter(|p| !applied.contains(&p.name())) {
             projection.apply_batch(&mut *conn, &all).await?;
         }
         let mut rest = all.into_iter();

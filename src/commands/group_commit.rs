@@ -6,25 +6,29 @@
 //! batch committed (no timer: a lone send goes at once) and decides them all in one transaction
 //! of set-based statements:
 //!
-//! 1. one read of the accounts, the lines and the Idempotency-Key records of the whole batch;
-//! 2. one statement that locks the batch's quota counters, in account order (so two batches, on
-//!    two nodes, never wait on each other in a cycle), and reads them;
-//! 3. the decisions, made from those reads alone: a replayed or conflicting key, a suspended
+//! 1. one read of the accounts, the lines, the Idempotency-Key records and the quota counters of
+//!    the whole batch;
+//! 2. the decisions, made from that read alone: a replayed or conflicting key, a suspended
 //!    account, a missing or unconnected line, the quota — a refusal never aborts the batch;
-//! 4. one INSERT of the accepted sends' events, and the inline projections once over the batch
-//!    (one statement per table: the counters, the Idempotency-Key records, the dispatch queue).
+//! 3. one statement that checks and adds the accepted sends to their quota counters, taken in
+//!    account order (so two batches, on two nodes, never wait on each other in a cycle): each
+//!    counter only if it still has the room the decisions counted on;
+//! 4. one INSERT of the accepted sends' events, and the other inline projections once over the
+//!    batch (one statement per table: the Idempotency-Key records, the dispatch queue).
 //!
-//! Each caller gets its own outcome. Two nodes taking one Idempotency-Key at once is caught when
-//! the record is written (the later batch finds it taken and does not stand); any unexpected
-//! error runs the batch's sends again one by one, on the single-send path.
+//! Each caller gets its own outcome. What ran alongside on another node is caught when it is
+//! written: a counter another batch filled since the read, or an Idempotency-Key it took, and the
+//! batch does not stand; that, or any unexpected error, runs the batch's sends again one by one, on
+//! the single-send path (which locks the counter before it decides).
 
 use super::messages::{self, Send, SendContext, SendError, SendOutcome, IDEMPOTENCY_WINDOW_HOURS};
 use crate::store::{Append, EventStore, Metadata};
 use chrono::{DateTime, Utc};
 use domain::ids::AccountId;
 use domain::plan::{Metric, PlanCatalog};
+use projections::Projection;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -99,9 +103,12 @@ async fn run_batch(store: &EventStore, plans: &PlanCatalog, jobs: Vec<Job>) {
                 let _ = job.reply.send(outcome);
             }
         }
-        Err(e) => {
-            if !matches!(&e, SendError::Store(crate::store::AppendError::Projection(projections::ProjectionError::Claimed(_)))) {
-                tracing::warn!(error = %e, error_detail = ?e, size, "a batch of sends failed; deciding them one by one");
+        Err(undecided) => {
+            match undecided {
+                Undecided::Raced => tracing::debug!(size, "a batch of sends raced another; deciding them one by one"),
+                Undecided::Failed(e) => {
+                    tracing::warn!(error = %e, error_detail = ?e, size, "a batch of sends failed; deciding them one by one")
+                }
             }
             for job in jobs {
                 let outcome = messages::send(store, plans, &job.metadata, &job.account_id, job.send).await;
@@ -111,32 +118,63 @@ async fn run_batch(store: &EventStore, plans: &PlanCatalog, jobs: Vec<Job>) {
     }
 }
 
-/// One row of the batch's read: what the send at `i` is decided on, and its key's record.
-type ContextRow = (i64, Option<String>, Option<String>, Option<DateTime<Utc>>, Option<String>, Option<String>, Option<Value>);
+/// One row of the batch's read: what the send at `i` is decided on, its key's record, and the
+/// account's latest sent-messages counter (its cycle and count).
+type ContextRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<String>,
+    Option<Value>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+);
 
-/// Decide the batch and commit what it accepts. `Ok`: every send's outcome, in order. `Err`: the
-/// transaction did not commit and no outcome stands.
+/// Why a batch did not stand (its transaction rolled back, no outcome given); either way its
+/// sends are decided again one by one.
+enum Undecided {
+    /// A transaction that ran alongside took what the batch's read had found free: room on a
+    /// quota counter, or an Idempotency-Key.
+    Raced,
+    Failed(SendError),
+}
+
+impl<E: Into<SendError>> From<E> for Undecided {
+    fn from(e: E) -> Self {
+        match e.into() {
+            SendError::Store(crate::store::AppendError::Projection(projections::ProjectionError::Claimed(_))) => Undecided::Raced,
+            e => Undecided::Failed(e),
+        }
+    }
+}
+
+/// Decide the batch and commit what it accepts. `Ok`: every send's outcome, in order.
 async fn decide_and_commit(
     store: &EventStore,
     plans: &PlanCatalog,
     jobs: &[Job],
-) -> Result<Vec<Result<SendOutcome, SendError>>, SendError> {
+) -> Result<Vec<Result<SendOutcome, SendError>>, Undecided> {
     let mut tx = store.pool().begin().await?;
     let accounts: Vec<&str> = jobs.iter().map(|j| j.account_id.as_str()).collect();
     let lines: Vec<&str> = jobs.iter().map(|j| j.send.line_id.as_str()).collect();
     let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.send.idempotency.as_ref().map(|i| i.key.as_str())).collect();
     let rows: Vec<ContextRow> = sqlx::query_as(
-        "SELECT c.i, a.status, a.plan, a.cycle_anchor, l.status, k.request_hash, k.response \
+        "SELECT c.i, a.status, a.plan, a.cycle_anchor, l.status, k.request_hash, k.response, u.cycle_start, u.used \
            FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS c(account_id, line_id, key, i) \
            LEFT JOIN accounts a ON a.account_id = c.account_id \
            LEFT JOIN lines l ON l.line_id = c.line_id AND l.account_id = c.account_id \
            LEFT JOIN idempotency_keys k ON k.account_id = c.account_id AND k.key = c.key \
-                AND k.created_at > now() - make_interval(hours => $4)",
+                AND k.created_at > now() - make_interval(hours => $4) \
+           LEFT JOIN LATERAL (SELECT cycle_start, used FROM usage_counters \
+                WHERE account_id = c.account_id AND metric = $5 ORDER BY cycle_start DESC LIMIT 1) u ON true",
     )
     .bind(&accounts)
     .bind(&lines)
     .bind(&keys)
     .bind(IDEMPOTENCY_WINDOW_HOURS)
+    .bind(Metric::SentMessages.as_str())
     .fetch_all(&mut *tx)
     .await?;
     let mut read: Vec<Option<ContextRow>> = vec![None; jobs.len()];
@@ -145,11 +183,13 @@ async fn decide_and_commit(
         read[i] = Some(row);
     }
 
-    // The sends the account and line admit, with their plan and cycle.
+    // The sends the account and line admit, with their plan and cycle; and what the admitted
+    // sends' counters held when read (a counter of an earlier cycle, or none: nothing used yet).
     let mut admitted: Vec<Result<(String, DateTime<Utc>), SendError>> = Vec::with_capacity(jobs.len());
     let mut saved: Vec<Option<(String, Value)>> = Vec::with_capacity(jobs.len());
-    for row in read {
-        let Some((_, status, plan, anchor, line_status, hash, response)) = row else {
+    let mut used: HashMap<(String, DateTime<Utc>), u64> = HashMap::new();
+    for (job, row) in jobs.iter().zip(read) {
+        let Some((_, status, plan, anchor, line_status, hash, response, counted_cycle, counted)) = row else {
             admitted.push(Err(SendError::LineNotFound));
             saved.push(None);
             continue;
@@ -159,34 +199,13 @@ async fn decide_and_commit(
             _ => None,
         };
         saved.push(hash.zip(response));
-        admitted.push(
-            messages::admit(context).map(|(plan, anchor)| (plan, domain::billing::cycle_containing(anchor, Utc::now()).start)),
-        );
-    }
-
-    // Lock and read the counters the admitted sends count against, in account order.
-    let mut counters: Vec<(&str, DateTime<Utc>)> = jobs
-        .iter()
-        .zip(&admitted)
-        .filter_map(|(job, admitted)| admitted.as_ref().ok().map(|(_, cycle)| (job.account_id.as_str(), *cycle)))
-        .collect();
-    counters.sort_unstable();
-    counters.dedup();
-    let mut used: HashMap<(String, DateTime<Utc>), u64> = HashMap::new();
-    if !counters.is_empty() {
-        let (counter_accounts, cycles): (Vec<&str>, Vec<DateTime<Utc>>) = counters.into_iter().unzip();
-        let locked: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
-            "INSERT INTO usage_counters (account_id, cycle_start, metric, used) \
-             SELECT a, c, $3, 0 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(a, c) ORDER BY a, c \
-             ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used \
-             RETURNING account_id, cycle_start, used",
-        )
-        .bind(&counter_accounts)
-        .bind(&cycles)
-        .bind(Metric::SentMessages.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        used = locked.into_iter().map(|(account, cycle, n)| ((account, cycle), n.max(0) as u64)).collect();
+        let decided =
+            messages::admit(context).map(|(plan, anchor)| (plan, domain::billing::cycle_containing(anchor, Utc::now()).start));
+        if let Ok((_, cycle)) = &decided {
+            let counted = if counted_cycle == Some(*cycle) { counted.unwrap_or(0).max(0) as u64 } else { 0 };
+            used.insert((job.account_id.to_string(), *cycle), counted);
+        }
+        admitted.push(decided);
     }
 
     // Each send in its turn, as if they had come one after another.
@@ -195,6 +214,8 @@ async fn decide_and_commit(
     let mut accepted_at: Vec<usize> = Vec::new();
     // Keys taken by an earlier send of this batch: its request hash and response.
     let mut taken: HashMap<(&str, &str), (String, Value)> = HashMap::new();
+    // What the accepted sends add to each counter, and its limit; in account order.
+    let mut added: BTreeMap<(&str, DateTime<Utc>), (i64, u64)> = BTreeMap::new();
     for (i, ((job, admitted), saved)) in jobs.iter().zip(admitted).zip(saved).enumerate() {
         if let Some(idem) = &job.send.idempotency {
             let earlier = saved.or_else(|| taken.get(&(job.account_id.as_str(), idem.key.as_str())).cloned());
@@ -211,16 +232,17 @@ async fn decide_and_commit(
             }
         };
         let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
-        // Every admitted send's counter was locked and read above; one missing would be a bug, and
-        // must not read as zero used: the batch is decided again one by one.
+        // Every admitted send's counter was read above; one missing would be a bug, and must not
+        // read as zero used: the batch is decided again one by one.
         let Some(counted) = used.get_mut(&(job.account_id.to_string(), cycle)) else {
-            return Err(SendError::Db(sqlx::Error::RowNotFound));
+            return Err(Undecided::Failed(SendError::Db(sqlx::Error::RowNotFound)));
         };
         if *counted >= limit {
             outcomes.push(Err(SendError::QuotaExceeded { used: *counted, limit, plan }));
             continue;
         }
         *counted += 1;
+        added.entry((job.account_id.as_str(), cycle)).or_insert((0, limit)).0 += 1;
         let (append, outcome) = messages::queue(&job.metadata, &job.account_id, job.send.clone(), cycle);
         if let (Some(idem), SendOutcome::Accepted { response, .. }) = (&job.send.idempotency, &outcome) {
             let response = serde_json::to_value(response).expect("a send response serialises");
@@ -231,9 +253,48 @@ async fn decide_and_commit(
         outcomes.push(Ok(outcome));
     }
 
+    // The accepted sends are added to their counters by one statement that takes them in account
+    // order and adds to each only while it still has the room the decisions counted on (a batch
+    // on another node may have used it since the read); then the counters stay locked to the
+    // commit. The usage projection, whose work that is, is not run again over these events.
+    if !added.is_empty() {
+        let (mut counter_accounts, mut cycles, mut adds, mut limits) = (vec![], vec![], vec![], vec![]);
+        for ((account, cycle), (n, limit)) in &added {
+            counter_accounts.push(*account);
+            cycles.push(*cycle);
+            adds.push(*n);
+            limits.push(i64::try_from(*limit).unwrap_or(i64::MAX));
+        }
+        let counted: Vec<String> = sqlx::query_scalar(
+            "WITH added AS (SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[]) \
+                 AS a(account_id, cycle_start, n, quota)) \
+             INSERT INTO usage_counters (account_id, cycle_start, metric, used) \
+             SELECT account_id, cycle_start, $5, n FROM added WHERE n <= quota ORDER BY account_id, cycle_start \
+             ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used + EXCLUDED.used \
+               WHERE usage_counters.used + EXCLUDED.used <= (SELECT quota FROM added a \
+                   WHERE a.account_id = usage_counters.account_id AND a.cycle_start = usage_counters.cycle_start) \
+             RETURNING account_id",
+        )
+        .bind(&counter_accounts)
+        .bind(&cycles)
+        .bind(&adds)
+        .bind(&limits)
+        .bind(Metric::SentMessages.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        if counted.len() < added.len() {
+            // Let the counters go before the sends are decided again one by one (they lock them).
+            tx.rollback().await?;
+            return Err(Undecided::Raced);
+        }
+    }
     if !appends.is_empty() {
         let refs: Vec<&Append> = appends.iter().collect();
-        store.append_batch_in(&mut tx, &refs).await?;
+        let usage = projections::messaging::UsageCounters.name();
+        if let Err(e) = store.append_batch_in_applied(&mut tx, &refs, &[usage]).await {
+            tx.rollback().await?;
+            return Err(e.into());
+        }
     }
     tx.commit().await?;
     for append in &appends {

@@ -27,7 +27,7 @@ use domain::message::{
 use domain::phone::PhoneNumber;
 use domain::plan::{Metric, PlanCatalog};
 use domain::Aggregate;
-use projections::ProjectionError;
+use projections::{Projection, ProjectionError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -229,13 +229,29 @@ async fn send_once(
 
     let cycle = domain::billing::cycle_containing(anchor, Utc::now());
     let limit = plans.get(&plan).map(|(_, l)| l.sent_messages).unwrap_or(0);
-    let used = crate::usage::lock_counter(&mut tx, account_id.as_str(), cycle.start, Metric::SentMessages).await?;
-    if used >= limit {
+    // The quota checked and the send counted in one statement: one is added only while the
+    // counter is under the limit, and the counter stays locked to the commit. The usage
+    // projection, whose work that is, is not run again over the send's event.
+    let counted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO usage_counters (account_id, cycle_start, metric, used) SELECT $1, $2, $3, 1 WHERE $4 >= 1 \
+         ON CONFLICT (account_id, cycle_start, metric) DO UPDATE SET used = usage_counters.used + 1 \
+           WHERE usage_counters.used < $4 \
+         RETURNING used",
+    )
+    .bind(account_id.as_str())
+    .bind(cycle.start)
+    .bind(Metric::SentMessages.as_str())
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if counted.is_none() {
+        let used = crate::usage::lock_counter(&mut tx, account_id.as_str(), cycle.start, Metric::SentMessages).await?;
         return Err(SendError::QuotaExceeded { used, limit, plan });
     }
 
     let (append, outcome) = queue(metadata, account_id, send, cycle.start);
-    store.append_in(&mut tx, &append).await?;
+    let usage = projections::messaging::UsageCounters.name();
+    store.append_batch_in_applied(&mut tx, &[&append], &[usage]).await?;
     tx.commit().await?;
     store.committed(&append);
     Ok(outcome)

@@ -596,3 +596,76 @@ async fn a_logged_out_line_is_not_connected_for_every_kind_of_send() {
     assert_eq!(count(&app, "SELECT count(*) FROM events").await, before, "nothing appended");
     app.shutdown().await;
 }
+
+/// Two nodes' batches read a counter with room for one more send, each accepts one, and both
+/// reach the counter at once: the one that gets there second finds the room gone, does not stand,
+/// and its send, decided again on its own, is refused.
+#[tokio::test]
+async fn two_nodes_batching_at_once_never_pass_the_quota_between_their_read_and_their_write() {
+    use std::sync::Arc;
+    use wazion_bridge::commands::group_commit::SendBatcher;
+    use wazion_bridge::commands::messages::{Send, SendError, SendOutcome};
+    use wazion_bridge::store::{Actor, EventStore, Metadata};
+    let app = app().await;
+    let (account_id, _, key) = app.account("starter").await; // 5 messages
+    let line = app.connected_line(&key, "+34600000041").await;
+    for i in 0..4 {
+        let (status, body) =
+            app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34611111111", "message": format!("m{i}")})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // Two nodes' batchers (each its own shard), held at the counter by a lock until both are there.
+    let mut config = crate::common::test_config();
+    config.plans.get_mut("starter").unwrap().sent_messages = 5;
+    let plans = Arc::new(config.plan_catalog().unwrap());
+    let store = EventStore::new(app.db.pool.clone(), EventStore::inline_projections());
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT used FROM usage_counters WHERE account_id = $1 AND metric = 'sent_messages' FOR UPDATE")
+        .bind(&account_id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let account = domain::ids::AccountId::parse(&account_id).unwrap();
+    let sends: Vec<_> = ["node a", "node b"]
+        .into_iter()
+        .map(|node| {
+            let batcher = SendBatcher::start(store.clone(), plans.clone(), 1);
+            let send = Send {
+                line_id: domain::ids::LineId::parse(&line).unwrap(),
+                to: domain::chat_id::ChatId::parse("+34611111111").unwrap(),
+                content: domain::message::Content::Text { text: domain::message::MessageText::parse(node).unwrap() },
+                quoted_message_id: None,
+                archive_policy: Default::default(),
+                idempotency: None,
+            };
+            let (account, metadata) = (account.clone(), Metadata::new(Actor::Operator { name: node.into() }));
+            tokio::spawn(async move { batcher.send(&metadata, &account, send).await })
+        })
+        .collect();
+    app.eventually("both batches wait at the counter", Duration::from_secs(20), || async {
+        count(
+            &app,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO usage_counters%'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    holder.commit().await.unwrap();
+
+    let mut outcomes = Vec::new();
+    for send in sends {
+        outcomes.push(send.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(SendOutcome::Accepted { .. }))).count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Err(SendError::QuotaExceeded { used: 5, limit: 5, .. }))),
+        "the later one is refused: {outcomes:?}"
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM events WHERE event_type = 'message.queued'").await, 5);
+    assert_eq!(count(&app, "SELECT used FROM usage_counters WHERE metric = 'sent_messages'").await, 5);
+    let verified = app.cli(&["projections", "verify", "usage_counters", "--json"]).await;
+    assert!(verified.ok(), "the counter is what the log counts: {}", verified.stdout());
+    app.shutdown().await;
+}
