@@ -60,18 +60,22 @@ fn message_row(r: &PgRow) -> Result<MessageRow, ProjectionError> {
 
 /// The rows a batch can touch: its own messages and the targets of its reactions by id; the
 /// messages its reactions and quotes name by WhatsApp id; and the unread inbound messages of the
-/// chats it marks read.
+/// chats it marks read. The last two look each key up on its own (a lateral subquery the planner
+/// cannot flatten): as joins, a plan made for big chats scanned the whole table on every batch,
+/// even one with no key at all.
 static LOAD_MESSAGES: LazyLock<String> = LazyLock::new(|| {
     let columns = MESSAGE_COLUMNS.iter().map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
     format!(
         "SELECT {columns} FROM rm_messages m WHERE m.message_id = ANY($1) \
          UNION ALL \
-         SELECT {columns} FROM rm_messages m \
-          WHERE (m.line_id, m.engine_message_id) IN (SELECT * FROM UNNEST($2::text[], $3::text[])) \
+         SELECT {columns} FROM UNNEST($2::text[], $3::text[]) AS k(line_id, engine_message_id) \
+           CROSS JOIN LATERAL (SELECT * FROM rm_messages r \
+                WHERE r.line_id = k.line_id AND r.engine_message_id = k.engine_message_id OFFSET 0) m \
          UNION ALL \
-         SELECT {columns} FROM rm_messages m \
-          WHERE (m.line_id, m.chat_phone) IN (SELECT * FROM UNNEST($4::text[], $5::text[])) \
-            AND m.direction = 'inbound' AND m.status <> 'read'"
+         SELECT {columns} FROM UNNEST($4::text[], $5::text[]) AS c(line_id, phone) \
+           CROSS JOIN LATERAL (SELECT * FROM rm_messages r \
+                WHERE r.line_id = c.line_id AND r.chat_phone = c.phone AND r.direction = 'inbound' AND r.status <> 'read' \
+                OFFSET 0) m"
     )
 });
 
