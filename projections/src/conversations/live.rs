@@ -1,10 +1,9 @@
 //! The live runners' set-based apply of `rm_messages` and `rm_chats`. A batch of events loads
 //! the rows it can touch in one query, folds the events over them in memory with the folds the
-//! bulk rebuilds use (the same rules as the event-by-event SQL of [`Messages`](super::Messages) and
-//! [`Chats`](super::Chats)), and
-//! writes back what changed with one `UNNEST` upsert per table: two statements a batch, where the
-//! event-by-event SQL takes one or two an event. Verifications still replay with that SQL, so each
-//! `projections verify` checks these folds against it.
+//! bulk rebuilds use (the same rules as the event-by-event SQL of [`Messages`](super::Messages)
+//! and [`Chats`](super::Chats)), and writes back what changed with one `UNNEST` upsert per table:
+//! two statements a batch, where the event-by-event SQL takes one or two an event. Verifications
+//! still replay with that SQL, so each `projections verify` checks these folds against it.
 
 use super::{
     ChatRow, ChatsFold, Conversation, MessageRow, MessagesFold, ProjectionError, StoredEvent, CHAT_COLUMNS, MESSAGE_COLUMNS,
