@@ -79,9 +79,8 @@ async fn a_sim_line_created_on_the_lines_page_connects_on_its_page_without_a_rel
     let page = browser.wait_for_url("a line's page", |url| url.contains("/console/lines/line_")).await;
     let line_id = page.rsplit('/').next().unwrap().to_owned();
     assert_eq!(browser.text("#line-live [data-test=line-status]").await, "pending_qr");
-    let qr = browser.find_visible("[data-test=qr] img").await;
-    let loaded = browser.execute("return arguments[0].complete && arguments[0].naturalWidth > 0;", vec![qr.as_arg()]).await;
-    assert_eq!(loaded, json!(true), "the QR code's SVG loads");
+    browser.find_visible("[data-test=qr] img").await;
+    qr_code_loads(&browser).await;
     assert!(!browser.text("[data-test=qr-expires]").await.is_empty(), "the code's expiry is shown");
     browser.screenshot("line-qr").await;
 
@@ -130,9 +129,8 @@ async fn a_whatsapp_line_created_on_the_lines_page_shows_its_sessions_qr_code_a_
     let run = fake.run(&line_id, 1).await;
     run.emit(WaEvent::Qr { code: "2@journey,code".into(), valid_for: std::time::Duration::from_secs(60) }).await;
     // The page polls its live part: the session's code appears without a reload.
-    let qr = browser.find_visible("[data-test=qr] img").await;
-    let loaded = browser.execute("return arguments[0].complete && arguments[0].naturalWidth > 0;", vec![qr.as_arg()]).await;
-    assert_eq!(loaded, json!(true), "the QR code's SVG loads");
+    browser.find_visible("[data-test=qr] img").await;
+    qr_code_loads(&browser).await;
 
     browser.fill("#pairing-phone", "+34600000001").await;
     browser.click("[data-test=pairing-code]").await;
@@ -357,4 +355,16 @@ async fn from_serve_demo_a_new_user_connects_a_line_creates_a_key_tests_a_webhoo
         .unwrap();
     assert_eq!(listed["messages"][0]["text"], "Hello from the demo", "{listed}");
     server.kill().await.ok();
+}
+
+/// Await the QR code's image having loaded (shown is not loaded: the SVG arrives after the element
+/// does, and the live part may put a new element in its place meanwhile).
+async fn qr_code_loads(browser: &Browser) {
+    let script = "const img = document.querySelector('[data-test=qr] img'); \
+                  return !!img && img.complete && img.naturalWidth > 0;";
+    browser
+        .wait_until("the QR code's SVG to load", std::time::Duration::from_secs(10), || async {
+            (browser.execute(script, vec![]).await == json!(true)).then_some(())
+        })
+        .await;
 }
