@@ -364,19 +364,17 @@ struct Dispatched {
 }
 
 async fn load_dispatched(store: &EventStore, message_id: &MessageId) -> Result<Dispatched, CommandError<MessageError>> {
-    let stored = store.read_stream(Message::STREAM_TYPE, message_id.as_str()).await?;
-    let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+    let (state, mut events) = super::load_with_events::<Message>(store, message_id.as_str()).await?;
+    let version = events.last().map_or(0, |(stored, _)| stored.stream_version);
+    if events.is_empty() {
         return Err(CommandError::Rejected(MessageError::NotFound));
-    };
-    let (mut state, mut queued) = (Message::default(), None);
-    for event in &stored {
-        let event: MessageEvent = event.decode().map_err(ProjectionError::from)?;
-        if let MessageEvent::Queued(q) = &event {
-            queued = Some(q.clone());
-        }
-        state.apply(&event);
     }
-    Ok(Dispatched { state, version: last.stream_version, tenant: first.tenant_id.clone(), queued })
+    let (first, event) = events.swap_remove(0);
+    let queued = match event {
+        MessageEvent::Queued(q) => Some(q),
+        _ => None,
+    };
+    Ok(Dispatched { state, version, tenant: first.tenant_id, queued })
 }
 
 /// A dispatcher's step on a queued message (start, sent, failed), appended only while `lease` is

@@ -42,13 +42,24 @@ pub enum CommandError<E: std::error::Error + 'static> {
 
 /// An aggregate's state and the version of its stream.
 pub async fn load<A: Aggregate<Error: 'static>>(store: &EventStore, stream_id: &str) -> Result<(A, i64), CommandError<A::Error>> {
-    let events = store.read_stream(A::STREAM_TYPE, stream_id).await?;
+    let (state, events) = load_with_events::<A>(store, stream_id).await?;
+    Ok((state, events.last().map_or(0, |(stored, _)| stored.stream_version)))
+}
+
+/// [`load`], with the stream's events decoded, each beside its stored row (tenant, version).
+pub async fn load_with_events<A: Aggregate<Error: 'static>>(
+    store: &EventStore,
+    stream_id: &str,
+) -> Result<(A, Vec<(StoredEvent, A::Event)>), CommandError<A::Error>> {
+    let stored = store.read_stream(A::STREAM_TYPE, stream_id).await?;
     let mut state = A::default();
-    for stored in &events {
+    let mut events = Vec::with_capacity(stored.len());
+    for stored in stored {
         let event: A::Event = stored.decode().map_err(ProjectionError::from)?;
         state.apply(&event);
+        events.push((stored, event));
     }
-    Ok((state, events.last().map_or(0, |e| e.stream_version)))
+    Ok((state, events))
 }
 
 /// Load, decide with `decide`, append; retried on a concurrent write to the stream. Returns the

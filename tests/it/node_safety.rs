@@ -229,16 +229,11 @@ async fn one_renewer_keeps_every_lease_of_a_node_and_tells_the_worker_whose_line
     };
     // Until the renewal round after this one has moved the line's expiry on.
     let renewed = |line: &domain::ids::LineId| {
-        let line = line.clone();
+        let (db, line) = (&db, line.clone());
         async move {
             let before = expiry(&line).await;
-            tokio::time::timeout(2 * ttl, async {
-                while expiry(&line).await <= before {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-            .await
-            .expect("a renewal round moves a held lease on");
+            db.await_condition("a renewal round to move a held lease on", 2 * ttl, || async { expiry(&line).await > before })
+                .await;
         }
     };
 

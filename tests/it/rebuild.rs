@@ -508,12 +508,12 @@ async fn verify_compares_in_a_snapshot_of_its_own_holding_no_transaction_id_whil
     traffic(0).await;
     settled(&app).await;
     let pool = &app.db.pool;
-    let projections: Vec<_> = wazion_bridge::server::async_projections()
+    let all: Vec<_> = wazion_bridge::server::async_projections()
         .into_iter()
         .chain(wazion_bridge::store::EventStore::inline_projections())
         .collect();
     for name in ["messages", "usage_counters"] {
-        let projection = projections.iter().find(|p| p.name() == name).unwrap();
+        let projection = all.iter().find(|p| p.name() == name).unwrap();
         let mut frozen = projections::rebuild::freeze(pool, projection.as_ref(), 100, |_| {}).await.unwrap();
         let backends = frozen.backends().await.unwrap();
         let holding: i64 =
