@@ -256,7 +256,7 @@ mod tests {
     }
 
     fn appended(tenant: &str, stream_type: &str) -> Change {
-        Change::Appended(Announcement { tenant: tenant.into(), stream_types: vec![stream_type.into()] })
+        Change::Appended(Announcement { tenant: tenant.into(), stream_types: vec![stream_type.into()], origin: None })
     }
 
     const TTL: Duration = Duration::from_secs(5);

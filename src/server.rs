@@ -5,12 +5,14 @@ use crate::api::error::{ApiError, ErrorCode};
 use crate::api::{rate_limit, request_id};
 use crate::app::AppState;
 use crate::auth::Authenticator;
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::dispatch::DispatchConfig;
 use crate::engine::sim::SimNetwork;
 use crate::engine::whatsapp::seam::WaConnector;
 use crate::engine::whatsapp::sessions::{SessionStores, WhatsappConfig, WhatsappEngine};
 use crate::engine::Engines;
+use crate::http::health::{MetricsAccess, Probe};
 use crate::store::EventStore;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, Method, Uri};
@@ -110,25 +112,31 @@ fn async_projections_telling(lanes: Option<LaneHints>) -> Vec<Arc<dyn Projection
 
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub watcher: LogWatcher,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    membership: Membership,
     /// Held until every task has stopped, so no process can take this node's id (and with it the
     /// leases and claims still being finished) while it drains.
     node: crate::node::NodeIdentity,
 }
 
 impl RunningServer {
-    /// Stop accepting requests, let in-flight ones finish, stop background work.
+    /// Drain: stop accepting requests and taking work, let in-flight work finish, hand back
+    /// the lines, and stop.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        self.stopper().stop().await;
         self.wait().await
     }
 
-    /// Wait until the shutdown token is cancelled elsewhere (a signal) and everything has stopped.
+    /// Wait until the server is stopped elsewhere (a [`Stopper`], a signal) and everything has
+    /// stopped; then the node leaves the cluster.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.membership.leave().await;
         drop(self.node);
     }
 
@@ -137,8 +145,27 @@ impl RunningServer {
         self.node.id()
     }
 
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+    pub fn stopper(&self) -> Stopper {
+        Stopper { membership: self.membership.clone(), shutdown: self.shutdown.clone() }
+    }
+}
+
+/// Begins a server's drain from anywhere (a signal handler).
+#[derive(Clone)]
+pub struct Stopper {
+    membership: Membership,
+    shutdown: CancellationToken,
+}
+
+impl Stopper {
+    /// Tell the other nodes this one is leaving (so they take its lines as it hands them back),
+    /// then stop everything.
+    pub async fn stop(&self) {
+        if !self.shutdown.is_cancelled() {
+            // Bounded: a node cut off from the database still stops.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.membership.drain()).await;
+        }
+        self.shutdown.cancel();
     }
 }
 
@@ -175,7 +202,10 @@ pub async fn start(config: Config, pool: PgPool, listener: TcpListener) -> anyho
     start_with(config, pool, listener, StartOptions::default()).await
 }
 
-/// [`start`], with the seams of `options`.
+/// [`start`], with the seams of `options`. What runs follows the node's roles: `api` serves the
+/// REST, MCP, console and operator routes (a node without it serves only `/healthz`, `/readyz`
+/// and `/metrics`); `dispatch` sends and runs WhatsApp sessions; `webhooks` makes and delivers
+/// webhook deliveries; `projections` keeps the read models, signs digests and sweeps.
 pub async fn start_with(
     config: Config,
     pool: PgPool,
@@ -183,13 +213,16 @@ pub async fn start_with(
     options: StartOptions,
 ) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
+    let roles = config.roles();
     let plans = Arc::new(config.plan_catalog()?);
+    let lease_ttl = Duration::from_secs(config.line_lease_secs);
     // Before anything that takes leases or claims: no live twin may share this node's id, and
     // every node must share one master key.
     let node = crate::node::NodeIdentity::claim(&pool, crate::node::resolve_id(&config.node_id), shutdown.clone()).await?;
     let master_key = Arc::new(crate::secrets::MasterKey::load_checked(&config, &pool).await?);
-    tracing::info!(node = node.id(), "node id claimed");
-    let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), shutdown.clone());
+    let membership = Membership::join(pool.clone(), node.id(), roles, lease_ttl, shutdown.clone()).await?;
+    tracing::info!(node = node.id(), roles = %roles.names().join(","), "node id claimed");
+    let (announcer, announcing) = crate::store::Announcer::start(pool.clone(), Some(node.id().to_owned()), shutdown.clone());
     let watcher = LogWatcher::default();
     let store = EventStore::new(pool.clone(), EventStore::inline_projections())
         .with_announcer(announcer)
@@ -199,21 +232,38 @@ pub async fn start_with(
     tasks.spawn(async move {
         let _ = announcing.await;
     });
-
-    tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
-    tasks.spawn(crate::maintenance::run(pool.clone(), Duration::from_secs(600), shutdown.clone()));
     tasks.spawn(watcher.clone().run(pool.clone(), shutdown.clone()));
+    if roles.api {
+        tasks.spawn(auth.clone().follow(watcher.changes(), shutdown.clone()));
+    }
+    if roles.projections {
+        tasks.spawn(crate::maintenance::run(pool.clone(), Duration::from_secs(600), shutdown.clone()));
+        tasks.spawn(crate::audit::digest::run(
+            pool.clone(),
+            *master_key.audit_key(),
+            Duration::from_secs(config.audit_digest_interval_secs),
+            shutdown.clone(),
+        ));
+    }
+
     let deliverer = crate::webhook_delivery::Deliverer::new(
         store.clone(),
         plans.clone(),
         master_key.clone(),
         crate::webhook_delivery::DeliveryConfig::from_config(&config, node.id()),
     );
-    let mut webhook_projector = None;
+    // The webhook projector runs where deliveries are sent (it tells the local worker which lanes
+    // got deliveries); the read models where the projections are.
+    let mut projection_names = Vec::new();
     for projection in async_projections_telling(Some(deliverer.lane_hints())) {
+        projection_names.push(projection.name().to_owned());
+        let is_webhooks = projection.name() == WebhookDeliveries::default().name();
+        if !(if is_webhooks { roles.webhooks } else { roles.projections }) {
+            continue;
+        }
         let runner = Runner::new(pool.clone(), projection.clone(), watcher.wakeups(), RunnerConfig::default());
-        if projection.name() == WebhookDeliveries::default().name() {
-            webhook_projector = Some(runner.progress());
+        if is_webhooks {
+            tasks.spawn(deliverer.clone().run(runner.progress(), watcher.changes(), shutdown.clone()));
         }
         tasks.spawn(runner.run(shutdown.clone()));
     }
@@ -233,10 +283,11 @@ pub async fn start_with(
         options.session_stores.unwrap_or_else(|| crate::engine::whatsapp::session_stores(pool.clone(), master_key.clone())),
         WhatsappConfig {
             node: node.id().to_owned(),
-            lease_ttl: Duration::from_secs(config.line_lease_secs),
+            lease_ttl,
             scan_interval: Duration::from_secs(2),
             min_backoff: Duration::from_millis(config.whatsapp_reconnect_min_ms),
             max_backoff: Duration::from_millis(config.whatsapp_reconnect_max_ms),
+            sessions: roles.dispatch,
         },
         shutdown.clone(),
     );
@@ -244,41 +295,84 @@ pub async fn start_with(
         let _ = whatsapp_supervisor.await;
     });
     let engine: Arc<dyn crate::engine::SessionEngine> = Arc::new(Engines { sim, whatsapp: whatsapp.clone() });
-    let dispatch_config = DispatchConfig {
-        interval: Duration::from_millis(config.line_send_interval_ms),
-        jitter: Duration::from_millis(config.line_send_jitter_ms),
-        lease_ttl: Duration::from_secs(config.line_lease_secs),
-        node: node.id().to_owned(),
-        send_timeout: Duration::from_millis(config.send_timeout_ms),
-        scan_interval: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(60),
-        media: crate::media::MediaFetcher::new(
-            config.media_max_bytes,
-            Duration::from_millis(config.media_timeout_ms),
-            config.allow_private_urls,
-        ),
+    let dispatcher = if roles.dispatch {
+        let dispatch_config = DispatchConfig {
+            interval: Duration::from_millis(config.line_send_interval_ms),
+            jitter: Duration::from_millis(config.line_send_jitter_ms),
+            lease_ttl,
+            node: node.id().to_owned(),
+            send_timeout: Duration::from_millis(config.send_timeout_ms),
+            // Often enough that a dead node's lines are found soon after its lease runs out.
+            scan_interval: (lease_ttl / 5).min(Duration::from_secs(2)),
+            idle_timeout: Duration::from_secs(60),
+            media: crate::media::MediaFetcher::new(
+                config.media_max_bytes,
+                Duration::from_millis(config.media_timeout_ms),
+                config.allow_private_urls,
+            ),
+        };
+        let (dispatcher, supervisor) =
+            crate::dispatch::start(store.clone(), engine.clone(), dispatch_config, Some(watcher.changes()), shutdown.clone());
+        whatsapp.set_dispatcher(dispatcher.clone());
+        tasks.spawn(async move {
+            let _ = supervisor.await;
+        });
+        dispatcher
+    } else {
+        crate::dispatch::Dispatcher::disabled()
     };
-    let (dispatcher, supervisor) = crate::dispatch::start(store.clone(), engine.clone(), dispatch_config, shutdown.clone());
-    whatsapp.set_dispatcher(dispatcher.clone());
-    tasks.spawn(async move {
-        let _ = supervisor.await;
-    });
 
-    tasks.spawn(crate::audit::digest::run(
-        pool.clone(),
-        *master_key.audit_key(),
-        Duration::from_secs(config.audit_digest_interval_secs),
-        shutdown.clone(),
-    ));
-    let projector_progress = webhook_projector.expect("the webhook projector is one of the async projections");
-    tasks.spawn(deliverer.clone().run(projector_progress, watcher.changes(), shutdown.clone()));
-    let shards = if config.group_commit { config.group_commit_shards } else { 0 };
+    let shards = if config.group_commit && roles.api { config.group_commit_shards } else { 0 };
     let sends = crate::commands::group_commit::SendBatcher::start(store.clone(), plans.clone(), shards);
-    let state = AppState { config: Arc::new(config), plans, pool, store, auth, dispatcher, engine, master_key, deliverer, sends };
-    let app = router(state.clone());
+    let metrics_listen = config.metrics_listen;
+    let probe = |metrics| {
+        Arc::new(Probe {
+            pool: pool.clone(),
+            node: node.id().to_owned(),
+            roles,
+            membership: membership.clone(),
+            projections: projection_names.clone(),
+            max_projection_lag: Duration::from_secs(config.ready_max_projection_lag_secs),
+            metrics,
+        })
+    };
+    let main_probe = probe(MetricsAccess::OperatorToken(config.operator_token.clone()));
+    let open_probe = probe(MetricsAccess::Open);
+    let state = AppState {
+        config: Arc::new(config),
+        plans,
+        pool: pool.clone(),
+        store,
+        auth,
+        dispatcher,
+        engine,
+        master_key,
+        deliverer,
+        sends,
+    };
+    let app = if roles.api {
+        router(state.clone()).merge(crate::http::health::router(main_probe))
+    } else {
+        crate::http::health::router(main_probe)
+    };
     let addr = listener.local_addr()?;
-    let token = shutdown.clone();
     let http = state.config.http.clone();
+    let metrics_addr = match metrics_listen {
+        Some(at) => {
+            let metrics_listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} for metrics (BRIDGE_METRICS_LISTEN): {e}"))?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            let (token, http) = (shutdown.clone(), http.clone());
+            tasks.spawn(async move {
+                crate::http::serve::serve(metrics_listener, crate::http::health::router(open_probe), &http, token).await;
+            });
+            tracing::info!(metrics_at = %metrics_addr, "metrics served at /metrics");
+            Some(metrics_addr)
+        }
+        None => None,
+    };
+    let token = shutdown.clone();
     tasks.spawn(async move {
         crate::http::serve::serve(listener, app, &http, token.clone()).await;
         // Whatever stopped the server stops everything else too.
@@ -287,5 +381,5 @@ pub async fn start_with(
 
     warn_if_unreachable_by_name(addr, &state.config.public_hosts);
     tracing::info!(%addr, "WAzion Bridge is listening");
-    Ok(RunningServer { addr, state, watcher, shutdown, tasks, node })
+    Ok(RunningServer { addr, metrics_addr, state, watcher, shutdown, tasks, membership, node })
 }

@@ -140,7 +140,12 @@ pub struct Announcer {
 
 impl Announcer {
     /// Start the announcing task on `pool`; it stops with `shutdown` after a last flush.
-    pub fn start(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    /// `origin` names this node in its notices, so other nodes can tell whose appends they hear of.
+    pub fn start(
+        pool: PgPool,
+        origin: Option<String>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<Announcement>();
         let task = tokio::spawn(async move {
             loop {
@@ -157,8 +162,11 @@ impl Announcer {
                         batch.push(more);
                     }
                 }
-                let notify =
-                    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(batch)).execute(&pool).await;
+                let notify = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(Notice::payload(batch, origin.clone()))
+                    .execute(&pool)
+                    .await;
                 if let Err(e) = notify {
                     // Readers still poll: a lost wake-up delays them by one poll interval.
                     tracing::warn!(error = %e, "announcing appends failed");
@@ -170,7 +178,11 @@ impl Announcer {
                 rest.push(more);
             }
             if !rest.is_empty() {
-                let _ = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(Notice::payload(rest)).execute(&pool).await;
+                let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(Notice::payload(rest, origin))
+                    .execute(&pool)
+                    .await;
             }
         });
         (Self { queue }, task)
@@ -209,7 +221,11 @@ impl EventStore {
         let mut kinds: Vec<&str> = append.streams.iter().map(|s| s.stream_type).collect();
         kinds.sort_unstable();
         kinds.dedup();
-        Announcement { tenant: append.tenant_id.clone(), stream_types: kinds.into_iter().map(str::to_owned).collect() }
+        Announcement {
+            tenant: append.tenant_id.clone(),
+            stream_types: kinds.into_iter().map(str::to_owned).collect(),
+            origin: None,
+        }
     }
 
     fn notifies_in_transaction(&self, append: &Append) -> bool {
@@ -254,9 +270,11 @@ impl EventStore {
     /// Write `append` in its own transaction. Nothing is written if any stream moved on since it was
     /// read ([`AppendError::Conflict`]) or any inline projection fails.
     pub async fn append(&self, append: &Append) -> Result<Vec<StoredEvent>, AppendError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let stored = self.append_in(&mut tx, append).await?;
         tx.commit().await?;
+        crate::metrics::global().append(started.elapsed(), 1);
         self.committed(append);
         Ok(stored)
     }
@@ -347,7 +365,7 @@ impl EventStore {
                 other => other,
             })?;
         if !announce_now.is_empty() {
-            let notice = Notice::payload(announce_now.iter().map(|a| Self::announcement(a)).collect());
+            let notice = Notice::payload(announce_now.iter().map(|a| Self::announcement(a)).collect(), None);
             sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(notice).execute(&mut *conn).await?;
         }
         let assigned: std::collections::HashMap<String, (i64, i64, chrono::DateTime<chrono::Utc>)> =

@@ -238,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
 
     // As the server runs it: appends announced after commit, coalesced.
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let (announcer, _announcing) = wazion_bridge::store::Announcer::start(pool.clone(), shutdown.clone());
+    let (announcer, _announcing) = wazion_bridge::store::Announcer::start(pool.clone(), None, shutdown.clone());
     let store = EventStore::new(pool.clone(), EventStore::inline_projections()).with_announcer(announcer);
     let plans = Arc::new(config.plan_catalog()?);
 

@@ -164,7 +164,7 @@ pub async fn run(
         idle_timeout: Duration::from_secs(3600),
         media: wazion_bridge::media::MediaFetcher::new(1 << 20, Duration::from_secs(5), true),
     };
-    let (dispatcher, supervisor) = wazion_bridge::dispatch::start(store.clone(), sim, config, shutdown.clone());
+    let (dispatcher, supervisor) = wazion_bridge::dispatch::start(store.clone(), sim, config, None, shutdown.clone());
     let batcher = SendBatcher::start(store.clone(), plans.clone(), 2);
     let all = Arc::new(all);
 

@@ -13,6 +13,9 @@ pub const CHANNEL: &str = "bridge_events";
 pub struct Announcement {
     pub tenant: String,
     pub stream_types: Vec<String>,
+    /// The node that appended (from its notice; not sent per announcement). `None`: unknown.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// One NOTIFY's payload: the announcements of one append, or of many coalesced appends. `None`
@@ -20,6 +23,9 @@ pub struct Announcement {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Notice {
     pub appended: Option<Vec<Announcement>>,
+    /// The node whose appends these are (so a node can tell its own appends from others').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// NOTIFY payloads must stay under 8000 bytes.
@@ -27,12 +33,12 @@ pub const MAX_PAYLOAD: usize = 7000;
 
 impl Notice {
     /// The payload for these announcements, falling back to "anything" when too long.
-    pub fn payload(announcements: Vec<Announcement>) -> String {
-        let full = serde_json::to_string(&Notice { appended: Some(announcements) }).expect("serializes");
+    pub fn payload(announcements: Vec<Announcement>, origin: Option<String>) -> String {
+        let full = serde_json::to_string(&Notice { appended: Some(announcements), origin: origin.clone() }).expect("serializes");
         if full.len() <= MAX_PAYLOAD {
             full
         } else {
-            serde_json::to_string(&Notice { appended: None }).expect("serializes")
+            serde_json::to_string(&Notice { appended: None, origin }).expect("serializes")
         }
     }
 }
@@ -112,8 +118,9 @@ impl LogWatcher {
                 };
                 match next {
                     Ok(Some(n)) => match serde_json::from_str::<Notice>(n.payload()) {
-                        Ok(Notice { appended: Some(announcements) }) => {
-                            for a in announcements {
+                        Ok(Notice { appended: Some(announcements), origin }) => {
+                            for mut a in announcements {
+                                a.origin = origin.clone();
                                 self.publish(Change::Appended(a));
                             }
                         }

@@ -53,11 +53,14 @@ pub enum ErrorCode {
     /// The line's WhatsApp session cannot do that right now (starting, reconnecting, or served by
     /// a node that is changing hands); the same request may work in a moment.
     SessionUnavailable,
+    /// The database cannot be reached (a restart, a failover): nothing was done, and the same
+    /// request will work once it is back.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, e.g. for the OpenAPI document's enums.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::Unauthorized,
         Self::SubscriptionRequired,
         Self::ServerError,
@@ -81,6 +84,7 @@ impl ErrorCode {
         Self::DeliveryInFlight,
         Self::DeliveryHeld,
         Self::SessionUnavailable,
+        Self::ServiceUnavailable,
     ];
 
     /// The code on the wire.
@@ -109,6 +113,7 @@ impl ErrorCode {
             Self::DeliveryInFlight => "delivery_in_flight",
             Self::DeliveryHeld => "delivery_held",
             Self::SessionUnavailable => "session_unavailable",
+            Self::ServiceUnavailable => "service_unavailable",
         }
     }
 
@@ -133,21 +138,21 @@ impl ErrorCode {
             | Self::DeliveryHeld => StatusCode::CONFLICT,
             Self::RateLimited | Self::QuotaExceeded | Self::LineLimitReached => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::SessionUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SessionUnavailable | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Authentication, account and server errors are standard; the rest are flat.
     pub const fn envelope(self) -> Envelope {
         match self {
-            Self::Unauthorized | Self::SubscriptionRequired | Self::ServerError => Envelope::Standard,
+            Self::Unauthorized | Self::SubscriptionRequired | Self::ServerError | Self::ServiceUnavailable => Envelope::Standard,
             _ => Envelope::Flat,
         }
     }
 
     /// Whether the same request may succeed if simply made again later.
     pub const fn retryable(self) -> bool {
-        matches!(self, Self::ServerError | Self::RateLimited | Self::SessionUnavailable)
+        matches!(self, Self::ServerError | Self::RateLimited | Self::SessionUnavailable | Self::ServiceUnavailable)
     }
 
     /// The message the code is answered with when there is nothing more particular to say.
@@ -179,6 +184,9 @@ impl ErrorCode {
             Self::DeliveryInFlight => "The delivery is being sent right now; try again shortly.",
             Self::DeliveryHeld => "The delivery is held.",
             Self::SessionUnavailable => "The line's WhatsApp session is not ready for that; try again in a moment.",
+            Self::ServiceUnavailable => {
+                "The service is briefly unavailable (its database cannot be reached); nothing was done, try again in a moment."
+            }
         }
     }
 }
@@ -240,9 +248,19 @@ impl ApiError {
         Self::new(ErrorCode::Unauthorized, message)
     }
 
-    /// 500 `server_error`; the cause is logged, never sent.
+    /// 500 `server_error`; the cause is logged, never sent. When the cause is that the database
+    /// cannot be reached, 503 `service_unavailable` instead, to be retried after a second.
     pub fn server(error: impl Into<anyhow::Error>) -> Self {
-        let cause = format!("{:#}", error.into());
+        let error = error.into();
+        let cause = format!("{error:#}");
+        let unreachable = error.chain().any(|e| e.downcast_ref::<sqlx::Error>().is_some_and(crate::db::is_unreachable));
+        if unreachable {
+            return Self {
+                cause: Some(cause),
+                retry_after: Some(Duration::from_secs(1)),
+                ..ErrorCode::ServiceUnavailable.into()
+            };
+        }
         Self { cause: Some(cause), ..ErrorCode::ServerError.into() }
     }
 
@@ -376,6 +394,9 @@ mod tests {
             (ErrorCode::LineLimitReached, "line_limit_reached", 429, Flat, false),
             (ErrorCode::RateLimited, "rate_limited", 429, Flat, true),
             (ErrorCode::ServerError, "server_error", 500, Standard, true),
+            // Not in the published table: the database cannot be reached (a server error, so
+            // the standard envelope), retried after Retry-After.
+            (ErrorCode::ServiceUnavailable, "service_unavailable", 503, Standard, true),
         ];
         for (code, wire, status, envelope, retryable) in published {
             assert_eq!(
@@ -385,8 +406,25 @@ mod tests {
         }
         for code in ErrorCode::ALL {
             assert!(code.status().is_client_error() || code.status().is_server_error(), "{code}");
-            assert_eq!(code.envelope() == Standard, matches!(code.status().as_u16(), 401 | 402 | 500), "{code}");
+            let server_itself = code == ErrorCode::ServiceUnavailable;
+            assert_eq!(code.envelope() == Standard, matches!(code.status().as_u16(), 401 | 402 | 500) || server_itself, "{code}");
         }
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_retryable_503_in_the_standard_envelope_with_retry_after() {
+        for cause in [sqlx::Error::PoolTimedOut, sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))] {
+            let response = ApiError::server(anyhow::Error::new(cause).context("reading the line")).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        let error = ApiError::server(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            error.body().to_string(),
+            r#"{"ok":false,"error":{"code":"service_unavailable","message":"The service is briefly unavailable (its database cannot be reached); nothing was done, try again in a moment.","retryable":true}}"#
+        );
+        // A statement that failed is not the database being away.
+        assert_eq!(ApiError::server(sqlx::Error::RowNotFound).code, ErrorCode::ServerError);
     }
 
     #[test]

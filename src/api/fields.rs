@@ -14,7 +14,10 @@ pub fn required<'a>(field: &str, value: &'a Option<String>) -> Result<&'a str, A
 
 /// A line id as given: a malformed one cannot exist, so it is `line_not_found` too.
 pub fn parse_line_id(raw: &str) -> Result<LineId, ApiError> {
-    LineId::parse(raw).map_err(|_| ErrorCode::LineNotFound.into())
+    let line_id = LineId::parse(raw).map_err(|_| ErrorCode::LineNotFound)?;
+    // The request's log lines name the line it acts on.
+    tracing::Span::current().record("line_id", line_id.as_str());
+    Ok(line_id)
 }
 
 /// The required `line_id`.

@@ -7,6 +7,8 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use std::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -37,17 +39,25 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let path = request.uri().path().to_owned();
     let started = Instant::now();
+    // Every log line of the request carries its id, and the account and line it acts on once the
+    // key and the line are known (JSON logs put them under `span`).
+    let span = tracing::info_span!("request", request_id = %id, account_id = Empty, line_id = Empty);
 
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    // Unmatched paths count as one route: ids in raw paths would make a series each.
+    crate::metrics::global().http_request(method.as_str(), route.as_deref().unwrap_or("unmatched"), status, elapsed);
     let route = route.as_deref().unwrap_or(&path);
-    if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
-        tracing::error!(request_id = %id, %method, route, status, elapsed_ms, cause = %cause, "request failed");
-    } else {
-        tracing::info!(request_id = %id, %method, route, status, elapsed_ms, "request");
-    }
+    span.in_scope(|| {
+        if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
+            tracing::error!(request_id = %id, %method, route, status, elapsed_ms, cause = %cause, "request failed");
+        } else {
+            tracing::info!(request_id = %id, %method, route, status, elapsed_ms, "request");
+        }
+    });
     response.headers_mut().insert(HEADER, HeaderValue::from_str(&id).expect("validated or generated"));
     response
 }

@@ -75,6 +75,7 @@ impl FromRequestParts<AppState> for AnyTenant {
                 return Err(ApiError::unauthorized("Invalid or revoked API key."))
             }
         };
+        tracing::Span::current().record("account_id", identity.account_id.as_str());
         RateLimits::from_request_parts(parts, state).await?.api_key(&identity.key_id)?;
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         Ok(Self { identity, request_id })

@@ -34,7 +34,14 @@ enum Command {
         /// Create a demo account and API key and print a ready-to-paste curl line.
         #[arg(long)]
         demo: bool,
+        /// What this node does, comma-separated: api, dispatch, webhooks, projections (default:
+        /// the `roles` setting, which is all four).
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
     },
+    /// The nodes sharing this database.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
     /// Manage accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -56,6 +63,12 @@ enum Command {
     /// Drive the simulated WhatsApp network.
     #[command(subcommand)]
     Sim(SimCommand),
+}
+
+#[derive(Subcommand)]
+enum NodesCommand {
+    /// Every node with its roles, heartbeat, status (live, draining, stale) and lines owned.
+    List(JsonFlag),
 }
 
 #[derive(Subcommand)]
@@ -194,7 +207,9 @@ fn init_tracing(config: &Config, serving: bool) {
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        // Each line one object: the event's fields at the top, the request's (request_id,
+        // account_id, line_id) under `span`.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -238,7 +253,18 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             });
             ExitCode::SUCCESS
         }
-        Command::Serve { demo } => serve(config, pool, &store, &plans, demo).await.map(|()| ExitCode::SUCCESS)?,
+        Command::Serve { demo, roles } => {
+            let mut config = config;
+            if let Some(roles) = roles {
+                crate::config::Roles::parse(&roles).context("--roles")?;
+                config.roles = roles;
+            }
+            serve(config, pool, &store, &plans, demo).await.map(|()| ExitCode::SUCCESS)?
+        }
+        Command::Nodes(NodesCommand::List(out)) => {
+            nodes_list(&pool, std::time::Duration::from_secs(config.line_lease_secs), out).await?;
+            ExitCode::SUCCESS
+        }
         Command::Accounts(command) => accounts_command(command, &store, &plans, &pool).await.map(|()| ExitCode::SUCCESS)?,
         Command::Keys(command) => keys_command(command, &store, &pool).await.map(|()| ExitCode::SUCCESS)?,
         Command::Users(command) => {
@@ -283,16 +309,32 @@ async fn serve(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = crate::server::start(config, pool, listener).await?;
-    let token = server.shutdown_token();
+    let stopper = server.stopper();
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
-        tracing::info!("shutting down");
-        token.cancel();
+        tracing::info!("draining: no new work; finishing what is under way, handing back the lines");
+        stopper.stop().await;
     });
     server.wait().await;
+    Ok(())
+}
+
+async fn nodes_list(pool: &sqlx::PgPool, ttl: std::time::Duration, out: JsonFlag) -> anyhow::Result<()> {
+    let nodes = crate::cluster::list(pool, ttl).await?;
+    print(out.json, json!({"nodes": nodes}), || {
+        if nodes.is_empty() {
+            return "no nodes".into();
+        }
+        let mut text = format!("{:<28} {:<9} {:>8} {:>6}  {}", "NODE", "STATUS", "HEARTBEAT", "LINES", "ROLES");
+        for n in &nodes {
+            let age = format!("{:.1}s", n.heartbeat_age_ms as f64 / 1000.0);
+            text.push_str(&format!("\n{:<28} {:<9} {:>8} {:>6}  {}", n.node_id, n.status, age, n.lines_owned, n.roles.join(",")));
+        }
+        text
+    });
     Ok(())
 }
 

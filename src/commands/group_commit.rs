@@ -156,6 +156,7 @@ async fn decide_and_commit(
     plans: &PlanCatalog,
     jobs: &[Job],
 ) -> Result<Vec<Result<SendOutcome, SendError>>, Undecided> {
+    let started = std::time::Instant::now();
     let mut tx = store.pool().begin().await?;
     let accounts: Vec<&str> = jobs.iter().map(|j| j.account_id.as_str()).collect();
     let lines: Vec<&str> = jobs.iter().map(|j| j.send.line_id.as_str()).collect();
@@ -297,6 +298,7 @@ async fn decide_and_commit(
         }
     }
     tx.commit().await?;
+    crate::metrics::global().append(started.elapsed(), jobs.len());
     for append in &appends {
         store.committed(append);
     }

@@ -37,6 +37,16 @@ pub struct Config {
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub public_hosts: Vec<String>,
     pub node_id: String,
+    /// What this node does (`api`, `dispatch`, `webhooks`, `projections`): a list, or a
+    /// comma-separated string (BRIDGE_ROLES=api,webhooks). `bridge serve --roles` overrides it.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub roles: Vec<String>,
+    /// Where `/metrics` (Prometheus) is served on its own (BRIDGE_METRICS_LISTEN). Unset: on the
+    /// main listener, behind the operator token.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `/readyz` fails while an asynchronous projection of this node is further behind than this.
+    pub ready_max_projection_lag_secs: u64,
     pub line_lease_secs: u64,
     pub send_timeout_ms: u64,
     pub media_max_bytes: usize,
@@ -194,6 +204,11 @@ impl Config {
         domain::line::EngineKind::parse(&self.default_engine).unwrap_or(domain::line::EngineKind::Whatsapp)
     }
 
+    /// What this node does (validated at start).
+    pub fn roles(&self) -> Roles {
+        Roles::parse(&self.roles).unwrap_or(Roles::ALL)
+    }
+
     pub fn defaults() -> Self {
         Figment::from(Toml::string(DEFAULTS)).extract().expect("embedded defaults are valid")
     }
@@ -216,6 +231,10 @@ impl Config {
         }
         if self.operator_token.as_ref().is_some_and(|t| t.expose().len() < 32) {
             bail!("BRIDGE_OPERATOR_TOKEN must be at least 32 characters");
+        }
+        Roles::parse(&self.roles)?;
+        if self.ready_max_projection_lag_secs == 0 {
+            bail!("ready_max_projection_lag_secs must be positive");
         }
         if self.line_lease_secs < 2 {
             bail!("line_lease_secs must be at least 2");
@@ -272,6 +291,48 @@ impl Config {
             plans.insert(name, *limits);
         }
         Ok(PlanCatalog::new(plans))
+    }
+}
+
+/// What a node does. Any number of nodes with any roles share one database; each role's work is
+/// safe to run on several nodes at once (leases, advisory locks, `SKIP LOCKED` claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The REST API, the MCP endpoint, the console and the operator API.
+    pub api: bool,
+    /// Sending: the per-line paced dispatcher and the WhatsApp sessions.
+    pub dispatch: bool,
+    /// Webhook deliveries, and the projector that makes them.
+    pub webhooks: bool,
+    /// The messages and chats read models, the audit digest and the maintenance sweeps.
+    pub projections: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { api: true, dispatch: true, webhooks: true, projections: true };
+    pub const NAMES: [&'static str; 4] = ["api", "dispatch", "webhooks", "projections"];
+
+    /// Roles from their names; at least one, each known.
+    pub fn parse(names: &[String]) -> anyhow::Result<Self> {
+        let mut roles = Roles { api: false, dispatch: false, webhooks: false, projections: false };
+        for name in names {
+            match name.trim() {
+                "api" => roles.api = true,
+                "dispatch" => roles.dispatch = true,
+                "webhooks" => roles.webhooks = true,
+                "projections" => roles.projections = true,
+                other => bail!("unknown role `{other}` in roles: each must be one of api, dispatch, webhooks, projections"),
+            }
+        }
+        if roles.names().is_empty() {
+            bail!("roles must name at least one of api, dispatch, webhooks, projections");
+        }
+        Ok(roles)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [self.api, self.dispatch, self.webhooks, self.projections];
+        Self::NAMES.iter().zip(on).filter(|(_, on)| *on).map(|(name, _)| *name).collect()
     }
 }
 

@@ -115,3 +115,18 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running database migrations")?;
     Ok(())
 }
+
+/// Whether `e` says the database cannot be reached (down, restarting, refusing connections, or
+/// the pool waited in vain), as opposed to a statement that failed: the same request can work
+/// once it is back.
+pub fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        // Class 08: connection exceptions; 57P01-57P03: shut down by the administrator, crash
+        // shutdown, cannot connect now (starting up or shutting down).
+        sqlx::Error::Database(e) => {
+            e.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}

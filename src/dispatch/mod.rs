@@ -3,15 +3,18 @@
 //! run in parallel. See [`worker`] for one line's loop.
 
 pub mod lease;
+pub mod ownership;
 pub mod worker;
 
 use crate::engine::SessionEngine;
 use crate::store::EventStore;
 use domain::ids::LineId;
+use ownership::Ownership;
+use projections::notify::Change;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -65,15 +68,18 @@ impl Dispatcher {
     }
 }
 
-/// Start the supervisor: it runs a worker per line with queued messages.
+/// Start the supervisor: it runs a worker per line with queued messages, for the lines that are
+/// this node's ([`ownership`]). `changes` (the log's announcements) tell it of messages queued
+/// through other nodes, which it then looks for at once rather than at its next scan.
 pub fn start(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: DispatchConfig,
+    changes: Option<broadcast::Receiver<Change>>,
     shutdown: CancellationToken,
 ) -> (Dispatcher, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(supervise(store, engine, Arc::new(config), rx, shutdown));
+    let handle = tokio::spawn(supervise(store, engine, Arc::new(config), rx, changes, shutdown));
     (Dispatcher { wake: tx }, handle)
 }
 
@@ -82,32 +88,74 @@ struct Running {
     handle: JoinHandle<()>,
 }
 
+/// How soon after hearing of a message queued through another node the queues are scanned: long
+/// enough to gather a burst of announcements into one scan.
+const PROMPT_SCAN: Duration = Duration::from_millis(20);
+
 async fn supervise(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
     mut wakes: mpsc::UnboundedReceiver<(LineId, Wake)>,
+    mut changes: Option<broadcast::Receiver<Change>>,
     shutdown: CancellationToken,
 ) {
     let mut workers: HashMap<LineId, Running> = HashMap::new();
     let renewer = lease::Renewer::start(store.pool().clone(), config.lease_ttl);
+    let ownership = Arc::new(Ownership::new(&config.node));
     let mut scan = tokio::time::interval(config.scan_interval);
+    let mut prompt: Option<tokio::time::Instant> = None;
     loop {
-        let lines: Vec<(LineId, Wake)> = tokio::select! {
+        let lines: Vec<(LineId, Wake, bool)> = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(line) = wakes.recv() => vec![line],
-            _ = scan.tick() => match sqlx::query_scalar::<_, String>("SELECT DISTINCT line_id FROM dispatch_queue").fetch_all(store.pool()).await {
-                Ok(ids) => ids.iter().filter_map(|id| LineId::parse(id).ok()).map(|id| (id, Wake::Queued)).collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "dispatcher: scanning queues failed");
-                    continue;
+            Some((line, why)) = wakes.recv() => vec![(line, why, false)],
+            change = next_change(&mut changes) => {
+                if queued_elsewhere(&change, &config.node) {
+                    prompt.get_or_insert_with(|| tokio::time::Instant::now() + PROMPT_SCAN);
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(prompt.unwrap_or_else(tokio::time::Instant::now)), if prompt.is_some() => {
+                prompt = None;
+                match queued_lines(&store, config.lease_ttl).await {
+                    Ok(lines) => lines,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatcher: scanning queues failed");
+                        continue;
+                    }
+                }
+            }
+            _ = scan.tick() => {
+                match crate::cluster::live_dispatchers(store.pool(), config.lease_ttl).await {
+                    // The lines' nodes changed: every worker looks again whether its line is still
+                    // this node's (and hands it back if not).
+                    Ok(live) => if ownership.update(live) {
+                        crate::metrics::global().dispatch_live_nodes(&config.node, ownership.live().len());
+                        tracing::info!(live = ?ownership.live(), "dispatcher: the live dispatch nodes changed");
+                        for worker in workers.values() {
+                            worker.wake.send(Wake::Changed);
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "dispatcher: reading the live nodes failed"),
+                }
+                match queued_lines(&store, config.lease_ttl).await {
+                    Ok(lines) => lines,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatcher: scanning queues failed");
+                        continue;
+                    }
                 }
             },
         };
         workers.retain(|_, w| !w.handle.is_finished());
-        for (line_id, why) in lines {
+        for (line_id, why, orphaned) in lines {
             if let Some(worker) = workers.get(&line_id) {
                 worker.wake.send(why);
+                continue;
+            }
+            // Another node's line is left to it, unless nobody has served it for a whole TTL
+            // while messages wait (its node cannot, whatever the list says): then any node does.
+            if !orphaned && !ownership.is_mine(line_id.as_str()) {
                 continue;
             }
             let wake = Arc::new(worker::WakeSignal::default());
@@ -116,7 +164,7 @@ async fn supervise(
                 store.clone(),
                 engine.clone(),
                 config.clone(),
-                renewer.clone(),
+                worker::Placement { renewer: renewer.clone(), ownership: ownership.clone(), adopted: orphaned },
                 wake.clone(),
                 shutdown.clone(),
             ));
@@ -126,4 +174,43 @@ async fn supervise(
     for (_, worker) in workers {
         let _ = worker.handle.await;
     }
+}
+
+/// The next announcement, or never without a receiver. A receiver that fell behind reports it
+/// as a reset (something may have been missed).
+async fn next_change(changes: &mut Option<broadcast::Receiver<Change>>) -> Change {
+    let Some(receiver) = changes else { return std::future::pending().await };
+    match receiver.recv().await {
+        Ok(change) => change,
+        Err(broadcast::error::RecvError::Lagged(_)) => Change::Reset,
+        Err(broadcast::error::RecvError::Closed) => {
+            *changes = None;
+            std::future::pending().await
+        }
+    }
+}
+
+/// Whether `change` may have queued a message this node did not hear of itself.
+fn queued_elsewhere(change: &Change, node: &str) -> bool {
+    match change {
+        Change::Appended(a) => {
+            a.origin.as_deref() != Some(node)
+                && a.stream_types.iter().any(|t| t == <domain::message::Message as domain::aggregate::Aggregate>::STREAM_TYPE)
+        }
+        Change::Reset => true,
+    }
+}
+
+/// Every line with queued messages, and whether it is orphaned: no node has held its lease for a
+/// whole TTL (or, never leased, its oldest message has waited that long).
+async fn queued_lines(store: &EventStore, ttl: Duration) -> Result<Vec<(LineId, Wake, bool)>, sqlx::Error> {
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT q.line_id, COALESCE(max(l.expires_at), min(q.enqueued_at)) < now() - make_interval(secs => $1) \
+           FROM dispatch_queue q LEFT JOIN line_leases l ON l.line_id = q.line_id \
+          GROUP BY q.line_id",
+    )
+    .bind(ttl.as_secs_f64())
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows.into_iter().filter_map(|(id, orphaned)| LineId::parse(&id).ok().map(|id| (id, Wake::Queued, orphaned))).collect())
 }

@@ -50,6 +50,16 @@ impl WakeSignal {
     }
 }
 
+/// Where a worker stands in the cluster.
+pub struct Placement {
+    /// Keeps the line's lease alive.
+    pub renewer: lease::Renewer,
+    /// Whether the line is still this node's.
+    pub ownership: Arc<super::ownership::Ownership>,
+    /// Taken because nobody served it (see the supervisor): kept until idle, whatever the list says.
+    pub adopted: bool,
+}
+
 /// Every database call and send below is boxed: its state lives on the heap only while it runs,
 /// so the task of an idle worker (one per line) holds little more than its wait.
 pub async fn run(
@@ -57,7 +67,7 @@ pub async fn run(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
-    renewer: lease::Renewer,
+    placement: Placement,
     wake: Arc<WakeSignal>,
     shutdown: CancellationToken,
 ) {
@@ -76,7 +86,7 @@ pub async fn run(
         SessionLease::Held(keeper) => (keeper, false),
         SessionLease::Elsewhere => return,
         SessionLease::NotKept => match Box::pin(lease::acquire(&pool, &line_id, &config.node, config.lease_ttl)).await {
-            Ok(Some(lease)) => (Arc::new(renewer.keep(lease)), true),
+            Ok(Some(lease)) => (Arc::new(placement.renewer.keep(lease)), true),
             Ok(None) => return, // another node serves this line
             Err(e) => {
                 tracing::warn!(%line_id, error = %e, "dispatcher: taking the lease failed");
@@ -104,6 +114,13 @@ pub async fn run(
         if keeper.is_lost() {
             tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
             return;
+        }
+        // Between sends: a line that is now another node's (one joined, or this one is draining)
+        // is handed back; that node takes it at its next scan.
+        if own_lease && !placement.adopted && !placement.ownership.is_mine(line_id.as_str()) {
+            let to = placement.ownership.node_for(line_id.as_str()).unwrap_or_default();
+            tracing::info!(%line_id, to, "dispatcher: the line is another node's now; handing it back");
+            break;
         }
         let next = match Box::pin(next_message(&pool, &line_id)).await {
             Ok(next) => next,
@@ -265,6 +282,7 @@ async fn send_one(
             Ok(file) => Some(Arc::new(file)),
             Err(e) => {
                 dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason: e.to_string() }).await?;
+                crate::metrics::global().dispatch_send(&config.node, "failed");
                 return Ok(Sent::Done);
             }
         },
@@ -281,6 +299,7 @@ async fn send_one(
                 None => {
                     let reason = format!("the message reacted to ({target}) was not sent");
                     dispatch_step(store, lease, message_id, MessageCommand::MarkFailed { reason }).await?;
+                    crate::metrics::global().dispatch_send(&config.node, "failed");
                     return Ok(Sent::Done);
                 }
             }
@@ -316,15 +335,21 @@ async fn send_one(
         tokio::time::sleep_until(at).await;
     }
     *last_call = Some(tokio::time::Instant::now());
+    let metrics = crate::metrics::global();
     let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
         Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
-        Ok(Err(EngineError::Unavailable(reason))) => return Ok(Sent::Later(reason)),
+        Ok(Err(EngineError::Unavailable(reason))) => {
+            metrics.dispatch_send(&config.node, "later");
+            return Ok(Sent::Later(reason));
+        }
         Ok(Err(e)) => MessageCommand::MarkFailed { reason: e.to_string() },
         Err(_) => MessageCommand::MarkFailed {
             reason: format!("the engine did not answer within {} ms", config.send_timeout.as_millis()),
         },
     };
+    let kind = if matches!(outcome, MessageCommand::MarkSent { .. }) { "sent" } else { "failed" };
     dispatch_step(store, lease, message_id, outcome).await?;
+    metrics.dispatch_send(&config.node, kind);
     Ok(Sent::Done)
 }
 

@@ -3,6 +3,7 @@
 //! the global layers; [`serve`] runs the connections.
 
 pub mod extract;
+pub mod health;
 pub mod openapi;
 pub mod operator;
 pub mod rejections;

@@ -45,20 +45,21 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(expected) = &state.config.operator_token else {
-            return Err(ApiError::unauthorized("The operator API is off: the server has no BRIDGE_OPERATOR_TOKEN."));
-        };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            Some(token) if same_secret(token, expected.expose()) => Ok(Operator),
-            Some(_) => Err(ApiError::unauthorized("Invalid operator token (tenant API keys do not open the operator API).")),
-            None => Err(ApiError::unauthorized("Missing operator token: send Authorization: Bearer <BRIDGE_OPERATOR_TOKEN>.")),
-        }
+        check_token(state.config.operator_token.as_ref(), &parts.headers).map(|()| Operator)
+    }
+}
+
+/// Whether `headers` present the operator token (`expected`; `None`: the operator API is off).
+pub(crate) fn check_token(expected: Option<&crate::config::Secret>, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::unauthorized("The operator API is off: the server has no BRIDGE_OPERATOR_TOKEN."));
+    };
+    let presented =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    match presented {
+        Some(token) if same_secret(token, expected.expose()) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("Invalid operator token (tenant API keys do not open the operator API).")),
+        None => Err(ApiError::unauthorized("Missing operator token: send Authorization: Bearer <BRIDGE_OPERATOR_TOKEN>.")),
     }
 }
 

@@ -455,6 +455,14 @@ impl Deliverer {
             .map(|(claimed, s)| queue::Outcome { claimed, started_at: s.started_at, attempt: &s.attempt, next: s.next.clone() })
             .collect();
         let billable = window.first().is_some_and(|c| c.billable);
+        for s in sent {
+            let outcome = match s.next {
+                Next::Delivered => "delivered",
+                Next::RetryAt(_) => "retrying",
+                Next::GiveUp => "failed",
+            };
+            crate::metrics::global().webhook_delivery(outcome, s.attempt.duration);
+        }
         let recorded = queue::record_window(self.store.pool(), &self.config.node, &outcomes, unsent, billable).await?;
         if recorded.recorded < outcomes.len() {
             tracing::warn!(

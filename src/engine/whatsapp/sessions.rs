@@ -64,6 +64,9 @@ pub struct WhatsappConfig {
     /// and starts over once a connection has lasted a minute.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Whether this node runs sessions (it has the `dispatch` role). Without, the engine only
+    /// answers what the database knows (QR codes) and sends through nothing.
+    pub sessions: bool,
 }
 
 /// The lines' statuses that want a session running.
@@ -134,7 +137,7 @@ impl WhatsappEngine {
             shutdown,
             tasks: TaskTracker::new(),
         });
-        let handle = tokio::spawn(engine.clone().supervise(wakes));
+        let handle = if engine.config.sessions { tokio::spawn(engine.clone().supervise(wakes)) } else { tokio::spawn(async {}) };
         (engine, handle)
     }
 

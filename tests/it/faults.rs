@@ -1,0 +1,217 @@
+//! Fault tests: real `bridge serve` processes sharing the test database, under a steady load of
+//! sends, while something fails (a node is killed with SIGKILL). Each stops by itself. The long
+//! versions (more nodes, more load, longer outages) are `ops/faults`.
+
+use crate::common::{serve_process, TestDb};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const TTL_SECS: u64 = 3;
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
+}
+
+/// Settings of every node in these tests: a short lease, quick pacing.
+fn node_env(node: &'static str) -> Vec<(&'static str, String)> {
+    vec![
+        ("BRIDGE_NODE_ID", node.to_owned()),
+        ("BRIDGE_LINE_LEASE_SECS", TTL_SECS.to_string()),
+        ("BRIDGE_LINE_SEND_INTERVAL_MS", "50".into()),
+        ("BRIDGE_LINE_SEND_JITTER_MS", "0".into()),
+        ("BRIDGE_SIM_DELIVERED_AFTER_MS", "20".into()),
+        ("BRIDGE_LOG", "info,sqlx=warn".into()),
+    ]
+}
+
+async fn start(db: &TestDb, node: &'static str) -> (tokio::process::Child, String, std::path::PathBuf) {
+    let env = node_env(node);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    serve_process(db, &env).await
+}
+
+/// Sends, one after another, to whichever node answers: a request that fails (the node is dead,
+/// or died mid-request) goes to the next node under the same Idempotency-Key, as a client
+/// behind a load balancer would retry. Returns the accepted message ids.
+struct Load {
+    accepted: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(bases: Vec<String>, key: String, lines: Vec<String>) -> Self {
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let (out, stopping) = (accepted.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let mut node = 0;
+            for i in 0.. {
+                if stopping.is_cancelled() {
+                    return;
+                }
+                let body = json!({"line_id": lines[i % lines.len()], "to": "+34699000900", "message": format!("load {i}")});
+                let idempotency_key = format!("load-{i}");
+                loop {
+                    node = (node + 1) % bases.len();
+                    let sent = http
+                        .post(format!("{}/v1/messages/send", bases[node]))
+                        .bearer_auth(&key)
+                        .header("Idempotency-Key", &idempotency_key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            let sent: Value = r.json().await.unwrap();
+                            out.lock().unwrap().push(sent["message_id"].as_str().unwrap().to_owned());
+                            break;
+                        }
+                        Ok(r) if r.status().is_server_error() => {}
+                        Ok(r) => panic!("a send was refused: {} {}", r.status(), r.text().await.unwrap_or_default()),
+                        Err(_) => {}
+                    }
+                    if stopping.is_cancelled() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self { accepted, stop, task }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        let accepted = self.accepted.lock().unwrap().clone();
+        accepted
+    }
+}
+
+/// Each node's unexpired leases.
+async fn owners(db: &TestDb) -> BTreeMap<String, Vec<String>> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT owner, line_id FROM line_leases WHERE expires_at > now() ORDER BY owner, line_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (owner, line) in rows {
+        out.entry(owner).or_default().push(line);
+    }
+    out
+}
+
+#[tokio::test]
+async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_its_lines_resume_elsewhere() {
+    let db = TestDb::new().await;
+    let account = crate::common::cli(&db, &["accounts", "create", "--name", "F", "--plan", "business", "--json"]).await.json();
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b", "node-c"] {
+        nodes.push((node, start(&db, node).await));
+    }
+    let bases: Vec<String> = nodes.iter().map(|(_, (_, base, _))| base.clone()).collect();
+    let http = reqwest::Client::new();
+    let mut lines = Vec::new();
+    for i in 0..9 {
+        let base = &bases[i % 3];
+        let created: Value =
+            http.post(format!("{base}/v1/lines")).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
+        let scanned = http
+            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
+            .bearer_auth(&key)
+            .json(&json!({"phone": format!("+3460000090{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(scanned.status(), StatusCode::OK);
+        lines.push(line);
+    }
+    db.await_condition("the three nodes see each other", Duration::from_secs(20), || async {
+        count(&db, &format!("SELECT count(*) FROM nodes WHERE heartbeat_at > now() - interval '{TTL_SECS} seconds'")).await == 3
+    })
+    .await;
+
+    let load = Load::start(bases.clone(), key.clone(), lines.clone());
+    db.await_condition("the lines are served and sends flow", Duration::from_secs(30), || async {
+        load.accepted() >= 30 && owners(&db).await.values().map(Vec::len).sum::<usize>() == lines.len()
+    })
+    .await;
+    // Kill the node holding the most lines, mid-load.
+    let held = owners(&db).await;
+    let (victim, victim_lines) = held.iter().max_by_key(|(_, lines)| lines.len()).map(|(n, l)| (n.clone(), l.clone())).unwrap();
+    let index = nodes.iter().position(|(n, _)| *n == victim).unwrap();
+    let (_, (mut child, _, log)) = nodes.remove(index);
+    child.start_kill().unwrap();
+    let killed_at = Instant::now();
+    child.wait().await.unwrap();
+    let accepted_at_kill = load.accepted();
+
+    // Its lines are taken by the others once its lease runs out, and their queues move again.
+    let victim_set: HashSet<String> = victim_lines.iter().cloned().collect();
+    db.await_condition("the dead node's lines are served elsewhere", Duration::from_secs(10 * TTL_SECS), || async {
+        let now = owners(&db).await;
+        let taken: usize =
+            now.iter().filter(|(n, _)| **n != victim).map(|(_, l)| l.iter().filter(|l| victim_set.contains(*l)).count()).sum();
+        taken == victim_set.len()
+    })
+    .await;
+    let failover = killed_at.elapsed();
+    eprintln!(
+        "failover: {} line(s) of {victim} owned again {:.2} s after its kill (lease TTL {TTL_SECS} s)",
+        victim_set.len(),
+        failover.as_secs_f64()
+    );
+    db.await_condition("sends go on after the kill", Duration::from_secs(30), || async {
+        load.accepted() >= accepted_at_kill + 30
+    })
+    .await;
+    let accepted = load.stop().await;
+
+    let all_sent = db
+        .condition_within(Duration::from_secs(60), || async {
+            count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.sent'").await >= accepted.len() as i64
+        })
+        .await;
+    let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(all_sent, "not every accepted message was sent; the killed node's log:\n{}", log_tail());
+    // Every accepted message was sent exactly once, under one WhatsApp id, and reached the
+    // network once; nothing else was sent.
+    let sent: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT stream_id, count(*) FILTER (WHERE event_type = 'message.sent'), \
+                count(DISTINCT payload->>'engine_message_id') FILTER (WHERE event_type = 'message.dispatch_started') \
+           FROM events WHERE stream_type = 'message' AND event_type IN ('message.sent', 'message.dispatch_started') \
+          GROUP BY stream_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
+    assert_eq!(accepted_set.len(), accepted.len(), "a retried request was answered with the same message, not a second one");
+    for (message_id, sent_events, engine_ids) in &sent {
+        assert!(accepted_set.contains(message_id.as_str()), "{message_id} was sent but never accepted");
+        assert_eq!((*sent_events, *engine_ids), (1, 1), "{message_id}: sent once, under one WhatsApp id");
+    }
+    assert_eq!(sent.len(), accepted.len(), "every accepted message was sent");
+    assert_eq!(count(&db, "SELECT count(*) FROM sim_deliveries").await, accepted.len() as i64, "each reached the network once");
+    assert_eq!(count(&db, "SELECT count(*) FROM dispatch_queue").await, 0);
+    for (_, (mut child, _, _)) in nodes {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+}
