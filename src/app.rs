@@ -22,4 +22,18 @@ pub struct AppState {
     pub deliverer: crate::webhook_delivery::Deliverer,
     /// Where sends are decided and recorded (group commit, unless configured off).
     pub sends: crate::commands::group_commit::SendBatcher,
+    /// The streaming replica the read endpoints use, if one is configured.
+    pub reads: Option<Arc<crate::read_replica::ReadReplica>>,
+}
+
+impl AppState {
+    /// The pool a read endpoint (lists of lines, chats, messages, deliveries; usage) reads from:
+    /// the replica once it has caught up with every write made before this call, else the
+    /// primary. Without a replica, the primary.
+    pub async fn read_pool(&self) -> PgPool {
+        match &self.reads {
+            Some(reads) => reads.pool_for_read(&self.pool).await,
+            None => self.pool.clone(),
+        }
+    }
 }

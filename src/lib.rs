@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod queries;
+pub mod read_replica;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -108,6 +108,7 @@ pub struct Metrics {
     append_batch_size: Histogram,
     dispatch_sends: Family<AtomicU64>,
     dispatch_live_nodes: Family<AtomicU64>,
+    replica_reads: Family<AtomicU64>,
     webhook_deliveries: Family<AtomicU64>,
     webhook_latency: Family<Histogram>,
 }
@@ -130,6 +131,7 @@ pub fn global() -> &'static Metrics {
         append_batch_size: Histogram::new(&SIZE_BUCKETS),
         dispatch_sends: Family::new(counter),
         dispatch_live_nodes: Family::new(counter),
+        replica_reads: Family::new(counter),
         webhook_deliveries: Family::new(counter),
         webhook_latency: Family::new(latency),
     })
@@ -162,6 +164,12 @@ impl Metrics {
         self.dispatch_live_nodes.get(&[("node", node)]).store(live as u64, Ordering::Relaxed);
     }
 
+    /// A read endpoint chose where to read: `replica`, or the primary because the replica was
+    /// behind (`primary_replica_behind`) or could not be reached (`primary_replica_unavailable`).
+    pub fn replica_read(&self, served_by: &str) {
+        self.replica_reads.get(&[("served_by", served_by)]).fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A webhook delivery attempt ended: `delivered`, `retrying` or `failed` (given up), and how
     /// long the receiver took.
     pub fn webhook_delivery(&self, outcome: &str, elapsed: Duration) {
@@ -183,6 +191,8 @@ impl Metrics {
         self.dispatch_sends.each(|labels, c| counter_line(out, "bridge_dispatch_sends_total", labels, c));
         header(out, "bridge_dispatch_live_nodes", "gauge", "The live dispatch nodes a node's dispatcher shares the lines with.");
         self.dispatch_live_nodes.each(|labels, c| counter_line(out, "bridge_dispatch_live_nodes", labels, c));
+        header(out, "bridge_replica_reads_total", "counter", "Reads of the read endpoints, by where they were served.");
+        self.replica_reads.each(|labels, c| counter_line(out, "bridge_replica_reads_total", labels, c));
         header(out, "bridge_webhook_deliveries_total", "counter", "Webhook delivery attempts, by outcome.");
         self.webhook_deliveries.each(|labels, c| counter_line(out, "bridge_webhook_deliveries_total", labels, c));
         header(

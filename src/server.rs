@@ -338,6 +338,14 @@ pub async fn start_with(
     };
     let main_probe = probe(MetricsAccess::OperatorToken(config.operator_token.clone()));
     let open_probe = probe(MetricsAccess::Open);
+    let reads = match &config.read_database_url {
+        Some(url) => Some(Arc::new(crate::read_replica::ReadReplica::new(
+            url.expose(),
+            config.database.max_connections,
+            Duration::from_millis(config.read_replica_max_wait_ms),
+        )?)),
+        None => None,
+    };
     let state = AppState {
         config: Arc::new(config),
         plans,
@@ -349,6 +357,7 @@ pub async fn start_with(
         master_key,
         deliverer,
         sends,
+        reads,
     };
     let app = if roles.api {
         router(state.clone()).merge(crate::http::health::router(main_probe))

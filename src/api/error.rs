@@ -53,8 +53,8 @@ pub enum ErrorCode {
     /// The line's WhatsApp session cannot do that right now (starting, reconnecting, or served by
     /// a node that is changing hands); the same request may work in a moment.
     SessionUnavailable,
-    /// The database cannot be reached (a restart, a failover): nothing was done, and the same
-    /// request will work once it is back.
+    /// The database cannot be reached (a restart, a failover); the same request will work once it
+    /// is back.
     ServiceUnavailable,
 }
 
@@ -185,7 +185,7 @@ impl ErrorCode {
             Self::DeliveryHeld => "The delivery is held.",
             Self::SessionUnavailable => "The line's WhatsApp session is not ready for that; try again in a moment.",
             Self::ServiceUnavailable => {
-                "The service is briefly unavailable (its database cannot be reached); nothing was done, try again in a moment."
+                "The service is briefly unavailable (its database cannot be reached); try again in a moment (a send with the same Idempotency-Key is never made twice)."
             }
         }
     }
@@ -421,7 +421,7 @@ mod tests {
         let error = ApiError::server(sqlx::Error::PoolTimedOut);
         assert_eq!(
             error.body().to_string(),
-            r#"{"ok":false,"error":{"code":"service_unavailable","message":"The service is briefly unavailable (its database cannot be reached); nothing was done, try again in a moment.","retryable":true}}"#
+            r#"{"ok":false,"error":{"code":"service_unavailable","message":"The service is briefly unavailable (its database cannot be reached); try again in a moment (a send with the same Idempotency-Key is never made twice).","retryable":true}}"#
         );
         // A statement that failed is not the database being away.
         assert_eq!(ApiError::server(sqlx::Error::RowNotFound).code, ErrorCode::ServerError);

@@ -61,6 +61,12 @@ pub struct Config {
     pub whatsapp_reconnect_max_ms: u64,
     #[serde(default)]
     pub database_url: Option<Secret>,
+    /// A streaming replica for the read endpoints (BRIDGE_READ_DATABASE_URL); unset: the primary.
+    #[serde(default)]
+    pub read_database_url: Option<Secret>,
+    /// How long a read waits for the replica to replay the writes made before it, before it
+    /// reads the primary instead.
+    pub read_replica_max_wait_ms: u64,
     /// Seals webhook secrets (BRIDGE_MASTER_KEY): 32 bytes, hex or base64.
     #[serde(default)]
     pub master_key: Option<Secret>,
@@ -170,6 +176,9 @@ pub struct WebhooksConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub max_connections: u32,
+    /// How long a request waits for a connection before it is answered 503
+    /// `service_unavailable` (the database is away, or every connection is busy).
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -272,6 +281,9 @@ impl Config {
             if !(base.starts_with("http://") || base.starts_with("https://")) || url::Url::parse(base).is_err() {
                 bail!("console.base_url must be an http:// or https:// URL (got {base})");
             }
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            bail!("database.acquire_timeout_ms must be positive");
         }
         if self.database.max_connections < 2 {
             bail!("database.max_connections must be at least 2");

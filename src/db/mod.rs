@@ -84,7 +84,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Database> {
     };
     let pool = PgPoolOptions::new()
         .max_connections(config.database.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_millis(config.database.acquire_timeout_ms))
         // No ping before each use (a round trip on every request): a connection that broke is
         // found by the statement that uses it, which fails, and sqlx drops it from the pool.
         .test_before_acquire(false)

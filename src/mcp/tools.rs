@@ -214,7 +214,7 @@ impl Bridge {
     )]
     async fn bridge_list_lines(&self, Extension(parts): Extension<Parts>) -> Result<CallToolResult, ErrorData> {
         let tenant = tenant(&parts)?;
-        answer(line_queries::list(&self.state.pool, &tenant.identity.account_id).await)
+        answer(line_queries::list(&self.state.read_pool().await, &tenant.identity.account_id).await)
     }
 
     #[tool(

@@ -81,6 +81,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) 
     let after = parse_chat_cursor(filter.cursor.as_deref())?;
     let (line, _) = super::lines::owned(&state.pool, account_id, &filter.line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["chats"], Duration::from_secs(5)).await?;
+    let reads = state.read_pool().await;
     type Row = (String, String, Option<String>, DateTime<Utc>, String, i32, bool);
     // Keyset paging on the list's own order; one row more than asked says whether there is more.
     let (after_at, after_phone) = after.unzip();
@@ -95,7 +96,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: ChatFilter) 
     .bind(limit)
     .bind(after_at)
     .bind(after_phone)
-    .fetch_all(&state.pool)
+    .fetch_all(&reads)
     .await?;
     let next_cursor = next_page(&mut rows, limit, |(phone, _, _, at, ..)| chat_cursor(*at, phone));
     let chats = rows

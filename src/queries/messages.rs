@@ -96,6 +96,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
     let before = position_cursor(filter.cursor.as_deref())?;
     let (line, _) = super::lines::owned(&state.pool, account_id, &filter.line_id).await?;
     crate::consistency::await_own_writes(&state.pool, account_id, &["messages"], Duration::from_secs(5)).await?;
+    let reads = state.read_pool().await;
     let mut messages: Vec<MessageView> = sqlx::query_as(
         "SELECT message_id, engine_message_id, line_id, chat_phone AS phone, direction, type, text, caption, media_url, media_type, \
                 quoted_message_id, status, failure_reason, reactions, created_at, sent_at, delivered_at, read_at, failed_at, position, sender \
@@ -106,7 +107,7 @@ pub async fn list(state: &AppState, account_id: &AccountId, filter: MessageFilte
     .bind(filter.phone.as_str())
     .bind(before)
     .bind(limit + 1)
-    .fetch_all(&state.pool)
+    .fetch_all(&reads)
     .await?;
     let next_cursor = next_page(&mut messages, limit, |m| cursor_at(m.position));
     for m in &mut messages {

@@ -2,6 +2,7 @@
 //! sends, while something fails (a node is killed with SIGKILL). Each stops by itself. The long
 //! versions (more nodes, more load, longer outages) are `ops/faults`.
 
+use crate::common::pg_cluster::PgCluster;
 use crate::common::{serve_process, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -39,6 +40,8 @@ async fn start(db: &TestDb, node: &'static str) -> (tokio::process::Child, Strin
 /// behind a load balancer would retry. Returns the accepted message ids.
 struct Load {
     accepted: Arc<Mutex<Vec<String>>>,
+    /// The 503 answers seen (body, Retry-After).
+    unavailable: Arc<Mutex<Vec<(Value, String)>>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -46,8 +49,9 @@ struct Load {
 impl Load {
     fn start(bases: Vec<String>, key: String, lines: Vec<String>) -> Self {
         let accepted = Arc::new(Mutex::new(Vec::new()));
+        let unavailable = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        let (out, stopping) = (accepted.clone(), stop.clone());
+        let (out, stopping, refused) = (accepted.clone(), stop.clone(), unavailable.clone());
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
             let mut node = 0;
@@ -72,6 +76,15 @@ impl Load {
                             out.lock().unwrap().push(sent["message_id"].as_str().unwrap().to_owned());
                             break;
                         }
+                        // As a client should: wait as long as Retry-After says, then try again.
+                        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                            let retry_after =
+                                r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+                            let wait = Duration::from_secs(retry_after.parse().unwrap_or(1));
+                            let body: Value = r.json().await.unwrap();
+                            refused.lock().unwrap().push((body, retry_after));
+                            tokio::time::sleep(wait).await;
+                        }
                         Ok(r) if r.status().is_server_error() => {}
                         Ok(r) => panic!("a send was refused: {} {}", r.status(), r.text().await.unwrap_or_default()),
                         Err(_) => {}
@@ -82,11 +95,15 @@ impl Load {
                 }
             }
         });
-        Self { accepted, stop, task }
+        Self { accepted, unavailable, stop, task }
     }
 
     fn accepted(&self) -> usize {
         self.accepted.lock().unwrap().len()
+    }
+
+    fn unavailable(&self) -> Vec<(Value, String)> {
+        self.unavailable.lock().unwrap().clone()
     }
 
     async fn stop(self) -> Vec<String> {
@@ -95,6 +112,29 @@ impl Load {
         let accepted = self.accepted.lock().unwrap().clone();
         accepted
     }
+}
+
+/// `n` connected sim lines, made through the nodes in turn; the phones are `phone_prefix` and
+/// the line's index.
+async fn sim_lines(bases: &[String], key: &str, n: usize, phone_prefix: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let base = &bases[i % bases.len()];
+        let created: Value =
+            http.post(format!("{base}/v1/lines")).bearer_auth(key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
+        let scanned = http
+            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
+            .bearer_auth(key)
+            .json(&json!({"phone": format!("{phone_prefix}{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(scanned.status(), StatusCode::OK);
+        lines.push(line);
+    }
+    lines
 }
 
 /// Each node's unexpired leases.
@@ -125,23 +165,7 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         nodes.push((node, start(&db, node).await));
     }
     let bases: Vec<String> = nodes.iter().map(|(_, (_, base, _))| base.clone()).collect();
-    let http = reqwest::Client::new();
-    let mut lines = Vec::new();
-    for i in 0..9 {
-        let base = &bases[i % 3];
-        let created: Value =
-            http.post(format!("{base}/v1/lines")).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
-        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
-        let scanned = http
-            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
-            .bearer_auth(&key)
-            .json(&json!({"phone": format!("+3460000090{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(scanned.status(), StatusCode::OK);
-        lines.push(line);
-    }
+    let lines = sim_lines(&bases, &key, 9, "+3460000090").await;
     db.await_condition("the three nodes see each other", Duration::from_secs(20), || async {
         count(&db, &format!("SELECT count(*) FROM nodes WHERE heartbeat_at > now() - interval '{TTL_SECS} seconds'")).await == 3
     })
@@ -190,15 +214,23 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         .await;
     let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(all_sent, "not every accepted message was sent; the killed node's log:\n{}", log_tail());
-    // Every accepted message was sent exactly once, under one WhatsApp id, and reached the
-    // network once; nothing else was sent.
+    assert_sent_exactly_once(&db.pool, &accepted).await;
+    for (_, (mut child, _, _)) in nodes {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+    }
+}
+
+/// Every accepted message was sent exactly once, under one WhatsApp id, and reached the network
+/// once; nothing else was sent.
+async fn assert_sent_exactly_once(pool: &sqlx::PgPool, accepted: &[String]) {
     let sent: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT stream_id, count(*) FILTER (WHERE event_type = 'message.sent'), \
                 count(DISTINCT payload->>'engine_message_id') FILTER (WHERE event_type = 'message.dispatch_started') \
            FROM events WHERE stream_type = 'message' AND event_type IN ('message.sent', 'message.dispatch_started') \
           GROUP BY stream_id",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(pool)
     .await
     .unwrap();
     let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
@@ -208,9 +240,89 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         assert_eq!((*sent_events, *engine_ids), (1, 1), "{message_id}: sent once, under one WhatsApp id");
     }
     assert_eq!(sent.len(), accepted.len(), "every accepted message was sent");
-    assert_eq!(count(&db, "SELECT count(*) FROM sim_deliveries").await, accepted.len() as i64, "each reached the network once");
-    assert_eq!(count(&db, "SELECT count(*) FROM dispatch_queue").await, 0);
-    for (_, (mut child, _, _)) in nodes {
+    let delivered: i64 = sqlx::query_scalar("SELECT count(*) FROM sim_deliveries").fetch_one(pool).await.unwrap();
+    assert_eq!(delivered, accepted.len() as i64, "each reached the network once");
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM dispatch_queue").fetch_one(pool).await.unwrap();
+    assert_eq!(queued, 0);
+}
+
+/// Await `check` (re-checked every 100 ms; for conditions on a database that may be away, which
+/// the harness's LISTEN-based wait cannot follow).
+async fn poll_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by_themselves_and_lose_nothing() {
+    let cluster = PgCluster::primary().await;
+    let url = cluster.url("bridge");
+    let migrated = crate::common::bridge_on(&url).args(["migrate"]).output().await.unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    let cli = |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let out = crate::common::bridge_on(&url).args(args).output().await.unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let account = cli(&["accounts", "create", "--name", "R", "--plan", "business", "--json"]).await;
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = crate::common::bridge_on(&url).args(["keys", "create", "--account", &account_id, "--json"]).output().await.unwrap();
+    let key = serde_json::from_slice::<Value>(&key.stdout).unwrap()["api_key"].as_str().unwrap().to_owned();
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        let mut env = node_env(node);
+        // Requests wait for a connection at most this long while the database is away.
+        env.push(("BRIDGE_DATABASE__ACQUIRE_TIMEOUT_MS", "1000".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push(crate::common::serve_process_on(&url, &env).await);
+    }
+    let bases: Vec<String> = nodes.iter().map(|(_, base, _)| base.clone()).collect();
+    let http = reqwest::Client::new();
+    let lines = sim_lines(&bases, &key, 4, "+3460000095").await;
+    let load = Load::start(bases.clone(), key.clone(), lines.clone());
+    poll_until("sends flow", Duration::from_secs(30), || async { load.accepted() >= 20 }).await;
+
+    // The restart: every connection is cut, and for a while nothing answers.
+    tokio::task::block_in_place(|| cluster.stop());
+    poll_until("a send is answered 503 while the database is away", Duration::from_secs(30), || async {
+        !load.unavailable().is_empty()
+    })
+    .await;
+    let ready = http.get(format!("{}/readyz", bases[0])).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "not ready while the database is away");
+    let ready: Value = ready.json().await.unwrap();
+    assert!(ready["checks"]["database"].as_str().unwrap().starts_with("unreachable"), "{ready}");
+    let health = http.get(format!("{}/healthz", bases[0])).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "the process lives");
+    let accepted_while_down = load.accepted();
+    tokio::task::block_in_place(|| cluster.start());
+
+    // Back by themselves: sends are accepted and sent again, nothing was lost.
+    poll_until("sends are accepted again", Duration::from_secs(60), || async { load.accepted() >= accepted_while_down + 20 })
+        .await;
+    let (body, retry_after) = load.unavailable()[0].clone();
+    let accepted = load.stop().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    poll_until("every accepted message is sent", Duration::from_secs(60), || async {
+        let sent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'message.sent'").fetch_one(&pool).await.unwrap();
+        sent >= accepted.len() as i64
+    })
+    .await;
+    assert_sent_exactly_once(&pool, &accepted).await;
+    assert_eq!(retry_after, "1");
+    insta::assert_json_snapshot!("database_away", body);
+    for (mut child, _, _) in nodes {
         child.start_kill().unwrap();
         let _ = child.wait().await;
     }

@@ -35,6 +35,7 @@ mod openapi;
 mod projection_runtime;
 mod reading;
 mod rebuild;
+mod replica;
 mod schema_evolution;
 mod serve;
 mod webhook_delivery;

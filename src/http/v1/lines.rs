@@ -46,7 +46,7 @@ pub async fn create(
     responses((status = 200, description = "Every line of the account", body = LinesResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn list(State(state): State<AppState>, tenant: Tenant) -> Result<axum::Json<LinesResponse>, ApiError> {
-    line_queries::list(&state.pool, &tenant.identity.account_id).await.map(axum::Json)
+    line_queries::list(&state.read_pool().await, &tenant.identity.account_id).await.map(axum::Json)
 }
 
 /// Detail of a line.

@@ -13,5 +13,5 @@ pub use crate::queries::account::{MetricUsage, UsageResponse};
     responses((status = 200, description = "Usage in the current billing cycle", body = UsageResponse)),
     security(("bearer" = []), ("bridge_key" = [])))]
 pub async fn usage(State(state): State<AppState>, tenant: AnyTenant) -> Result<Json<UsageResponse>, ApiError> {
-    crate::queries::account::usage(&state.pool, &state.plans, &tenant.identity).await.map(Json)
+    crate::queries::account::usage(&state.read_pool().await, &state.plans, &tenant.identity).await.map(Json)
 }

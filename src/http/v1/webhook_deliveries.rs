@@ -71,7 +71,7 @@ pub async fn list(
         status: params.get("status").cloned(),
         cursor: params.get("cursor").cloned(),
     };
-    delivery_queries::list(&state.pool, &tenant.identity.account_id, filter).await.map(Json)
+    delivery_queries::list(&state.read_pool().await, &tenant.identity.account_id, filter).await.map(Json)
 }
 
 /// Send one delivery again now, whatever its state; answers like the test endpoint.

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod console;
 pub mod mcp_client;
+pub mod pg_cluster;
 pub mod proxy_trap;
 pub mod receiver;
 
@@ -349,6 +350,11 @@ fn whatsapp_options(fake: &FakeWhatsapp) -> wazion_bridge::server::StartOptions 
 /// `BRIDGE_*` variables, no `bridge.toml` (it runs in a fresh directory of its own, which is also
 /// its data directory), the tests' master key, and this test's database.
 pub fn bridge(db: &TestDb) -> tokio::process::Command {
+    bridge_on(&db.url)
+}
+
+/// [`bridge`] on the database at `url`.
+pub fn bridge_on(url: &str) -> tokio::process::Command {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bridge-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("a working directory for bridge");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bridge"));
@@ -363,7 +369,7 @@ pub fn bridge(db: &TestDb) -> tokio::process::Command {
         .env("BRIDGE_MASTER_KEY", TEST_MASTER_KEY)
         .env("BRIDGE_LOG", "warn")
         .env("BRIDGE_DEFAULT_ENGINE", "sim")
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", url)
         .kill_on_drop(true);
     command
 }
@@ -376,8 +382,13 @@ pub async fn cli(db: &TestDb, args: &[&str]) -> CliRun {
 /// `bridge serve` as a real process (node `node-a`) on the test database, with extra `BRIDGE_*`
 /// settings; returns it, its base URL, and the file its log is copied to (for failure messages).
 pub async fn serve_process(db: &TestDb, env: &[(&str, &str)]) -> (tokio::process::Child, String, std::path::PathBuf) {
+    serve_process_on(&db.url, env).await
+}
+
+/// [`serve_process`] on the database at `url`.
+pub async fn serve_process_on(url: &str, env: &[(&str, &str)]) -> (tokio::process::Child, String, std::path::PathBuf) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = bridge(db)
+    let mut child = bridge_on(url)
         .arg("serve")
         .env("BRIDGE_LISTEN", "127.0.0.1:0")
         .env("BRIDGE_NODE_ID", "node-a")
