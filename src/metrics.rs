@@ -153,8 +153,9 @@ impl Metrics {
         self.append_batch_size.observe(commands as f64);
     }
 
-    /// The dispatcher finished a send attempt: `sent`, `failed`, or `later` (the engine could not
-    /// send now; the message waits).
+    /// The dispatcher finished a send attempt: `sent`, `failed`, `later` (the engine could not
+    /// send now; the message waits), or `abandoned` (the lease could not be renewed in time; the
+    /// line's next node sends it again under the same WhatsApp id).
     pub fn dispatch_send(&self, node: &str, outcome: &str) {
         self.dispatch_sends.get(&[("node", node), ("outcome", outcome)]).fetch_add(1, Ordering::Relaxed);
     }

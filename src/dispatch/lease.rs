@@ -116,6 +116,31 @@ impl Keeper {
     pub async fn lost(&self) {
         self.lost.cancelled().await
     }
+
+    /// Resolves once this node can no longer be sure the lease is its own: it is lost, or no
+    /// renewal has succeeded for the TTL less a margin. That is before the database lets another
+    /// node take it (a renewal's expiry counts from its commit, later than it was sent), whatever
+    /// the renewals are doing meanwhile (a node cut off from the database waits on them forever).
+    pub async fn expired(&self) {
+        let margin = self.shared.ttl / 10;
+        loop {
+            let renewed = {
+                let held = self.shared.held.lock().expect("leases lock");
+                match held.get(&self.lease.line_id) {
+                    Some(h) if h.lease.epoch == self.lease.epoch => h.renewed,
+                    _ => return,
+                }
+            };
+            let deadline = renewed + self.shared.ttl - margin;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = self.lost.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
 }
 
 impl Drop for Keeper {

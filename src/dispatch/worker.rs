@@ -336,7 +336,17 @@ async fn send_one(
     }
     *last_call = Some(tokio::time::Instant::now());
     let metrics = crate::metrics::global();
-    let outcome = match tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await {
+    // The engine call ends when the lease can no longer be counted on, before another node can
+    // take the line and send the message again: a node cut off from the database stops sending.
+    let call = tokio::select! {
+        result = tokio::time::timeout(config.send_timeout, engine.send(&outbound)) => result,
+        _ = keeper.expired() => {
+            tracing::warn!(line_id = %lease.line_id, %message_id, "dispatcher: the lease could not be renewed in time; the send is abandoned");
+            metrics.dispatch_send(&config.node, "abandoned");
+            return Err(DispatchError::LeaseLost);
+        }
+    };
+    let outcome = match call {
         Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
         Ok(Err(EngineError::Unavailable(reason))) => {
             metrics.dispatch_send(&config.node, "later");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TTL_SECS: u64 = 3;
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
@@ -326,4 +327,185 @@ async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by
         child.start_kill().unwrap();
         let _ = child.wait().await;
     }
+}
+
+#[tokio::test]
+async fn a_webhook_receiver_down_for_a_long_stretch_gets_every_event_in_per_line_order_once_back() {
+    use crate::common::receiver::{Receiver, Reply};
+    let receiver = Receiver::start().await;
+    // Down: every delivery fails, and is retried on a (quick) schedule.
+    receiver.set_default(Reply::Status(503));
+    let app = crate::common::TestApp::spawn_with(|c| {
+        c.allow_private_urls = true;
+        c.webhooks.retry_schedule_ms = vec![100, 200, 300, 300, 300, 300, 300, 300, 300, 300, 300, 300];
+        c.webhooks.retry_jitter = 0.0;
+        c.line_send_interval_ms = 20;
+        c.line_send_jitter_ms = 0;
+        c.sim_delivered_after_ms = 20;
+        c.sim_read_after_ms = 40;
+    })
+    .await;
+    let (_, _, key) = app.account("pro").await;
+    let (status, hook) = app.post(&key, "/v1/webhooks", json!({"url": receiver.url})).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let mut lines = Vec::new();
+    for i in 0..2 {
+        lines.push(app.connected_line(&key, &format!("+3460000098{i}")).await);
+    }
+    for i in 0..5 {
+        for line in &lines {
+            let (status, sent) = app
+                .post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000980", "message": format!("m{i}")}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{sent}");
+        }
+    }
+    // Every message is sent, delivered and read, and every lane's first delivery has failed
+    // three times: the receiver has been down for a while.
+    app.eventually("the events are all made and the lanes have failed repeatedly", WAIT, || async {
+        let read = count(&app.db, "SELECT count(*) FROM events WHERE event_type = 'message.read'").await;
+        let failing = count(&app.db, "SELECT count(DISTINCT line_key) FROM webhook_deliveries WHERE attempts >= 3").await;
+        read == 10 && failing == 2
+    })
+    .await;
+    assert_eq!(count(&app.db, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").await, 0);
+
+    // Back.
+    receiver.set_default(Reply::Status(200));
+    app.eventually("every delivery is delivered", WAIT, || async {
+        let made = count(&app.db, "SELECT count(*) FROM webhook_deliveries").await;
+        made > 0 && count(&app.db, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").await == made
+    })
+    .await;
+    // Per line, the receiver first saw each delivery in the log's order: a delivery is never
+    // sent before the one ahead of it on its line was delivered.
+    let expected: Vec<(String, String)> =
+        sqlx::query_as("SELECT line_key, delivery_id FROM webhook_deliveries ORDER BY line_key, seq")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let mut seen = HashSet::new();
+    let mut first_seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let line_of: BTreeMap<&str, &str> = expected.iter().map(|(line, d)| (d.as_str(), line.as_str())).collect();
+    for request in receiver.requests() {
+        let delivery = request.header("x-wazion-bridge-delivery").to_owned();
+        if seen.insert(delivery.clone()) {
+            first_seen.entry(line_of[delivery.as_str()].to_owned()).or_default().push(delivery);
+        }
+    }
+    let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (line, delivery) in &expected {
+        want.entry(line.clone()).or_default().push(delivery.clone());
+    }
+    assert_eq!(first_seen, want, "every event reached the receiver, in its line's order");
+    // 30 events of messages (sent, delivered, read) and the lines' own.
+    assert!(expected.len() >= 30, "{}", expected.len());
+    app.shutdown().await;
+}
+
+/// What this process's metrics say of `series` (0 when absent).
+fn metric(series: &str) -> f64 {
+    let mut text = String::new();
+    wazion_bridge::metrics::global().render(&mut text);
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' '))).map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_the_database_stops_sending_before_its_lease_can_be_taken() {
+    use crate::common::partition::Partition;
+    use std::str::FromStr;
+    let quick = |c: &mut wazion_bridge::config::Config| {
+        c.line_lease_secs = 5;
+        c.line_send_interval_ms = 20;
+        c.line_send_jitter_ms = 0;
+        c.sim_delivered_after_ms = 20;
+    };
+    // The API on one node; sending on node-a, whose every connection crosses the partition.
+    let app = crate::common::TestApp::spawn_with(|c| {
+        quick(c);
+        c.roles = vec!["api".into(), "projections".into()];
+    })
+    .await;
+    let direct = sqlx::postgres::PgConnectOptions::from_str(&app.db.url).unwrap();
+    let partition = Partition::to(format!("{}:{}", direct.get_host(), direct.get_port()).parse().unwrap()).await;
+    let across = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(direct.clone().host("127.0.0.1").port(partition.addr.port()))
+        .await
+        .unwrap();
+    let mut config = crate::common::test_config();
+    quick(&mut config);
+    config.node_id = "node-a".into();
+    config.roles = vec!["dispatch".into()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_a = wazion_bridge::server::start(config, across, listener).await.unwrap();
+
+    let (_, _, key) = app.account("pro").await;
+    let line = app.connected_line(&key, "+34600000990").await;
+    // The network holds node-a's send (it hangs), so it is mid-send when the partition comes.
+    sqlx::query("INSERT INTO sim_faults (line_id, mode) VALUES ($1, 'hang')").bind(&line).execute(&app.db.pool).await.unwrap();
+    let (status, sent) =
+        app.post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000990", "message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let message_id = sent["message_id"].as_str().unwrap().to_owned();
+    app.eventually("node-a starts the send", WAIT, || async {
+        count(
+            &app.db,
+            &format!("SELECT count(*) FROM events WHERE stream_id = '{message_id}' AND event_type = 'message.dispatch_started'"),
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(count(&app.db, "SELECT count(*) FROM line_leases WHERE owner = 'node-a'").await, 1);
+
+    partition.cut();
+    // Another dispatch node, with a working connection, waits for the line.
+    let (node_b, _) = {
+        let mut config = crate::common::test_config();
+        quick(&mut config);
+        config.node_id = "node-b".into();
+        config.roles = vec!["dispatch".into()];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = wazion_bridge::server::start(config, app.db.pool.clone(), listener).await.unwrap();
+        let base = format!("http://{}", server.addr);
+        (server, base)
+    };
+    // node-a gives the send up on its own, while its lease in the database still stands: nobody
+    // else could have sent the message yet.
+    app.eventually("node-a abandons the send", WAIT, || async {
+        metric(r#"bridge_dispatch_sends_total{node="node-a",outcome="abandoned"}"#) == 1.0
+    })
+    .await;
+    let still_a: i64 = count(
+        &app.db,
+        &format!("SELECT count(*) FROM line_leases WHERE line_id = '{line}' AND owner = 'node-a' AND expires_at > now()"),
+    )
+    .await;
+    assert_eq!(still_a, 1, "node-a stopped before its lease ran out");
+
+    // The network works again; node-b takes the line once node-a's lease has run out and sends
+    // the message, once, under the WhatsApp id node-a had announced.
+    sqlx::query("DELETE FROM sim_faults").execute(&app.db.pool).await.unwrap();
+    app.eventually("node-b sends the message", WAIT, || async {
+        count(&app.db, &format!("SELECT count(*) FROM events WHERE stream_id = '{message_id}' AND event_type = 'message.sent'"))
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        count(&app.db, &format!("SELECT count(*) FROM line_leases WHERE line_id = '{line}' AND owner = 'node-b'")).await,
+        1
+    );
+    assert_eq!(count(&app.db, "SELECT count(*) FROM sim_deliveries").await, 1, "the message reached the network once");
+    let engine_ids = count(
+        &app.db,
+        &format!("SELECT count(DISTINCT payload->>'engine_message_id') FROM events WHERE stream_id = '{message_id}' AND event_type = 'message.dispatch_started'"),
+    )
+    .await;
+    assert_eq!(engine_ids, 1, "one WhatsApp id across both attempts");
+    node_b.shutdown().await;
+    // node-a is still cut off: it is left to the end of the test (its database is dropped).
+    std::mem::forget(node_a);
+    app.shutdown().await;
 }

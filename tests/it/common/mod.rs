@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod console;
 pub mod mcp_client;
+pub mod partition;
 pub mod pg_cluster;
 pub mod proxy_trap;
 pub mod receiver;
