@@ -42,6 +42,9 @@ enum Command {
     /// The nodes sharing this database.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Check the configuration (defaults, bridge.toml, BRIDGE_* variables) and print what a node
+    /// would run with, secrets only as set or not. Touches no database; exits 1 if invalid.
+    CheckConfig(JsonFlag),
     /// Manage accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -233,6 +236,10 @@ fn print(json_out: bool, value: Value, text: impl FnOnce() -> String) {
 }
 
 async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
+    if let Command::CheckConfig(out) = cli.command {
+        check_config(&config, out);
+        return Ok(ExitCode::SUCCESS);
+    }
     let database = db::open(&config).await?;
     let pool = database.pool.clone();
     let is_serve = matches!(cli.command, Command::Serve { .. });
@@ -261,6 +268,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
             serve(config, pool, &store, &plans, demo).await.map(|()| ExitCode::SUCCESS)?
         }
+        Command::CheckConfig(_) => unreachable!("answered before the database is opened"),
         Command::Nodes(NodesCommand::List(out)) => {
             nodes_list(&pool, std::time::Duration::from_secs(config.line_lease_secs), out).await?;
             ExitCode::SUCCESS
@@ -320,6 +328,31 @@ async fn serve(
     });
     server.wait().await;
     Ok(())
+}
+
+/// What `check-config` prints (the configuration was validated when it was loaded).
+fn check_config(config: &Config, out: JsonFlag) {
+    let value = json!({
+        "valid": true,
+        "listen": config.listen.to_string(),
+        "metrics_listen": config.metrics_listen.map(|a| a.to_string()),
+        "roles": config.roles().names(),
+        "node_id": config.node_id,
+        "log_format": match config.log_format { LogFormat::Json => "json", LogFormat::Text => "text" },
+        "database_url": config.database_url.is_some(),
+        "read_database_url": config.read_database_url.is_some(),
+        "master_key": config.master_key.is_some(),
+        "operator_token": config.operator_token.is_some(),
+        "public_hosts": config.public_hosts,
+    });
+    print(out.json, value.clone(), || {
+        format!(
+            "configuration valid: listen {}, roles {}, metrics {}",
+            config.listen,
+            config.roles().names().join(","),
+            config.metrics_listen.map_or("behind the operator token".into(), |a| format!("on {a}"))
+        )
+    });
 }
 
 async fn nodes_list(pool: &sqlx::PgPool, ttl: std::time::Duration, out: JsonFlag) -> anyhow::Result<()> {

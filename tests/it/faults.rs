@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TTL_SECS: u64 = 3;
+
+/// `ops/faults` runs these tests long (BRIDGE_FAULTS_LONG=1): more load after each fault, longer
+/// outages. The quick versions run with the rest of the suite.
+fn scale() -> usize {
+    if std::env::var_os("BRIDGE_FAULTS_LONG").is_some() {
+        10
+    } else {
+        1
+    }
+}
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn count(db: &TestDb, sql: &str) -> i64 {
@@ -203,7 +213,7 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         failover.as_secs_f64()
     );
     db.await_condition("sends go on after the kill", Duration::from_secs(30), || async {
-        load.accepted() >= accepted_at_kill + 30
+        load.accepted() >= accepted_at_kill + 30 * scale()
     })
     .await;
     let accepted = load.stop().await;
@@ -306,11 +316,21 @@ async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by
     let health = http.get(format!("{}/healthz", bases[0])).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK, "the process lives");
     let accepted_while_down = load.accepted();
+    if scale() > 1 {
+        // The long version keeps the database away for a while: clients keep getting 503s.
+        let refused = load.unavailable().len();
+        poll_until("more 503s while the database stays away", Duration::from_secs(60), || async {
+            load.unavailable().len() >= refused + 2 * scale()
+        })
+        .await;
+    }
     tokio::task::block_in_place(|| cluster.start());
 
     // Back by themselves: sends are accepted and sent again, nothing was lost.
-    poll_until("sends are accepted again", Duration::from_secs(60), || async { load.accepted() >= accepted_while_down + 20 })
-        .await;
+    poll_until("sends are accepted again", Duration::from_secs(60), || async {
+        load.accepted() >= accepted_while_down + 20 * scale()
+    })
+    .await;
     let (body, retry_after) = load.unavailable()[0].clone();
     let accepted = load.stop().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
@@ -352,7 +372,7 @@ async fn a_webhook_receiver_down_for_a_long_stretch_gets_every_event_in_per_line
     for i in 0..2 {
         lines.push(app.connected_line(&key, &format!("+3460000098{i}")).await);
     }
-    for i in 0..5 {
+    for i in 0..5 * scale() {
         for line in &lines {
             let (status, sent) = app
                 .post(&key, "/v1/messages/send", json!({"line_id": line, "to": "+34699000980", "message": format!("m{i}")}))
@@ -364,8 +384,12 @@ async fn a_webhook_receiver_down_for_a_long_stretch_gets_every_event_in_per_line
     // three times: the receiver has been down for a while.
     app.eventually("the events are all made and the lanes have failed repeatedly", WAIT, || async {
         let read = count(&app.db, "SELECT count(*) FROM events WHERE event_type = 'message.read'").await;
-        let failing = count(&app.db, "SELECT count(DISTINCT line_key) FROM webhook_deliveries WHERE attempts >= 3").await;
-        read == 10 && failing == 2
+        let failing = count(
+            &app.db,
+            &format!("SELECT count(DISTINCT line_key) FROM webhook_deliveries WHERE attempts >= {}", 3 * scale().min(3)),
+        )
+        .await;
+        read == 10 * scale() as i64 && failing == 2
     })
     .await;
     assert_eq!(count(&app.db, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").await, 0);

@@ -20,6 +20,7 @@ mod console_lines;
 mod console_usage;
 mod console_webhooks;
 mod conversation_commands;
+mod deploy;
 mod dispatch_recovery;
 mod event_log;
 mod faults;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// The Python venv `ops/test` makes with schemathesis and openapi-spec-validator.
-fn venv_bin(tool: &str) -> String {
+pub fn venv_bin(tool: &str) -> String {
     let dir = std::env::var("BRIDGE_TEST_SCHEMATHESIS_VENV")
         .unwrap_or_else(|_| format!("{}/target/schemathesis-venv", env!("CARGO_MANIFEST_DIR")));
     let path = format!("{dir}/bin/{tool}");
