@@ -49,6 +49,8 @@ pub enum Wake {
 #[derive(Clone)]
 pub struct Dispatcher {
     wake: mpsc::UnboundedSender<(LineId, Wake)>,
+    /// Which lines are this node's (`None`: a disabled dispatcher).
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl Dispatcher {
@@ -64,7 +66,13 @@ impl Dispatcher {
 
     /// A dispatcher that sends nothing (for commands run outside a server).
     pub fn disabled() -> Self {
-        Self { wake: mpsc::unbounded_channel().0 }
+        Self { wake: mpsc::unbounded_channel().0, ownership: None }
+    }
+
+    /// Which lines are this node's, as its dispatcher sees the live dispatch nodes (the WhatsApp
+    /// sessions are placed by it too).
+    pub fn ownership(&self) -> Option<&Arc<Ownership>> {
+        self.ownership.as_ref()
     }
 }
 
@@ -79,8 +87,9 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> (Dispatcher, JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handle = tokio::spawn(supervise(store, engine, Arc::new(config), rx, changes, shutdown));
-    (Dispatcher { wake: tx }, handle)
+    let ownership = Arc::new(Ownership::new(&config.node));
+    let handle = tokio::spawn(supervise(store, engine, Arc::new(config), ownership.clone(), rx, changes, shutdown));
+    (Dispatcher { wake: tx, ownership: Some(ownership) }, handle)
 }
 
 struct Running {
@@ -96,13 +105,13 @@ async fn supervise(
     store: EventStore,
     engine: Arc<dyn SessionEngine>,
     config: Arc<DispatchConfig>,
+    ownership: Arc<Ownership>,
     mut wakes: mpsc::UnboundedReceiver<(LineId, Wake)>,
     mut changes: Option<broadcast::Receiver<Change>>,
     shutdown: CancellationToken,
 ) {
     let mut workers: HashMap<LineId, Running> = HashMap::new();
     let renewer = lease::Renewer::start(store.pool().clone(), config.lease_ttl);
-    let ownership = Arc::new(Ownership::new(&config.node));
     let mut scan = tokio::time::interval(config.scan_interval);
     let mut prompt: Option<tokio::time::Instant> = None;
     loop {

@@ -790,3 +790,41 @@ async fn a_line_is_served_by_one_node_at_a_time_and_another_takes_it_when_its_no
     assert_eq!(fake.runs(&line), 2, "one client at a time");
     other.shutdown().await;
 }
+
+#[tokio::test]
+async fn sessions_are_placed_on_each_lines_node_among_the_live_dispatch_nodes() {
+    let fake = FakeWhatsapp::new();
+    let app = TestApp::spawn_with_whatsapp(&fake, |c| {
+        fast(c);
+        c.node_id = "node-a".into();
+    })
+    .await;
+    let mut config = crate::common::test_config();
+    fast(&mut config);
+    config.node_id = "node-b".into();
+    config.roles = vec!["dispatch".into()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = wazion_bridge::server::StartOptions { whatsapp: Some(std::sync::Arc::new(fake.clone())), session_stores: None };
+    let other = wazion_bridge::server::start_with(config, app.db.pool.clone(), listener, options).await.unwrap();
+    // Both nodes count each other (their dispatchers read the live nodes at each scan).
+    app.eventually("both nodes see two live dispatch nodes", WAIT, || async {
+        let mut text = String::new();
+        wazion_bridge::metrics::global().render(&mut text);
+        ["node-a", "node-b"].iter().all(|n| text.contains(&format!("bridge_dispatch_live_nodes{{node=\"{n}\"}} 2\n")))
+    })
+    .await;
+
+    let (_, _, key) = app.account("business").await;
+    let mut lines = Vec::new();
+    for _ in 0..6 {
+        let line = new_line(&app, &key).await;
+        fake.run(&line, 1).await;
+        lines.push(line);
+    }
+    crate::common::assert_lines_on_their_nodes(&app.db.pool, &lines, &["node-a", "node-b"]).await;
+    for line in &lines {
+        assert_eq!(fake.runs(line), 1, "one client for {line}");
+    }
+    other.shutdown().await;
+    app.shutdown().await;
+}

@@ -201,13 +201,25 @@ impl WhatsappEngine {
         if self.session(&line_id).is_some() || self.parked.lock().expect("parked lock").contains(&line_id) {
             return Ok(());
         }
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT account_id, engine, status FROM lines WHERE line_id = $1")
-                .bind(line_id.as_str())
-                .fetch_optional(self.store.pool())
-                .await?;
-        let Some((account_id, engine, status)) = row else { return Ok(()) };
+        // Whether no node has served the line for a whole TTL (its lease ran out that long ago, or
+        // it never had one and has waited that long): then any node may, whoever it belongs to.
+        let row: Option<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT l.account_id, l.engine, l.status, \
+                    COALESCE(ll.expires_at, l.updated_at) < now() - make_interval(secs => $2) \
+               FROM lines l LEFT JOIN line_leases ll ON ll.line_id = l.line_id WHERE l.line_id = $1",
+        )
+        .bind(line_id.as_str())
+        .bind(self.config.lease_ttl.as_secs_f64())
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some((account_id, engine, status, orphaned)) = row else { return Ok(()) };
         if engine != "whatsapp" || !LIVE_STATUSES.contains(&status.as_str()) {
+            return Ok(());
+        }
+        // Sessions are placed like the dispatcher's lines: on the line's node among the live
+        // dispatch nodes (which also sends its messages, under the session's lease).
+        let elsewhere = self.dispatcher.get().and_then(|d| d.ownership()).is_some_and(|o| !o.is_mine(line_id.as_str()));
+        if elsewhere && !orphaned {
             return Ok(());
         }
         let account_id = AccountId::parse(&account_id)?;

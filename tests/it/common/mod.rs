@@ -478,3 +478,15 @@ pub fn redactions() -> insta::Settings {
     settings.add_filter(r"127\.0\.0\.1:\d{4,5}", "127.0.0.1:[port]");
     settings
 }
+
+/// Each of `lines` is held by the node the rendezvous hash over `nodes` names for it (how dispatch
+/// nodes share the lines: `wazion_bridge::dispatch::ownership`).
+pub async fn assert_lines_on_their_nodes(pool: &PgPool, lines: &[String], nodes: &[&str]) {
+    let expected = wazion_bridge::dispatch::ownership::Ownership::new("observer");
+    expected.update(nodes.iter().map(|n| n.to_string()).collect());
+    for line in lines {
+        let owner: String =
+            sqlx::query_scalar("SELECT owner FROM line_leases WHERE line_id = $1").bind(line).fetch_one(pool).await.unwrap();
+        assert_eq!(Some(owner), expected.node_for(line), "{line} is held by its node");
+    }
+}
