@@ -275,3 +275,48 @@ async fn dispatch_nodes_share_the_lines_and_a_draining_node_hands_its_lines_to_t
     assert_eq!(count(&app.db, "SELECT count(*) FROM sim_deliveries").await, 20, "each message reached the network once");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn json_logs_name_the_request_the_account_and_the_line() {
+    let db = TestDb::new().await;
+    let account = crate::common::cli(&db, &["accounts", "create", "--name", "Logs", "--plan", "pro", "--json"]).await.json();
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut child, base, log) = crate::common::serve_process(&db, &[("BRIDGE_LOG_FORMAT", "json")]).await;
+    let http = reqwest::Client::new();
+    let created: Value =
+        http.post(format!("{base}/v1/lines")).bearer_auth(&key).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let line = created["line"]["line_id"].as_str().unwrap().to_owned();
+    let sent = http
+        .post(format!("{base}/v1/messages/send"))
+        .bearer_auth(&key)
+        .header("x-request-id", "req-logs-1")
+        .json(&json!({"line_id": line, "to": "+34699000111", "message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    // Not connected: a refusal is logged like any answer.
+    assert_eq!(sent.status(), StatusCode::CONFLICT);
+    let access = |text: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == "request" && l["span"]["request_id"] == "req-logs-1")
+    };
+    db.await_condition("the request's log line is written", WAIT, || async {
+        access(&std::fs::read_to_string(&log).unwrap_or_default()).is_some()
+    })
+    .await;
+    let entry = access(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(entry["span"]["account_id"], account_id.as_str(), "{entry}");
+    assert_eq!(entry["span"]["line_id"], line.as_str(), "{entry}");
+    assert_eq!(entry["route"], "/v1/messages/send");
+    assert_eq!(entry["status"], 409);
+    assert_eq!(entry["level"], "INFO");
+    let whole = std::fs::read_to_string(&log).unwrap();
+    assert!(!whole.contains(&key), "the API key never appears in the logs");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+}

@@ -407,6 +407,10 @@ pub async fn serve_process_on(url: &str, env: &[(&str, &str)]) -> (tokio::proces
             if let Some(i) = line.find("addr=") {
                 return line[i + 5..].split_whitespace().next().unwrap().trim_matches('"').to_owned();
             }
+            // BRIDGE_LOG_FORMAT=json
+            if let Some(i) = line.find(r#""addr":""#) {
+                return line[i + 8..].split('"').next().unwrap().to_owned();
+            }
         }
         panic!("the server exited before listening");
     })
