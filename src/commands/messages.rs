@@ -350,6 +350,10 @@ pub enum DispatchError {
     /// Another node took the line over: this one must stop writing for it.
     #[error("the line's lease was lost")]
     LeaseLost,
+    /// The lease could not be renewed in time: this node may no longer count on it, so it stops
+    /// before the database could let another node take the line.
+    #[error("the line's lease could not be renewed in time")]
+    Abandoned,
     #[error(transparent)]
     Command(#[from] CommandError<MessageError>),
 }

@@ -193,6 +193,11 @@ pub async fn run(
                 tracing::warn!(%line_id, "dispatcher: lease lost; stopping");
                 return;
             }
+            Err(DispatchError::Abandoned) => {
+                tracing::warn!(%line_id, %message_id, "dispatcher: the lease could not be renewed in time; the send is abandoned");
+                crate::metrics::global().dispatch_send(&config.node, "abandoned");
+                return;
+            }
             Err(e) => tracing::error!(%line_id, %message_id, error = ?e, "dispatcher: recording a send failed"),
         }
         idle_since = Instant::now();
@@ -261,6 +266,22 @@ async fn next_message(pool: &sqlx::PgPool, line_id: &LineId) -> Result<Next, sql
     })
 }
 
+/// `step`, unless the lease stops being certain first ([`lease::Keeper::expired`]): then the send
+/// is abandoned. The steps from recording the attempt to the engine call are fenced so: a node
+/// cut off from the database, wherever the partition caught it, stops before another node can
+/// take the line and send the message again (under the same WhatsApp id, which the network
+/// de-duplicates). A media download is not: no lease is needed to fetch a file, and the lease is
+/// renewed, fenced, before the engine is called.
+async fn fenced<T>(
+    keeper: &lease::Keeper,
+    step: impl std::future::Future<Output = Result<T, DispatchError>>,
+) -> Result<T, DispatchError> {
+    tokio::select! {
+        result = step => result,
+        _ = keeper.expired() => Err(DispatchError::Abandoned),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send_one(
     store: &EventStore,
@@ -273,7 +294,9 @@ async fn send_one(
     last_call: &mut Option<tokio::time::Instant>,
 ) -> Result<Sent, DispatchError> {
     let lease = keeper.lease();
-    let Some((engine_message_id, queued)) = dispatch_start(store, lease, message_id, new_engine_message_id()).await? else {
+    let Some((engine_message_id, queued)) =
+        fenced(keeper, dispatch_start(store, lease, message_id, new_engine_message_id())).await?
+    else {
         return Ok(Sent::Done); // already sent or failed
     };
     // A file that cannot be fetched fails the message with the reason; nothing is sent.
@@ -328,7 +351,10 @@ async fn send_one(
     if let Some(at) = send_at {
         tokio::time::sleep_until(at - RENEWAL_LEAD.min(config.interval)).await;
     }
-    if keeper.is_lost() || !lease::renew(store.pool(), lease, config.lease_ttl).await.map_err(CommandError::Db)? {
+    let renewed = fenced(keeper, async {
+        lease::renew(store.pool(), lease, config.lease_ttl).await.map_err(|e| CommandError::Db(e).into())
+    });
+    if keeper.is_lost() || !renewed.await? {
         return Err(DispatchError::LeaseLost);
     }
     if let Some(at) = send_at {
@@ -336,16 +362,7 @@ async fn send_one(
     }
     *last_call = Some(tokio::time::Instant::now());
     let metrics = crate::metrics::global();
-    // The engine call ends when the lease can no longer be counted on, before another node can
-    // take the line and send the message again: a node cut off from the database stops sending.
-    let call = tokio::select! {
-        result = tokio::time::timeout(config.send_timeout, engine.send(&outbound)) => result,
-        _ = keeper.expired() => {
-            tracing::warn!(line_id = %lease.line_id, %message_id, "dispatcher: the lease could not be renewed in time; the send is abandoned");
-            metrics.dispatch_send(&config.node, "abandoned");
-            return Err(DispatchError::LeaseLost);
-        }
-    };
+    let call = fenced(keeper, async { Ok(tokio::time::timeout(config.send_timeout, engine.send(&outbound)).await) }).await?;
     let outcome = match call {
         Ok(Ok(())) => MessageCommand::MarkSent { engine_message_id },
         Ok(Err(EngineError::Unavailable(reason))) => {

@@ -320,3 +320,75 @@ async fn json_logs_name_the_request_the_account_and_the_line() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
 }
+
+#[tokio::test]
+async fn a_node_sent_sigterm_drains_hands_its_lines_to_the_other_and_exits_cleanly() {
+    let db = TestDb::new().await;
+    let account =
+        crate::common::cli(&db, &["accounts", "create", "--name", "Drain", "--plan", "business", "--json"]).await.json();
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let env = |node: &'static str| {
+        vec![
+            ("BRIDGE_NODE_ID", node),
+            ("BRIDGE_LINE_LEASE_SECS", "3"),
+            ("BRIDGE_LINE_SEND_INTERVAL_MS", "20"),
+            ("BRIDGE_LINE_SEND_JITTER_MS", "0"),
+            ("BRIDGE_SIM_DELIVERED_AFTER_MS", "20"),
+        ]
+    };
+    let (mut a, _, _) = crate::common::serve_process(&db, &env("node-a")).await;
+    let (mut b, base_b, _) = crate::common::serve_process(&db, &env("node-b")).await;
+    let http = reqwest::Client::new();
+    db.await_condition("both nodes are live", WAIT, || async {
+        count(&db, "SELECT count(*) FROM nodes WHERE NOT draining AND heartbeat_at > now() - interval '3 seconds'").await == 2
+    })
+    .await;
+    let lines = crate::common::sim_lines(std::slice::from_ref(&base_b), &key, 6, "+3460000097").await;
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let send_all = |round: &'static str| {
+        let (http, key, lines, base, accepted) = (http.clone(), key.clone(), lines.clone(), base_b.clone(), accepted.clone());
+        async move {
+            for line in &lines {
+                let r = http
+                    .post(format!("{base}/v1/messages/send"))
+                    .bearer_auth(&key)
+                    .json(&json!({"line_id": line, "to": "+34699000970", "message": round}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    };
+    // Wait until node-b's dispatcher counts node-a too (else it takes every line itself).
+    db.await_condition("node-a holds lines", WAIT, || async {
+        send_all("warm-up").await;
+        count(&db, "SELECT count(*) FROM line_leases WHERE owner = 'node-a' AND expires_at > now()").await > 0
+    })
+    .await;
+
+    // SIGTERM to node-a: it drains, releases its leases, leaves the node list and exits 0.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(WAIT, a.wait()).await.expect("node-a exits after draining").unwrap();
+    assert!(status.success(), "node-a exits cleanly: {status}");
+    assert_eq!(count(&db, "SELECT count(*) FROM line_leases WHERE owner = 'node-a' AND expires_at > now()").await, 0);
+    let listed = crate::common::cli(&db, &["nodes", "list", "--json"]).await.json();
+    let ids: Vec<&str> = listed["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["node-b"], "{listed}");
+    // Every queued message, and the next ones, go out through node-b.
+    send_all("after").await;
+    let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    db.await_condition("everything accepted is sent, the rest through node-b", WAIT, || async {
+        count(&db, "SELECT count(*) FROM events WHERE event_type = 'message.sent'").await == accepted
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM sim_deliveries").await, accepted, "each once");
+    assert_eq!(count(&db, "SELECT count(*) FROM line_leases WHERE owner = 'node-b' AND expires_at > now()").await, 6);
+    b.start_kill().unwrap();
+    let _ = b.wait().await;
+}

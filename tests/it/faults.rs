@@ -125,29 +125,6 @@ impl Load {
     }
 }
 
-/// `n` connected sim lines, made through the nodes in turn; the phones are `phone_prefix` and
-/// the line's index.
-async fn sim_lines(bases: &[String], key: &str, n: usize, phone_prefix: &str) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let mut lines = Vec::new();
-    for i in 0..n {
-        let base = &bases[i % bases.len()];
-        let created: Value =
-            http.post(format!("{base}/v1/lines")).bearer_auth(key).json(&json!({})).send().await.unwrap().json().await.unwrap();
-        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
-        let scanned = http
-            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
-            .bearer_auth(key)
-            .json(&json!({"phone": format!("{phone_prefix}{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(scanned.status(), StatusCode::OK);
-        lines.push(line);
-    }
-    lines
-}
-
 /// Each node's unexpired leases.
 async fn owners(db: &TestDb) -> BTreeMap<String, Vec<String>> {
     let rows: Vec<(String, String)> =
@@ -176,7 +153,7 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         nodes.push((node, start(&db, node).await));
     }
     let bases: Vec<String> = nodes.iter().map(|(_, (_, base, _))| base.clone()).collect();
-    let lines = sim_lines(&bases, &key, 9, "+3460000090").await;
+    let lines = crate::common::sim_lines(&bases, &key, 9, "+3460000090").await;
     db.await_condition("the three nodes see each other", Duration::from_secs(20), || async {
         count(&db, &format!("SELECT count(*) FROM nodes WHERE heartbeat_at > now() - interval '{TTL_SECS} seconds'")).await == 3
     })
@@ -299,7 +276,7 @@ async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by
     }
     let bases: Vec<String> = nodes.iter().map(|(_, base, _)| base.clone()).collect();
     let http = reqwest::Client::new();
-    let lines = sim_lines(&bases, &key, 4, "+3460000095").await;
+    let lines = crate::common::sim_lines(&bases, &key, 4, "+3460000095").await;
     let load = Load::start(bases.clone(), key.clone(), lines.clone());
     poll_until("sends flow", Duration::from_secs(30), || async { load.accepted() >= 20 }).await;
 
@@ -396,9 +373,18 @@ async fn a_webhook_receiver_down_for_a_long_stretch_gets_every_event_in_per_line
 
     // Back.
     receiver.set_default(Reply::Status(200));
-    app.eventually("every delivery is delivered", WAIT, || async {
+    app.eventually("every event's delivery is made and delivered", WAIT, || async {
+        // The projector has made the deliveries of every event in the log,
+        let projected = count(
+            &app.db,
+            "SELECT count(*) FROM projection_checkpoints WHERE name = 'webhook_deliveries' \
+                AND global_position >= (SELECT max(global_position) FROM events)",
+        )
+        .await
+            == 1;
+        // and each is delivered.
         let made = count(&app.db, "SELECT count(*) FROM webhook_deliveries").await;
-        made > 0 && count(&app.db, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").await == made
+        projected && made > 0 && count(&app.db, "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'").await == made
     })
     .await;
     // Per line, the receiver first saw each delivery in the log's order: a delivery is never

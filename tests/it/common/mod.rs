@@ -494,3 +494,34 @@ pub async fn assert_lines_on_their_nodes(pool: &PgPool, lines: &[String], nodes:
         assert_eq!(Some(owner), expected.node_for(line), "{line} is held by its node");
     }
 }
+
+/// `n` connected sim lines, made through the nodes in turn; the phones are `phone_prefix` and
+/// the line's index.
+pub async fn sim_lines(bases: &[String], key: &str, n: usize, phone_prefix: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let base = &bases[i % bases.len()];
+        let created: serde_json::Value = http
+            .post(format!("{base}/v1/lines"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let line = created["line"]["line_id"].as_str().unwrap().to_owned();
+        let scanned = http
+            .post(format!("{base}/v1/sandbox/lines/{line}/scan"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"phone": format!("{phone_prefix}{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(scanned.status(), reqwest::StatusCode::OK);
+        lines.push(line);
+    }
+    lines
+}
