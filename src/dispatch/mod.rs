@@ -136,13 +136,15 @@ async fn supervise(
             }
             _ = scan.tick() => {
                 match crate::cluster::live_dispatchers(store.pool(), config.lease_ttl).await {
-                    // The lines' nodes changed: every worker looks again whether its line is still
-                    // this node's (and hands it back if not).
+                    // The lines' nodes changed: the workers of lines that are no longer this node's
+                    // wake to hand them back (the others go on as they were).
                     Ok(live) => if ownership.update(live) {
                         crate::metrics::global().dispatch_live_nodes(&config.node, ownership.live().len());
                         tracing::info!(live = ?ownership.live(), "dispatcher: the live dispatch nodes changed");
-                        for worker in workers.values() {
-                            worker.wake.send(Wake::Changed);
+                        for (line_id, worker) in &workers {
+                            if !ownership.is_mine(line_id.as_str()) {
+                                worker.wake.send(Wake::Changed);
+                            }
                         }
                     },
                     Err(e) => tracing::warn!(error = %e, "dispatcher: reading the live nodes failed"),
