@@ -254,13 +254,14 @@ pub async fn start_with(
     );
     // The webhook projector runs where deliveries are sent (it tells the local worker which lanes
     // got deliveries); the read models where the projections are.
-    let mut projection_names = Vec::new();
+    let (mut projection_names, mut runs) = (Vec::new(), Vec::new());
     for projection in async_projections_telling(Some(deliverer.lane_hints())) {
         projection_names.push(projection.name().to_owned());
         let is_webhooks = projection.name() == WebhookDeliveries::default().name();
         if !(if is_webhooks { roles.webhooks } else { roles.projections }) {
             continue;
         }
+        runs.push(projection.name().to_owned());
         let runner = Runner::new(pool.clone(), projection.clone(), watcher.wakeups(), RunnerConfig::default());
         if is_webhooks {
             tasks.spawn(deliverer.clone().run(runner.progress(), watcher.changes(), shutdown.clone()));
@@ -332,6 +333,7 @@ pub async fn start_with(
             roles,
             membership: membership.clone(),
             projections: projection_names.clone(),
+            runs: runs.clone(),
             max_projection_lag: Duration::from_secs(config.ready_max_projection_lag_secs),
             metrics,
         })

@@ -19,6 +19,12 @@ use tokio_util::sync::CancellationToken;
 /// First half of every projection lock's key, so they cannot collide with other advisory locks.
 const LOCK_CLASS: i32 = 0x5742_0001;
 
+/// The advisory lock (both keys) a runner of `name` holds while it runs: whoever holds it (an
+/// operator pausing a projection, a test) keeps every runner of that projection in standby.
+pub fn advisory_lock(name: &str) -> (i32, i32) {
+    (LOCK_CLASS, lock_key(name))
+}
+
 /// A stable 32-bit key per projection name (FNV-1a), the second half of its advisory lock.
 pub(crate) fn lock_key(name: &str) -> i32 {
     let mut h: u32 = 0x811c_9dc5;

@@ -24,9 +24,10 @@ pub struct Probe {
     pub node: String,
     pub roles: Roles,
     pub membership: Membership,
-    /// The asynchronous projections whose lag is reported (and, on a `projections` or
-    /// `webhooks` node, checked by `/readyz`).
+    /// The asynchronous projections whose lag `/metrics` reports.
     pub projections: Vec<String>,
+    /// Those this node runs, whose lag `/readyz` checks.
+    pub runs: Vec<String>,
     pub max_projection_lag: Duration,
     pub metrics: MetricsAccess,
 }
@@ -51,7 +52,8 @@ async fn healthz(State(probe): State<Arc<Probe>>) -> Json<Value> {
 
 /// Ready when the database answers, its migrations are this binary's, this node's heartbeat is
 /// fresh (else other nodes may be taking its lines), and the projections it runs are not too far
-/// behind. 503 otherwise, saying which check failed.
+/// behind (another node running them would have them, so only this node's are checked). 503
+/// otherwise, saying which check failed.
 async fn readyz(State(probe): State<Arc<Probe>>) -> Response {
     let mut checks = Map::new();
     let mut ready = true;
@@ -60,7 +62,7 @@ async fn readyz(State(probe): State<Arc<Probe>>) -> Response {
         checks.insert(name.into(), why.into());
     };
     let expected = crate::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let read = tokio::time::timeout(DATABASE_WAIT, readiness(&probe.pool, &probe.projections)).await;
+    let read = tokio::time::timeout(DATABASE_WAIT, readiness(&probe.pool, &probe.runs)).await;
     match read {
         Ok(Ok((migrated, lags))) => {
             checks.insert("database".into(), "ok".into());
@@ -69,7 +71,7 @@ async fn readyz(State(probe): State<Arc<Probe>>) -> Response {
             } else {
                 fail(&mut checks, "migrations", format!("the database is at {migrated:?}, this binary expects {expected}"));
             }
-            if probe.roles.projections || probe.roles.webhooks {
+            if !probe.runs.is_empty() {
                 let behind: Vec<String> = lags
                     .iter()
                     .filter(|(_, secs)| *secs > probe.max_projection_lag.as_secs_f64())
@@ -99,8 +101,7 @@ async fn readyz(State(probe): State<Arc<Probe>>) -> Response {
 async fn readiness(pool: &PgPool, projections: &[String]) -> Result<(Option<i64>, Vec<(String, f64)>), sqlx::Error> {
     let row: (Option<i64>, Value) = sqlx::query_as(&format!(
         "SELECT (SELECT max(version) FROM _sqlx_migrations WHERE success), \
-                COALESCE((SELECT json_agg(json_build_array(c.name, {LAG_SECONDS})) FROM projection_checkpoints c \
-                           WHERE c.name = ANY($1)), '[]')"
+                COALESCE((SELECT json_agg(json_build_array(c.name, {LAG_SECONDS})) FROM {CHECKPOINTS}), '[]')"
     ))
     .bind(projections)
     .fetch_one(pool)
@@ -108,6 +109,11 @@ async fn readiness(pool: &PgPool, projections: &[String]) -> Result<(Option<i64>
     let lags = serde_json::from_value::<Vec<(String, f64)>>(row.1).unwrap_or_default();
     Ok((row.0, lags))
 }
+
+/// Where each projection named in `$1` has got to, as `c (name, global_position)`: one that has
+/// never run (no checkpoint yet) is at the start of the log.
+const CHECKPOINTS: &str = "(SELECT n.name, COALESCE(p.global_position, 0) AS global_position FROM unnest($1::text[]) AS n(name) \
+     LEFT JOIN projection_checkpoints p ON p.name = n.name) c";
 
 /// How long the oldest event a projection (checkpoint `c`) has not applied has waited, in seconds.
 const LAG_SECONDS: &str = "COALESCE(extract(epoch FROM now() - (SELECT e.recorded_at FROM events e \
@@ -158,8 +164,8 @@ fn render_node(probe: &Probe, out: &mut String) {
 async fn render_database(probe: &Probe, out: &mut String) -> Result<(), sqlx::Error> {
     let rows: Vec<(String, String, String, f64)> = sqlx::query_as(&format!(
         "SELECT 'lag_events', c.name, '', ((SELECT COALESCE(max(global_position), 0) FROM events) - c.global_position)::float8 \
-           FROM projection_checkpoints c WHERE c.name = ANY($1) \
-         UNION ALL SELECT 'lag_seconds', c.name, '', {LAG_SECONDS} FROM projection_checkpoints c WHERE c.name = ANY($1) \
+           FROM {CHECKPOINTS} \
+         UNION ALL SELECT 'lag_seconds', c.name, '', {LAG_SECONDS} FROM {CHECKPOINTS} \
          UNION ALL SELECT 'lines', engine, status, count(*)::float8 FROM lines GROUP BY engine, status \
          UNION ALL SELECT 'queue', COALESCE(l.owner, ''), '', count(*)::float8 FROM dispatch_queue q \
                      LEFT JOIN line_leases l ON l.line_id = q.line_id AND l.expires_at > now() GROUP BY 2 \

@@ -392,3 +392,40 @@ async fn a_node_sent_sigterm_drains_hands_its_lines_to_the_other_and_exits_clean
     b.start_kill().unwrap();
     let _ = b.wait().await;
 }
+
+#[tokio::test]
+async fn readiness_fails_while_a_projection_this_node_runs_is_too_far_behind_and_recovers() {
+    let db = TestDb::new().await;
+    // Something else holds the messages projection's lock (a stuck runner elsewhere): this
+    // node's runner stands by, and the projection falls behind.
+    let (class, key) = projections::runtime::advisory_lock("messages");
+    let mut holder = db.pool.acquire().await.unwrap().detach();
+    sqlx::query("SELECT pg_advisory_lock($1, $2)").bind(class).bind(key).execute(&mut holder).await.unwrap();
+    let (server, base) = node(&db, |c| {
+        c.ready_max_projection_lag_secs = 30;
+        c.roles = vec!["projections".into()];
+    })
+    .await;
+    // An event the projection has not applied, two minutes old.
+    sqlx::query(
+        "INSERT INTO events (tenant_id, stream_type, stream_id, stream_version, event_id, event_type, schema_version, payload, recorded_at) \
+         VALUES ('acc_x', 'bench', 's1', 1, 'evt_lag_1', 'bench.e', 1, '{}', now() - interval '2 minutes')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    let why = body["checks"]["projections"].as_str().unwrap();
+    assert!(why.starts_with("messages is 1") && why.ends_with(" s behind"), "{body}");
+
+    // The lock is let go: the runner takes over, catches up, and the node is ready again.
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)").bind(class).bind(key).execute(&mut holder).await.unwrap();
+    db.await_condition("the node is ready again", WAIT, || async {
+        http.get(format!("{base}/readyz")).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    server.shutdown().await;
+}
