@@ -258,7 +258,8 @@ pub async fn start_with(
     for projection in async_projections_telling(Some(deliverer.lane_hints())) {
         projection_names.push(projection.name().to_owned());
         let is_webhooks = projection.name() == WebhookDeliveries::default().name();
-        if !(if is_webhooks { roles.webhooks } else { roles.projections }) {
+        let runs_here = if is_webhooks { roles.webhooks } else { roles.projections };
+        if !runs_here {
             continue;
         }
         runs.push(projection.name().to_owned());

@@ -11,7 +11,7 @@ use crate::store::EventStore;
 use domain::ids::LineId;
 use ownership::Ownership;
 use projections::notify::Change;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -113,20 +113,33 @@ async fn supervise(
     let mut workers: HashMap<LineId, Running> = HashMap::new();
     let renewer = lease::Renewer::start(store.pool().clone(), config.lease_ttl);
     let mut scan = tokio::time::interval(config.scan_interval);
-    let mut prompt: Option<tokio::time::Instant> = None;
+    // Messages queued through other nodes, heard of and not looked for yet: when to look, and in
+    // whose accounts (`None`: anywhere, notifications may have been missed).
+    let mut prompt: Option<(tokio::time::Instant, Option<HashSet<String>>)> = None;
     loop {
         let lines: Vec<(LineId, Wake, bool)> = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some((line, why)) = wakes.recv() => vec![(line, why, false)],
             change = next_change(&mut changes) => {
-                if queued_elsewhere(&change, &config.node) {
-                    prompt.get_or_insert_with(|| tokio::time::Instant::now() + PROMPT_SCAN);
+                if let Some(heard) = queued_elsewhere(&change, &config.node) {
+                    let (_, accounts) = prompt.get_or_insert_with(|| (tokio::time::Instant::now() + PROMPT_SCAN, Some(HashSet::new())));
+                    match (heard, accounts.as_mut()) {
+                        (Heard::Account(account), Some(accounts)) => {
+                            accounts.insert(account);
+                        }
+                        (Heard::Anything, _) => *accounts = None,
+                        (Heard::Account(_), None) => {}
+                    }
                 }
                 continue;
             }
-            _ = tokio::time::sleep_until(prompt.unwrap_or_else(tokio::time::Instant::now)), if prompt.is_some() => {
-                prompt = None;
-                match queued_lines(&store, config.lease_ttl).await {
+            _ = tokio::time::sleep_until(prompt.as_ref().map_or_else(tokio::time::Instant::now, |p| p.0)), if prompt.is_some() => {
+                let accounts = prompt.take().and_then(|(_, accounts)| accounts);
+                let found = match accounts {
+                    Some(accounts) => queued_lines_of(&store, accounts).await,
+                    None => queued_lines(&store, config.lease_ttl).await,
+                };
+                match found {
                     Ok(lines) => lines,
                     Err(e) => {
                         tracing::warn!(error = %e, "dispatcher: scanning queues failed");
@@ -201,15 +214,40 @@ async fn next_change(changes: &mut Option<broadcast::Receiver<Change>>) -> Chang
     }
 }
 
-/// Whether `change` may have queued a message this node did not hear of itself.
-fn queued_elsewhere(change: &Change, node: &str) -> bool {
+/// Where a message this node did not hear of itself may have been queued.
+enum Heard {
+    Account(String),
+    Anything,
+}
+
+/// Whether `change` may have queued a message through another node, and in which account.
+fn queued_elsewhere(change: &Change, node: &str) -> Option<Heard> {
     match change {
-        Change::Appended(a) => {
-            a.origin.as_deref() != Some(node)
-                && a.stream_types.iter().any(|t| t == <domain::message::Message as domain::aggregate::Aggregate>::STREAM_TYPE)
+        Change::Appended(a)
+            if a.origin.as_deref() != Some(node)
+                && a.stream_types
+                    .iter()
+                    .any(|t| t == <domain::message::Message as domain::aggregate::Aggregate>::STREAM_TYPE) =>
+        {
+            Some(Heard::Account(a.tenant.clone()))
         }
-        Change::Reset => true,
+        Change::Appended(_) => None,
+        Change::Reset => Some(Heard::Anything),
     }
+}
+
+/// The lines of `accounts` with queued messages (through their accounts' lines, by index: not a
+/// scan of every queue, which a busy cluster would otherwise make at every burst of sends).
+async fn queued_lines_of(store: &EventStore, accounts: HashSet<String>) -> Result<Vec<(LineId, Wake, bool)>, sqlx::Error> {
+    let accounts: Vec<String> = accounts.into_iter().collect();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT l.line_id FROM lines l WHERE l.account_id = ANY($1) \
+            AND EXISTS (SELECT 1 FROM dispatch_queue q WHERE q.line_id = l.line_id)",
+    )
+    .bind(&accounts)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(ids.iter().filter_map(|id| LineId::parse(id).ok()).map(|id| (id, Wake::Queued, false)).collect())
 }
 
 /// Every line with queued messages, and whether it is orphaned: no node has held its lease for a

@@ -3,7 +3,7 @@
 //! operator scrapes.
 
 use crate::common::receiver::Receiver;
-use crate::common::{test_config, TestApp, TestDb};
+use crate::common::{TestApp, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -27,12 +27,7 @@ fn quick(c: &mut Config) {
 
 /// Another node on the test's database.
 async fn node(db: &TestDb, configure: impl FnOnce(&mut Config)) -> (RunningServer, String) {
-    let mut config = test_config();
-    configure(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = wazion_bridge::server::start(config, db.pool.clone(), listener).await.expect("the node starts");
-    let base = format!("http://{}", server.addr);
-    (server, base)
+    crate::common::node_on(&db.pool, configure).await
 }
 
 #[tokio::test]
@@ -279,12 +274,7 @@ async fn dispatch_nodes_share_the_lines_and_a_draining_node_hands_its_lines_to_t
 #[tokio::test]
 async fn json_logs_name_the_request_the_account_and_the_line() {
     let db = TestDb::new().await;
-    let account = crate::common::cli(&db, &["accounts", "create", "--name", "Logs", "--plan", "pro", "--json"]).await.json();
-    let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (account_id, key) = crate::common::account_on(&db.url, "pro").await;
     let (mut child, base, log) = crate::common::serve_process(&db, &[("BRIDGE_LOG_FORMAT", "json")]).await;
     let http = reqwest::Client::new();
     let created: Value =
@@ -324,13 +314,7 @@ async fn json_logs_name_the_request_the_account_and_the_line() {
 #[tokio::test]
 async fn a_node_sent_sigterm_drains_hands_its_lines_to_the_other_and_exits_cleanly() {
     let db = TestDb::new().await;
-    let account =
-        crate::common::cli(&db, &["accounts", "create", "--name", "Drain", "--plan", "business", "--json"]).await.json();
-    let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, key) = crate::common::account_on(&db.url, "business").await;
     let env = |node: &'static str| {
         vec![
             ("BRIDGE_NODE_ID", node),

@@ -22,12 +22,7 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_server_killed_with_a_queue_pending_sends_every_message_exactly_once_and_in_order_after_restart() {
     let db = TestDb::new().await;
-    let account = crate::common::cli(&db, &["accounts", "create", "--name", "K", "--plan", "pro", "--json"]).await.json();
-    let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, key) = crate::common::account_on(&db.url, "pro").await;
 
     let (mut first, base, first_log) = serve(&db).await;
     let http = reqwest::Client::new();

@@ -53,8 +53,16 @@ struct Load {
     accepted: Arc<Mutex<Vec<String>>>,
     /// The 503 answers seen (body, Retry-After).
     unavailable: Arc<Mutex<Vec<(Value, String)>>>,
+    /// How many were accepted and how many answers were 503, as they change.
+    counts: tokio::sync::watch::Receiver<Counts>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    accepted: usize,
+    unavailable: usize,
 }
 
 impl Load {
@@ -63,6 +71,7 @@ impl Load {
         let unavailable = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let (out, stopping, refused) = (accepted.clone(), stop.clone(), unavailable.clone());
+        let (counted, counts) = tokio::sync::watch::channel(Counts::default());
         let task = tokio::spawn(async move {
             let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
             let mut node = 0;
@@ -85,15 +94,19 @@ impl Load {
                         Ok(r) if r.status() == StatusCode::OK => {
                             let sent: Value = r.json().await.unwrap();
                             out.lock().unwrap().push(sent["message_id"].as_str().unwrap().to_owned());
+                            counted.send_modify(|c| c.accepted += 1);
                             break;
                         }
-                        // As a client should: wait as long as Retry-After says, then try again.
+                        // The client under test honours Retry-After, as the published API asks:
+                        // it waits that long before the same request again (the load's
+                        // behaviour, not the test waiting for a condition).
                         Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
                             let retry_after =
                                 r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
                             let wait = Duration::from_secs(retry_after.parse().unwrap_or(1));
                             let body: Value = r.json().await.unwrap();
                             refused.lock().unwrap().push((body, retry_after));
+                            counted.send_modify(|c| c.unavailable += 1);
                             tokio::time::sleep(wait).await;
                         }
                         Ok(r) if r.status().is_server_error() => {}
@@ -106,11 +119,20 @@ impl Load {
                 }
             }
         });
-        Self { accepted, unavailable, stop, task }
+        Self { accepted, unavailable, counts, stop, task }
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.lock().unwrap().len()
+        self.counts.borrow().accepted
+    }
+
+    /// Await `done` of the counts (the load's own progress, told as it happens).
+    async fn until(&self, what: &str, timeout: Duration, done: impl Fn(Counts) -> bool) {
+        let mut counts = self.counts.clone();
+        tokio::time::timeout(timeout, counts.wait_for(|c| done(*c)))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+            .expect("the load runs");
     }
 
     fn unavailable(&self) -> Vec<(Value, String)> {
@@ -142,12 +164,7 @@ async fn owners(db: &TestDb) -> BTreeMap<String, Vec<String>> {
 #[tokio::test]
 async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_its_lines_resume_elsewhere() {
     let db = TestDb::new().await;
-    let account = crate::common::cli(&db, &["accounts", "create", "--name", "F", "--plan", "business", "--json"]).await.json();
-    let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = crate::common::cli(&db, &["keys", "create", "--account", &account_id, "--json"]).await.json()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, key) = crate::common::account_on(&db.url, "business").await;
     let mut nodes = Vec::new();
     for node in ["node-a", "node-b", "node-c"] {
         nodes.push((node, start(&db, node).await));
@@ -189,10 +206,7 @@ async fn three_nodes_under_load_one_killed_lose_nothing_send_nothing_twice_and_i
         victim_set.len(),
         failover.as_secs_f64()
     );
-    db.await_condition("sends go on after the kill", Duration::from_secs(30), || async {
-        load.accepted() >= accepted_at_kill + 30 * scale()
-    })
-    .await;
+    load.until("sends go on after the kill", Duration::from_secs(30), |c| c.accepted >= accepted_at_kill + 30 * scale()).await;
     let accepted = load.stop().await;
 
     let all_sent = db
@@ -234,38 +248,13 @@ async fn assert_sent_exactly_once(pool: &sqlx::PgPool, accepted: &[String]) {
     assert_eq!(queued, 0);
 }
 
-/// Await `check` (re-checked every 100 ms; for conditions on a database that may be away, which
-/// the harness's LISTEN-based wait cannot follow).
-async fn poll_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by_themselves_and_lose_nothing() {
     let cluster = PgCluster::primary().await;
     let url = cluster.url("bridge");
     let migrated = crate::common::bridge_on(&url).args(["migrate"]).output().await.unwrap();
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
-    let cli = |args: &'static [&'static str]| {
-        let url = url.clone();
-        async move {
-            let out = crate::common::bridge_on(&url).args(args).output().await.unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()
-        }
-    };
-    let account = cli(&["accounts", "create", "--name", "R", "--plan", "business", "--json"]).await;
-    let account_id = account["account_id"].as_str().unwrap().to_owned();
-    let key = crate::common::bridge_on(&url).args(["keys", "create", "--account", &account_id, "--json"]).output().await.unwrap();
-    let key = serde_json::from_slice::<Value>(&key.stdout).unwrap()["api_key"].as_str().unwrap().to_owned();
+    let (_, key) = crate::common::account_on(&url, "business").await;
     let mut nodes = Vec::new();
     for node in ["node-a", "node-b"] {
         let mut env = node_env(node);
@@ -278,14 +267,11 @@ async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by
     let http = reqwest::Client::new();
     let lines = crate::common::sim_lines(&bases, &key, 4, "+3460000095").await;
     let load = Load::start(bases.clone(), key.clone(), lines.clone());
-    poll_until("sends flow", Duration::from_secs(30), || async { load.accepted() >= 20 }).await;
+    load.until("sends flow", Duration::from_secs(30), |c| c.accepted >= 20).await;
 
     // The restart: every connection is cut, and for a while nothing answers.
     tokio::task::block_in_place(|| cluster.stop());
-    poll_until("a send is answered 503 while the database is away", Duration::from_secs(30), || async {
-        !load.unavailable().is_empty()
-    })
-    .await;
+    load.until("a send is answered 503 while the database is away", Duration::from_secs(30), |c| c.unavailable > 0).await;
     let ready = http.get(format!("{}/readyz", bases[0])).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "not ready while the database is away");
     let ready: Value = ready.json().await.unwrap();
@@ -296,22 +282,19 @@ async fn postgres_restarted_under_load_the_nodes_answer_503_retryable_recover_by
     if scale() > 1 {
         // The long version keeps the database away for a while: clients keep getting 503s.
         let refused = load.unavailable().len();
-        poll_until("more 503s while the database stays away", Duration::from_secs(60), || async {
-            load.unavailable().len() >= refused + 2 * scale()
+        load.until("more 503s while the database stays away", Duration::from_secs(60), |c| {
+            c.unavailable >= refused + 2 * scale()
         })
         .await;
     }
     tokio::task::block_in_place(|| cluster.start());
 
     // Back by themselves: sends are accepted and sent again, nothing was lost.
-    poll_until("sends are accepted again", Duration::from_secs(60), || async {
-        load.accepted() >= accepted_while_down + 20 * scale()
-    })
-    .await;
+    load.until("sends are accepted again", Duration::from_secs(60), |c| c.accepted >= accepted_while_down + 20 * scale()).await;
     let (body, retry_after) = load.unavailable()[0].clone();
     let accepted = load.stop().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    poll_until("every accepted message is sent", Duration::from_secs(60), || async {
+    crate::common::await_condition_on(&pool, "every accepted message is sent", Duration::from_secs(60), || async {
         let sent: i64 =
             sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'message.sent'").fetch_one(&pool).await.unwrap();
         sent >= accepted.len() as i64
@@ -443,12 +426,12 @@ async fn a_node_cut_off_from_the_database_stops_sending_before_its_lease_can_be_
         .connect_with(direct.clone().host("127.0.0.1").port(partition.addr.port()))
         .await
         .unwrap();
-    let mut config = crate::common::test_config();
-    quick(&mut config);
-    config.node_id = "node-a".into();
-    config.roles = vec!["dispatch".into()];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node_a = wazion_bridge::server::start(config, across, listener).await.unwrap();
+    let (node_a, _) = crate::common::node_on(&across, |c| {
+        quick(c);
+        c.node_id = "node-a".into();
+        c.roles = vec!["dispatch".into()];
+    })
+    .await;
 
     let (_, _, key) = app.account("pro").await;
     let line = app.connected_line(&key, "+34600000990").await;
@@ -471,16 +454,12 @@ async fn a_node_cut_off_from_the_database_stops_sending_before_its_lease_can_be_
 
     partition.cut();
     // Another dispatch node, with a working connection, waits for the line.
-    let (node_b, _) = {
-        let mut config = crate::common::test_config();
-        quick(&mut config);
-        config.node_id = "node-b".into();
-        config.roles = vec!["dispatch".into()];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = wazion_bridge::server::start(config, app.db.pool.clone(), listener).await.unwrap();
-        let base = format!("http://{}", server.addr);
-        (server, base)
-    };
+    let (node_b, _) = crate::common::node_on(&app.db.pool, |c| {
+        quick(c);
+        c.node_id = "node-b".into();
+        c.roles = vec!["dispatch".into()];
+    })
+    .await;
     // node-a gives the send up on its own, while its lease in the database still stands: nobody
     // else could have sent the message yet.
     app.eventually("node-a abandons the send", WAIT, || async {

@@ -148,26 +148,44 @@ impl TestDb {
     }
 
     /// Like [`TestDb::await_condition`], but says whether the condition held in time.
-    pub async fn condition_within<F, Fut>(&self, timeout: Duration, mut check: F) -> bool
+    pub async fn condition_within<F, Fut>(&self, timeout: Duration, check: F) -> bool
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let mut changes = sqlx::postgres::PgListener::connect_with(&self.pool).await.expect("a listener");
-        changes.listen(projections::notify::CHANNEL).await.expect("LISTEN");
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if check().await {
-                return true;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            if let Ok(received) = tokio::time::timeout(wait, changes.recv()).await {
-                received.expect("the listener works");
-            }
+        condition_within_on(&self.pool, timeout, check).await
+    }
+}
+
+/// [`TestDb::await_condition`] on any database (a cluster of a test's own).
+pub async fn await_condition_on<F, Fut>(pool: &PgPool, what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(condition_within_on(pool, timeout, check).await, "timed out waiting for: {what}");
+}
+
+/// [`TestDb::condition_within`] on any database.
+pub async fn condition_within_on<F, Fut>(pool: &PgPool, timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut changes = sqlx::postgres::PgListener::connect_with(pool).await.expect("a listener");
+    changes.listen(projections::notify::CHANNEL).await.expect("LISTEN");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        if let Ok(received) = tokio::time::timeout(wait, changes.recv()).await {
+            received.expect("the listener works");
         }
     }
 }
@@ -524,4 +542,29 @@ pub async fn sim_lines(bases: &[String], key: &str, n: usize, phone_prefix: &str
         lines.push(line);
     }
     lines
+}
+
+/// A new account on `plan` with one API key, made with the CLI on the database at `url`:
+/// `(account_id, api_key)`.
+pub async fn account_on(url: &str, plan: &str) -> (String, String) {
+    let run = |args: Vec<String>| async move {
+        let out = bridge_on(url).args(&args).output().await.expect("bridge runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let account = run(["accounts", "create", "--name", "Acme Ltd", "--plan", plan, "--json"].map(String::from).to_vec()).await;
+    let account_id = account["account_id"].as_str().unwrap().to_owned();
+    let key = run(["keys", "create", "--account", &account_id, "--json"].map(String::from).to_vec()).await;
+    (account_id, key["api_key"].as_str().unwrap().to_owned())
+}
+
+/// Another node in this test process, on `pool`, with the tests' configuration as `configure`
+/// changes it; its base URL.
+pub async fn node_on(pool: &PgPool, configure: impl FnOnce(&mut Config)) -> (wazion_bridge::server::RunningServer, String) {
+    let mut config = test_config();
+    configure(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = wazion_bridge::server::start(config, pool.clone(), listener).await.expect("the node starts");
+    let base = format!("http://{}", server.addr);
+    (server, base)
 }
